@@ -1,0 +1,1 @@
+"""The benchmark: embedding, probes, metrics, tasks, results files and the leaderboard."""

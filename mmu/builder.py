@@ -1,0 +1,146 @@
+"""The survey builder interface and its registry.
+
+A builder reads one survey's raw archive format and nothing else: it lists its raw inputs and
+turns one input into standardized rows (pyarrow Tables in the schema of `mmu.schema`). The
+engine (`mmu.build`) does the rest the same way for every survey: Dask, validation, rejections,
+resumption, partitioning, manifests and cards.
+
+    @register_builder("mysurvey")
+    class MySurvey(Builder):
+        Config = MySurveyConfig          # a dataclass; catalog.yaml's builder_config fills it
+        def modalities(self): ...        # {"spectrum": SpectrumSpec(...)}
+        def extra_columns(self): ...     # survey-native columns, lower case
+        def list_inputs(self, raw): ...  # [RawInput(key, paths), ...]
+        def read(self, item): ...        # yields pa.Table chunks, and Rejection for bad rows
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Iterator
+
+import pyarrow as pa
+
+from mmu.schema import ModalitySpec, dataset_schema
+
+_REGISTRY: dict[str, type["Builder"]] = {}
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """One unit of raw data (and of resumption): a file, or a group of files read together."""
+
+    key: str  # stable and unique within a build, e.g. a brick name or a relative path
+    paths: tuple[str, ...]  # absolute paths of the files this input reads
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why an input, or one row of it, was not ingested."""
+
+    input: str
+    reason: str
+    row: int | None = None
+    object_id: str | None = None
+    column: str | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+class InputRejected(Exception):
+    """Raised by a builder when a whole input is unusable (corrupt file, missing HDU, ...)."""
+
+
+@dataclass(frozen=True)
+class BuilderConfig:
+    """Base config; builders subclass it with their own fields (typed, with defaults)."""
+
+
+class Builder:
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    Config: ClassVar[type] = BuilderConfig
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def from_options(cls, options: dict | None) -> "Builder":
+        """Build from catalog.yaml's `builder_config`; unknown keys are an error."""
+        options = dict(options or {})
+        known = {f.name for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"builder {cls.name!r}: unknown config keys {unknown}; "
+                             f"known: {sorted(known)}")
+        for f in dataclasses.fields(cls.Config):
+            if f.name in options and isinstance(options[f.name], list):
+                options[f.name] = tuple(options[f.name])
+        return cls(cls.Config(**options))
+
+    def options(self) -> dict:
+        """The config as plain data (recorded in build.json, hashed into the build key)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self.config).items()}
+
+    # --- what a survey builder implements -------------------------------------------------
+
+    def modalities(self) -> dict[str, ModalitySpec]:
+        return {}
+
+    def extra_columns(self) -> list[pa.Field]:
+        return []
+
+    def list_inputs(self, raw: Path) -> list[RawInput]:
+        raise NotImplementedError
+
+    def read(self, item: RawInput) -> Iterator[pa.Table | Rejection]:
+        raise NotImplementedError
+
+    def fetch(self, raw: Path, limit: int | None = None) -> list[Path]:
+        raise NotImplementedError(f"builder {self.name!r} has no archive download")
+
+    # --- derived ---------------------------------------------------------------------------
+
+    def schema(self) -> pa.Schema:
+        return dataset_schema(self.modalities(), self.extra_columns())
+
+
+def register_builder(name: str):
+    """Class decorator registering a builder under `name` (duplicates raise)."""
+
+    def wrap(cls: type[Builder]) -> type[Builder]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"builder name {name!r} is already registered by "
+                             f"{_REGISTRY[name].__module__}.{_REGISTRY[name].__qualname__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def get_builder(ref: str) -> type[Builder]:
+    """A registered builder by name, or a plugin builder by 'package.module:Class'."""
+    if ":" in ref:
+        module, _, attr = ref.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise KeyError(f"cannot import builder {ref!r}: {e}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Builder)):
+            raise KeyError(f"{ref!r} is not a mmu.builder.Builder subclass")
+        return cls
+    importlib.import_module("mmu.builders")  # registers the survey builders
+    try:
+        return _REGISTRY[ref]
+    except KeyError:
+        raise KeyError(f"no builder {ref!r}; registered: {sorted(_REGISTRY)}") from None
+
+
+def registered_builders() -> dict[str, type[Builder]]:
+    importlib.import_module("mmu.builders")
+    return dict(_REGISTRY)

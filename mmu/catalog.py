@@ -1,0 +1,228 @@
+"""The registry: every dataset and every benchmark task, parsed from catalog.yaml into typed,
+validated objects. Unknown keys are errors, so a typo never silently means "default".
+
+The catalog is the repository's `catalog.yaml` (shipped inside the wheel as `mmu/catalog.yaml`),
+plus any overlay files named in the `MMU_CATALOG` environment variable (os.pathsep-separated),
+e.g. a local project's own datasets or a demo's tasks. An overlay may add entries, never redefine.
+"""
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mmu.schema import MODALITIES
+from mmu.splits import SplitDefinition
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+TASK_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*\.v[0-9]+$")
+
+
+class CatalogError(ValueError):
+    """catalog.yaml (or an overlay) is malformed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class License(_Strict):
+    id: str = Field(description="SPDX id or the survey's own name for its terms")
+    url: str
+    non_commercial: bool = False
+    no_derivatives: bool = False
+    notes: str = ""
+
+
+class RawSource(_Strict):
+    archive: str = Field(description="archive base URL")
+    pattern: str = Field(description="URL pattern of one raw input, relative to the archive")
+    docs: str = Field(description="data model documentation URL")
+    size: str = Field(default="", description="approximate size of the full raw data")
+
+
+class SplitsEntry(_Strict):
+    method: Literal["healpix-sha256-v1"] = "healpix-sha256-v1"
+    order: int
+    seed: int
+    fractions: dict[Literal["train", "val", "test"], float]
+    hash: str = Field(description="sha256 of the definition; checked against the computed one")
+
+    def definition(self) -> SplitDefinition:
+        f = self.fractions
+        return SplitDefinition(order=self.order, seed=self.seed, train=f["train"], val=f["val"],
+                               test=f["test"], method=self.method)
+
+    @model_validator(mode="after")
+    def _hash_matches(self):
+        computed = self.definition().hash
+        if computed != self.hash:
+            raise ValueError(f"splits.hash {self.hash!r} does not match the definition "
+                             f"(computed {computed}); a changed split definition needs a new hash")
+        return self
+
+
+class DatasetEntry(_Strict):
+    name: str
+    survey: str
+    release: str
+    description: str
+    modalities: list[Literal["image", "spectrum", "lightcurve", "catalog"]]
+    builder: str = Field(description="registered builder name, or 'module:Class' for a plugin")
+    builder_config: dict = Field(default_factory=dict)
+    raw: RawSource
+    license: License
+    citation: list[str] = Field(description="BibTeX entries, the dataset's own first")
+    acknowledgement: str = ""
+    homepage: str
+    expected_rows: int | None = Field(
+        default=None, description="rows of the full real-archive build (None: depends on inputs)")
+    mock_only: bool = Field(default=False, description="exists only as mock-observatory output")
+    keywords: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not NAME_RE.match(v):
+            raise ValueError(f"dataset name {v!r} must be lower case letters, digits and '_'")
+        return v
+
+    @model_validator(mode="after")
+    def _name_has_release(self):
+        if self.survey not in self.name or self.release.lower() not in self.name:
+            raise ValueError(f"dataset name {self.name!r} must contain its survey {self.survey!r} "
+                             f"and release {self.release!r} (a released name never changes meaning)")
+        for bib in self.citation:
+            if not re.match(r"^\s*@\w+\{[^,\s]+,", bib):
+                raise ValueError(f"{self.name}: citation is not a BibTeX entry: {bib[:60]!r}")
+        return self
+
+
+class TaskEntry(_Strict):
+    """A benchmark task (the benchmark issue fills these in; the schema is fixed here)."""
+
+    name: str
+    description: str = ""
+    dataset: str
+    dataset_revision: str
+    input_prefix: str = ""
+    modality: Literal["image", "spectrum", "lightcurve", "image+spectrum"]
+    target: str
+    filters: list[str] = Field(default_factory=list)
+    split_hash: str
+    min_per_split: dict[Literal["train", "val", "test"], int] = Field(default_factory=dict)
+    type: Literal["regression", "classification", "retrieval"]
+    main_score: str
+    higher_is_better: bool
+    class_weights: dict[str, float] | None = None
+    protocols: list[str] = Field(default_factory=list)
+    mock: bool = False
+    sim: dict | None = None
+    superseded_by: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _versioned(cls, v):
+        if not TASK_RE.match(v):
+            raise ValueError(f"task name {v!r} must be versioned as 'Name.vN'")
+        return v
+
+
+class Catalog(_Strict):
+    version: int
+    splits: SplitsEntry
+    datasets: list[DatasetEntry]
+    tasks: list[TaskEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        for kind, items in (("dataset", self.datasets), ("task", self.tasks)):
+            seen = set()
+            for item in items:
+                if item.name in seen:
+                    raise ValueError(f"{kind} {item.name!r} is defined twice")
+                seen.add(item.name)
+        names = {d.name for d in self.datasets}
+        for t in self.tasks:
+            if t.dataset not in names:
+                raise ValueError(f"task {t.name} names unknown dataset {t.dataset!r}")
+        return self
+
+    @property
+    def split_definition(self) -> SplitDefinition:
+        return self.splits.definition()
+
+    def dataset(self, name: str) -> DatasetEntry:
+        for d in self.datasets:
+            if d.name == name:
+                return d
+        raise KeyError(f"no dataset {name!r} in the catalog; `mmu catalog list` shows the "
+                       f"{len(self.datasets)} known: {', '.join(d.name for d in self.datasets)}")
+
+    def task(self, name: str) -> TaskEntry:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(f"no task {name!r} in the catalog")
+
+
+def default_catalog_path() -> Path:
+    """The repository's catalog.yaml in a checkout, else the copy inside the installed wheel."""
+    root = Path(__file__).resolve().parent.parent / "catalog.yaml"
+    if root.is_file():
+        return root
+    packaged = resources.files("mmu") / "catalog.yaml"
+    return Path(str(packaged))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise CatalogError(f"{path}: catalog file not found") from None
+    except yaml.YAMLError as e:
+        raise CatalogError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise CatalogError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def parse_catalog(data: dict, source: str = "<catalog>") -> Catalog:
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as e:
+        raise CatalogError(f"{source}: {e}") from None
+
+
+def load_catalog(path: str | Path | None = None, overlays: list[str | Path] | None = None) -> Catalog:
+    """Load the catalog, plus overlays (argument, then `MMU_CATALOG`)."""
+    return _load(str(path or default_catalog_path()),
+                 tuple(str(p) for p in (overlays or [])) + _env_overlays())
+
+
+def _env_overlays() -> tuple[str, ...]:
+    env = os.environ.get("MMU_CATALOG", "")
+    return tuple(p for p in env.split(os.pathsep) if p)
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, overlays: tuple[str, ...]) -> Catalog:
+    data = _read_yaml(Path(path))
+    for overlay in overlays:
+        extra = _read_yaml(Path(overlay))
+        unknown = set(extra) - {"datasets", "tasks"}
+        if unknown:
+            raise CatalogError(f"{overlay}: an overlay may only add 'datasets' and 'tasks', "
+                               f"not {sorted(unknown)}")
+        for key in ("datasets", "tasks"):
+            data[key] = list(data.get(key) or []) + list(extra.get(key) or [])
+    return parse_catalog(data, " + ".join((path,) + overlays))
+
+
+MODALITY_NAMES = MODALITIES

@@ -1,0 +1,163 @@
+"""The `mmu` command line. Each subcommand imports its heavy dependencies lazily."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+DESCRIPTION = """\
+mmu: a Multimodal Universe style dataset hub, contrastive pretraining suite and benchmark.
+
+  mmu catalog list                       the datasets the hub knows, with licenses
+  mmu sim --out RAW --galaxies 1000      write a mock universe in real survey formats
+  mmu build NAME --raw RAW --hub HUB     standardize raw survey files into a HATS dataset
+
+Run `mmu COMMAND --help` for the details of one command."""
+
+
+def _catalog_list(args) -> int:
+    from mmu.catalog import load_catalog
+
+    cat = load_catalog()
+    if args.json:
+        print(json.dumps([d.model_dump() for d in cat.datasets], indent=2))
+        return 0
+    rows = [("name", "survey", "release", "modalities", "license", "builder")]
+    for d in cat.datasets:
+        lic = d.license.id + (" (NON-COMMERCIAL)" if d.license.non_commercial else "") + \
+            (" (mock only)" if d.mock_only else "")
+        rows.append((d.name, d.survey, d.release, ",".join(d.modalities), lic, d.builder))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for k, r in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    if cat.tasks:
+        print(f"\n{len(cat.tasks)} benchmark task(s): {', '.join(t.name for t in cat.tasks)}")
+    return 0
+
+
+def _catalog_show(args) -> int:
+    from mmu.catalog import load_catalog
+
+    cat = load_catalog()
+    try:
+        d = cat.dataset(args.name)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(d.model_dump(), indent=2))
+        return 0
+    print(f"{d.name}  ({d.survey} {d.release})")
+    print(textwrap.fill(d.description, 96, initial_indent="  ", subsequent_indent="  "))
+    print(f"\n  modalities   {', '.join(d.modalities)}")
+    print(f"  builder      {d.builder}  {json.dumps(d.builder_config) if d.builder_config else ''}")
+    print(f"  raw data     {d.raw.archive}")
+    print(f"               {d.raw.pattern}")
+    print(f"  data model   {d.raw.docs}")
+    if d.raw.size:
+        print(f"  size         {d.raw.size}")
+    print(f"  homepage     {d.homepage}")
+    print(f"  license      {d.license.id}  {d.license.url}"
+          + ("  ** NON-COMMERCIAL **" if d.license.non_commercial else "")
+          + ("  ** NO DERIVATIVES **" if d.license.no_derivatives else ""))
+    if d.expected_rows:
+        print(f"  rows         {d.expected_rows} (full archive build)")
+    if d.mock_only:
+        print("  mock only    built from `mmu sim` output")
+    if d.acknowledgement:
+        print("\n  acknowledgement:")
+        print(textwrap.fill(d.acknowledgement, 96, initial_indent="    ", subsequent_indent="    "))
+    print("\n  citation:")
+    for c in d.citation:
+        print(textwrap.indent(c.strip(), "    "))
+    return 0
+
+
+def _build(args) -> int:
+    from mmu.build import BuildError, build
+
+    try:
+        result = build(args.name, args.raw, args.hub, workers=args.workers, scheduler=args.scheduler,
+                       strict=args.strict, progress=not args.no_progress)
+    except (BuildError, KeyError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 1
+    return 0 if result else 1
+
+
+def _sim(args) -> int:
+    from mmu.sim.cli import run
+
+    return run(args)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmu", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    cat = sub.add_parser("catalog", help="list and describe the datasets in the registry",
+                         description="The registry (catalog.yaml): datasets and benchmark tasks.")
+    csub = cat.add_subparsers(dest="catalog_command", metavar="ACTION")
+    lst = csub.add_parser("list", help="a table of every dataset with its license")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lst.set_defaults(func=_catalog_list)
+    show = csub.add_parser("show", help="everything about one dataset, including its citation")
+    show.add_argument("name", help="dataset name, e.g. desi_dr1 (see `mmu catalog list`)")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=_catalog_show)
+    cat.set_defaults(func=lambda a: (cat.print_help(), 0)[1])
+
+    try:
+        from mmu.sim import cli as sim_cli
+    except ImportError:
+        sim_cli = None
+    if sim_cli is not None:
+        sim = sub.add_parser("sim", help="write a mock universe in real survey file formats",
+                             formatter_class=argparse.RawDescriptionHelpFormatter,
+                             description="The mock observatory: draws galaxies and transients and "
+                                         "writes the raw files of each survey in its archive format.")
+        sim_cli.configure_parser(sim)
+        sim.set_defaults(func=_sim)
+
+    b = sub.add_parser(
+        "build", help="standardize a survey's raw files into a HATS dataset in the hub",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Build one dataset of the catalog: read every raw input with the survey's builder
+            (one Dask task per input), validate and standardize the rows, partition them with
+            hats-import into HUB/NAME (HATS catalog + margin cache + dataset card + build.json).
+
+            Bad inputs never abort the build: each is rejected with its reason, listed at the
+            end and recorded in build.json (--strict makes any rejection an error). A killed
+            build rerun with the same arguments resumes; a finished one is a no-op.
+
+            example:  mmu build desi_dr1 --raw ./raw --hub ./hub --workers 2"""))
+    b.add_argument("name", help="dataset name from `mmu catalog list`")
+    b.add_argument("--raw", required=True, help="directory holding the survey's raw files")
+    b.add_argument("--hub", required=True, help="hub directory; the dataset goes to HUB/NAME")
+    b.add_argument("--workers", type=int, default=None,
+                   help="local Dask worker processes (default: up to 2)")
+    b.add_argument("--scheduler", default=None,
+                   help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                        "(a distributed or dask-jobqueue SLURM cluster)")
+    b.add_argument("--strict", action="store_true", help="fail if any input or row is rejected")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
+    b.set_defaults(func=_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

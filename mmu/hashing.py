@@ -1,0 +1,123 @@
+"""Hashes that identify inputs, builds and content.
+
+- `file_sha256`: raw inputs (cached by path, size and mtime so reruns do not reread terabytes).
+- `row_digests`: one sha256 per row over its values, independent of file layout and row order,
+  so the *content revision* of a dataset (sorted object ids + row digests) survives a change of
+  partitioning, compression or creation dates, and changes when any value changes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+CHUNK = 1 << 22
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def sha256_json(obj) -> str:
+    return hashlib.sha256(canonical_json(obj)).hexdigest()
+
+
+class ChecksumCache:
+    """sha256 of files keyed by (path, size, mtime_ns), persisted as JSON."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.entries = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            self.entries = {}
+
+    def key(self, path: str) -> str:
+        st = os.stat(path)
+        return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
+
+    def get(self, path: str) -> str | None:
+        return self.entries.get(self.key(path))
+
+    def put(self, path: str, digest: str) -> None:
+        self.entries[self.key(path)] = digest
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.entries))
+        os.replace(tmp, self.path)
+
+
+def _leaves(arr: pa.Array, offsets: np.ndarray, out: list):
+    """Collect (values, per-row offsets) for every leaf of a (nested) column, nulls included."""
+    validity = np.asarray(arr.is_valid(), dtype=np.uint8)
+    out.append((validity, offsets))
+    t = arr.type
+    if pa.types.is_struct(t):
+        for child in arr.flatten():
+            _leaves(child, offsets, out)
+    elif pa.types.is_fixed_size_list(t):
+        _leaves(_fsl_values(arr), offsets * t.list_size, out)
+    elif pa.types.is_list(t) or pa.types.is_large_list(t):
+        child = np.asarray(arr.offsets, dtype=np.int64)
+        values = arr.values.slice(child[0], child[-1] - child[0])
+        _leaves(values, (child - child[0])[offsets], out)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        values = [v.encode() if v is not None else b"" for v in arr.to_pylist()]
+        out.append((values, offsets))
+    else:
+        values = arr.to_numpy(zero_copy_only=False)
+        if values.dtype == object:
+            values = np.array([0 if v is None else v for v in values])
+        out.append((np.ascontiguousarray(values), offsets))
+
+
+def _fsl_values(arr: pa.FixedSizeListArray) -> pa.Array:
+    # flatten() drops null list slots; keep every slot so offsets stay row-aligned
+    k = arr.type.list_size
+    return arr.values.slice(arr.offset * k, len(arr) * k)
+
+
+def row_digests(table: pa.Table, exclude: tuple[str, ...] = ("_healpix_29",)) -> list[bytes]:
+    """sha256 of each row's values, in column-name order."""
+    n = table.num_rows
+    leaves: list = []
+    base = np.arange(n + 1, dtype=np.int64)
+    for name in sorted(c for c in table.column_names if c not in exclude):
+        col = table.column(name).combine_chunks()
+        leaves.append(([name.encode()] * n, base))  # column boundary marker
+        _leaves(col, base, leaves)
+    digests = []
+    for i in range(n):
+        h = hashlib.sha256()
+        for values, off in leaves:
+            s, e = off[i], off[i + 1]
+            if isinstance(values, list):
+                h.update(b"\x1f".join(values[s:e]) + b"\x1e")
+            else:
+                h.update(values[s:e].tobytes())
+            h.update(int(e - s).to_bytes(8, "little"))
+        digests.append(h.digest())
+    return digests
+
+
+def content_revision(object_ids: list[str], digests: list[bytes]) -> str:
+    """Order-independent hash of a dataset's content: rows sorted by object id."""
+    order = sorted(range(len(object_ids)), key=object_ids.__getitem__)
+    h = hashlib.sha256()
+    for i in order:
+        h.update(object_ids[i].encode() + b"\x00" + digests[i])
+    return h.hexdigest()

@@ -1,0 +1,130 @@
+"""Parameters of the mock universe and its observations, and the seeding scheme.
+
+Every number that shapes the output lives in `SimConfig`, is written to `mmu-sim.json`, and is
+described in docs/sim.md. Random streams are keyed by (seed, purpose, unit) so that a file's
+content never depends on how many workers made it or in which order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SIMULATOR_VERSION = "mmu-sim 1.0"
+
+DECAM_BANDS = ("g", "r", "i", "z")
+SDSS_BANDS = ("u", "g", "r", "i", "z")
+LSST_BANDS = ("u", "g", "r", "i", "z", "y")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    # --- the universe -------------------------------------------------------------------
+    z_min: float = 0.02
+    z_max: float = 0.8
+    logm_min: float = 8.0
+    logm_max: float = 12.0
+    #: the drawn population is flux limited at this DECam r magnitude (mean-SED estimate)
+    r_limit: float = 23.0
+    #: Schechter stellar mass functions: (log M*, alpha, phi* [Mpc^-3 dex^-1], phi* evolution
+    #: exponent in (1+z)); star-forming and quiescent populations
+    smf_star_forming: tuple = (10.65, -1.40, 1.0e-3, -0.3)
+    smf_quiescent: tuple = (10.85, -0.50, 2.8e-3, -1.6)
+    #: surface density of the drawn galaxies inside a field [deg^-2] (sets field size, blends)
+    density_per_deg2: float = 20000.0
+    #: fraction of galaxies that live in groups (shared redshift, clustered on the sky)
+    group_fraction: float = 0.3
+    group_mean_members: float = 5.0
+    group_sigma_kpc: float = 150.0
+    # --- the realism that makes photometric redshifts hard -----------------------------
+    #: Calzetti attenuation: star-forming A_V = clip(N(av_sf_at_1e10 + av_sf_slope*(logM-10),
+    #: av_sf_scatter)); quiescent A_V = |N(0, av_q_scatter)|
+    av_sf_at_1e10: float = 0.6
+    av_sf_slope: float = 0.35
+    av_sf_scatter: float = 0.45
+    av_q_scatter: float = 0.2
+    #: emission-line strength scatter (lognormal, dex) around the template lines
+    line_scatter_dex: float = 0.3
+    #: smooth per-galaxy SED deviation beyond the five templates (rms mag of a linear +
+    #: quadratic tilt in log wavelength over the optical range)
+    sed_tilt_mag: float = 0.12
+    #: per brick and band photometric zero-point error (rms, mag)
+    zeropoint_rms_mag: float = 0.03
+    #: fraction of a neighbour's flux leaking into a blended source's catalogue flux at zero
+    #: separation (falls off as a Gaussian in separation / blend scale)
+    blend_leak: float = 0.5
+    # --- Legacy Survey imaging ----------------------------------------------------------
+    pixscale_arcsec: float = 0.262
+    brick_deg: float = 0.25
+    #: 5-sigma point-source depth per band (AB) and per-brick rms
+    psfdepth_mag: tuple = (24.9, 24.4, 23.9, 23.3)
+    psfdepth_rms_mag: float = 0.25
+    #: median PSF FWHM per band [arcsec] and lognormal scatter (dex)
+    psf_fwhm_arcsec: tuple = (1.45, 1.30, 1.20, 1.15)
+    psf_fwhm_scatter_dex: float = 0.07
+    moffat_beta: float = 3.5
+    #: image crop around the sources of a brick, in pixels beyond the outermost source
+    crop_pad_pix: int = 100
+    stars_per_deg2: float = 3000.0
+    bad_column_prob: float = 0.3
+    # --- DESI spectroscopy --------------------------------------------------------------
+    bgs_r_limit: float = 19.5
+    bgs_faint_r_limit: float = 20.175
+    desi_completeness: float = 0.85
+    #: fraction of fields that also have SV3 coverage; there, targets are observed in sv3 with
+    #: this probability (and still in main with desi_completeness) -> repeated TARGETIDs
+    sv3_field_fraction: float = 0.35
+    sv3_completeness: float = 0.8
+    redrock_failure_rate: float = 0.02
+    # --- SDSS spectroscopy --------------------------------------------------------------
+    sdss_r_limit: float = 17.77
+    sdss_field_fraction: float = 0.6
+    sdss_completeness: float = 0.9
+    # --- transients (PLAsTiCC-like) -----------------------------------------------------
+    transient_class_fractions: tuple = (("SNIa", 0.35), ("SNII", 0.25), ("SNIbc", 0.12),
+                                        ("AGN", 0.14), ("RRL", 0.14))
+    survey_mjd_start: float = 59580.0
+    survey_years: int = 3
+    ddf_field_fraction: float = 0.1
+    cosmology: str = "Planck18"
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["transient_class_fractions"] = dict(self.transient_class_fractions)
+        return out
+
+    @classmethod
+    def from_overrides(cls, overrides: dict | None) -> "SimConfig":
+        if not overrides:
+            return cls()
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"unknown simulation parameter(s) {unknown}; known: {sorted(names)}")
+        fixed = dict(overrides)
+        if isinstance(fixed.get("transient_class_fractions"), dict):
+            fixed["transient_class_fractions"] = tuple(fixed["transient_class_fractions"].items())
+        for k, v in list(fixed.items()):
+            if isinstance(v, list):
+                fixed[k] = tuple(v)
+        return dataclasses.replace(cls(), **fixed)
+
+
+def _key(part) -> int:
+    if isinstance(part, (int, np.integer)):
+        return int(part) & 0xFFFFFFFF
+    return zlib.crc32(str(part).encode())
+
+
+def rng_for(seed: int, *keys) -> np.random.Generator:
+    """An independent random stream for (seed, *keys), e.g. rng_for(7, "brick", "1126p222")."""
+    ss = np.random.SeedSequence(entropy=int(seed), spawn_key=tuple(_key(k) for k in keys))
+    return np.random.Generator(np.random.PCG64(ss))
+
+
+def cosmology(name: str = "Planck18"):
+    from astropy import cosmology as _cosmo
+
+    return getattr(_cosmo, name)

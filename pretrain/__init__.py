@@ -1,0 +1,1 @@
+"""The contrastive pretraining suite: encoders, multimodal CLIP model, loss, loader, trainer."""
