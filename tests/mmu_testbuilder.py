@@ -6,6 +6,7 @@ survey builder does (chunks, row rejections, whole-input rejections), on files t
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,13 @@ NPIX = 64
 
 @dataclass(frozen=True)
 class TestSpectraConfig(BuilderConfig):
+    __test__ = False
     chunk_rows: int = 7
+    sleep_s: float = 0.0  # per chunk; lets tests kill a build mid-way
 
 
-class TestSpectra(Builder):
+class TestSpectra(Builder):  # noqa: pytest should not collect this
+    __test__ = False
     name = "testspectra"
     version = "1"
     Config = TestSpectraConfig
@@ -53,6 +57,8 @@ class TestSpectra(Builder):
                     raise InputRejected(f"{Path(path).name}: HDU 'SPECTRA' missing column {col!r}")
             n = len(data)
             for s in range(0, n, self.config.chunk_rows):
+                if self.config.sleep_s:
+                    time.sleep(self.config.sleep_s)
                 d = data[s:s + self.config.chunk_rows]
                 m = len(d)
                 flux = np.asarray(d["FLUX"], np.float32)
@@ -70,17 +76,21 @@ class TestSpectra(Builder):
                 })
 
 
-def write_spectra_file(path: Path, ids, ra, dec, seed=0, drop_column=None, nan_flux_row=None):
+def write_spectra_file(path: Path, ids, ra, dec, seed=0, drop_column=None, nan_flux_row=None,
+                       zero_ivar_row=None):
     rng = np.random.default_rng(seed)
     n = len(ids)
     flux = rng.normal(10, 1, (n, NPIX)).astype(np.float32)
     if nan_flux_row is not None:
         flux[nan_flux_row, 5] = np.nan
+    ivar = np.ones((n, NPIX), np.float32)
+    if zero_ivar_row is not None:
+        ivar[zero_ivar_row] = 0
     cols = {"ID": fits.Column("ID", "K", array=np.asarray(ids, np.int64)),
             "RA": fits.Column("RA", "D", array=ra), "DEC": fits.Column("DEC", "D", array=dec),
             "MAG": fits.Column("MAG", "E", array=rng.uniform(17, 22, n)),
             "FLUX": fits.Column("FLUX", f"{NPIX}E", array=flux),
-            "IVAR": fits.Column("IVAR", f"{NPIX}E", array=np.ones((n, NPIX), np.float32))}
+            "IVAR": fits.Column("IVAR", f"{NPIX}E", array=ivar)}
     if drop_column:
         cols.pop(drop_column)
     hdus = fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(list(cols.values()), name="SPECTRA"),

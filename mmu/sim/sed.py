@@ -24,6 +24,8 @@ FILTER_NAMES = {
 EMISSION_LINES = (1215.7, 2798.0, 3727.1, 3869.8, 4102.9, 4341.7, 4862.7, 4960.3, 5008.2,
                   6302.0, 6549.9, 6564.6, 6585.3, 6718.3, 6732.7)
 LINE_HALF_WIDTH_PIX = 5
+#: rest-frame range kept from the templates: covers u..y and the spectrographs for 0 < z < 1.5
+REST_RANGE = (900.0, 25000.0)
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,8 +34,9 @@ def templates():
     from scipy.ndimage import median_filter
     from skypy.galaxies.spectrum import kcorrect
 
-    wave = np.asarray(kcorrect.wavelength.value, dtype=np.float64)
-    full = np.asarray(kcorrect.templates.value, dtype=np.float64)
+    keep = (kcorrect.wavelength.value >= REST_RANGE[0]) & (kcorrect.wavelength.value <= REST_RANGE[1])
+    wave = np.asarray(kcorrect.wavelength.value[keep], dtype=np.float64)
+    full = np.asarray(kcorrect.templates.value[:, keep], dtype=np.float64)
     cont = np.empty_like(full)
     lines = np.zeros_like(full)
     window = np.zeros(wave.size, dtype=bool)
@@ -82,6 +85,17 @@ def ccm_a_over_av(wave_angstrom: np.ndarray, r_v: float = 3.1) -> np.ndarray:
     return np.clip(a + b / r_v, 0.0, None)
 
 
+@functools.lru_cache(maxsize=1)
+def _ccm_table():
+    w = np.geomspace(800.0, 60000.0, 40000)
+    return w, ccm_a_over_av(w)
+
+
+def _ccm_interp(wave):
+    w, a = _ccm_table()
+    return np.interp(wave, w, a)
+
+
 def rest_spectra(coeffs, line_scale=None, av=None, tilt=None) -> np.ndarray:
     """Rest-frame f_lambda at 10 pc per unit formed mass, (ng, nwave), on `templates()[0]`.
 
@@ -120,7 +134,7 @@ def observed_spectra(rest, redshift, mass_scale, lum_dist_mpc, ebv_mw=None):
     d_ratio = (TEN_PC_CM / (np.asarray(lum_dist_mpc, float) * 1e6 * TEN_PC_CM / 10.0)) ** 2
     flux = rest * (np.asarray(mass_scale, float) * d_ratio)[:, None] / (1.0 + z)
     if ebv_mw is not None:
-        flux = flux * 10 ** (-0.4 * 3.1 * np.asarray(ebv_mw, float)[:, None] * ccm_a_over_av(wave_obs))
+        flux = flux * 10 ** (-0.4 * 3.1 * np.asarray(ebv_mw, float)[:, None] * _ccm_interp(wave_obs))
     return wave_obs, flux
 
 
@@ -158,7 +172,7 @@ def ab_maggies(wave_obs, flux, filter_names, ebv_mw=None):
         weighted = flux[:, lo:hi] * r * ww
         out[:, j] = np.trapezoid(weighted, ww, axis=1) / den
         if ebv_mw is not None:
-            ext = 10 ** (-0.4 * 3.1 * np.asarray(ebv_mw, float)[:, None] * ccm_a_over_av(ww))
+            ext = 10 ** (-0.4 * 3.1 * np.asarray(ebv_mw, float)[:, None] * _ccm_interp(ww))
             out_mw[:, j] = np.trapezoid(weighted * ext, ww, axis=1) / den
     return out if ebv_mw is None else (out, out_mw)
 

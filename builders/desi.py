@@ -1,0 +1,314 @@
+"""DESI DR1 healpix coadds -> spectrum rows: B/R/Z arms merged on one 0.8 Å grid, with the
+Redrock redshift joined on TARGETID and a `primary` flag for targets seen in several coadds.
+
+Format: desidatamodel `healpix/SURVEY/PROGRAM/PIXGROUP/PIXNUM/coadd-SURVEY-PROGRAM-PIXNUM.fits`
+(FIBERMAP, {B,R,Z}_{WAVELENGTH,FLUX,IVAR,MASK,RESOLUTION}, SCORES) and `redrock-*.fits`
+(REDSHIFTS, TSNR2). One raw input is one HEALPix pixel: every survey/program coadd of that pixel
+is read together, so the primary choice among a TARGETID's repeats is made inside one input.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ._common import (column_or_null, common_columns, download, has_column, list_links,
+                              native, open_fits, require_columns, require_hdu)
+from mmu.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
+from mmu.schema import SpectrumSpec, spectrum_array
+
+WAVE_MIN, WAVE_STEP, NPIX = 3600.0, 0.8, 7781  # 3600 .. 9824 Å, the common DESI coadd grid
+GRID = WAVE_MIN + WAVE_STEP * np.arange(NPIX)
+ARMS = ("B", "R", "Z")
+FILE_RE = re.compile(r"^(coadd|redrock)-([a-z0-9]+)-([a-z0-9]+)-([0-9]+)\.fits(\.gz)?$")
+ARCHIVE = "https://data.desi.lbl.gov/public/dr1/spectro/redux/{specprod}/healpix/"
+
+# (FITS column, hub column, Arrow type); REDSHIFTS and FIBERMAP columns that ride along
+REDSHIFT_COLUMNS = [("Z", "z", pa.float64()), ("ZERR", "zerr", pa.float64()),
+                    ("ZWARN", "zwarn", pa.int64()), ("SPECTYPE", "spectype", pa.string()),
+                    ("SUBTYPE", "subtype", pa.string()), ("DELTACHI2", "deltachi2", pa.float64())]
+OPTIONAL_REDSHIFT = [("CHI2", "chi2", pa.float64()), ("NPIXELS", "npixels", pa.int64())]
+FIBERMAP_COLUMNS = [("COADD_FIBERSTATUS", "coadd_fiberstatus", pa.int64()),
+                    ("OBJTYPE", "objtype", pa.string()), ("EBV", "ebv", pa.float32()),
+                    ("FLUX_G", "flux_g", pa.float32()), ("FLUX_R", "flux_r", pa.float32()),
+                    ("FLUX_Z", "flux_z", pa.float32()), ("DESI_TARGET", "desi_target", pa.int64()),
+                    ("BGS_TARGET", "bgs_target", pa.int64()), ("MWS_TARGET", "mws_target", pa.int64())]
+REQUIRED_REDSHIFTS = ["TARGETID"] + [c for c, _, _ in REDSHIFT_COLUMNS]
+
+
+@dataclass(frozen=True)
+class DesiConfig(BuilderConfig):
+    specprod: str = "iron"
+    chunk_rows: int = 128  # spectra per Arrow chunk (bounds memory: ~45 MB of arm data)
+
+
+def lsf_sigma_pixels(resolution: np.ndarray) -> np.ndarray:
+    """Per-pixel LSF sigma (in pixels) from DESI resolution diagonals [n, ndiag, nwave].
+
+    Row i of the matrix (desispec.resolution.Resolution: offsets ndiag//2 .. -ndiag//2,
+    scipy dia convention R[i, i+d] = data[k, i+d]) is the kernel of output pixel i; sigma is the
+    square root of its second central moment.
+    """
+    n, ndiag, nwave = resolution.shape
+    half = ndiag // 2
+    wsum = np.zeros((n, nwave))
+    m1 = np.zeros((n, nwave))
+    m2 = np.zeros((n, nwave))
+    for k in range(ndiag):
+        d = half - k
+        w = np.zeros((n, nwave))
+        if d >= 0:
+            w[:, :nwave - d] = resolution[:, k, d:]
+        else:
+            w[:, -d:] = resolution[:, k, :nwave + d]
+        wsum += w
+        m1 += w * d
+        m2 += w * d * d
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = m1 / wsum
+        var = m2 / wsum - mean ** 2
+    return np.where(wsum > 0, np.sqrt(np.clip(var, 0, None)), 0.0)
+
+
+@register_builder("desi")
+class Desi(Builder):
+    version = "1"
+    Config = DesiConfig
+
+    def modalities(self):
+        return {"spectrum": SpectrumSpec(NPIX)}
+
+    def extra_columns(self):
+        return ([pa.field("targetid", pa.int64()), pa.field("desi_survey", pa.string()),
+                 pa.field("program", pa.string()), pa.field("healpix", pa.int32()),
+                 pa.field("primary", pa.bool_()), pa.field("zcat_nspec", pa.int16()),
+                 pa.field("tsnr2_lrg", pa.float32())]
+                + [pa.field(name, t) for _, name, t in REDSHIFT_COLUMNS + OPTIONAL_REDSHIFT + FIBERMAP_COLUMNS])
+
+    def list_inputs(self, raw):
+        groups: dict[int, list[str]] = defaultdict(list)
+        for p in sorted(Path(raw).rglob("*.fits*")):
+            m = FILE_RE.match(p.name)
+            if not m or not self._in_specprod(p):
+                continue
+            groups[int(m.group(4))].append(str(p))
+        return [RawInput(f"healpix-{hpix}", tuple(sorted(paths)))
+                for hpix, paths in sorted(groups.items())
+                if any(FILE_RE.match(Path(x).name).group(1) == "coadd" for x in paths)]
+
+    def _in_specprod(self, p: Path) -> bool:
+        parts = p.parts
+        if "redux" in parts:  # archive layout spectro/redux/SPECPROD/...; else a flat mirror
+            i = parts.index("redux")
+            return i + 1 < len(parts) and parts[i + 1] == self.config.specprod
+        return True
+
+    # ---------------------------------------------------------------------------------------
+
+    def read(self, item):
+        coadds, redrocks = {}, {}
+        for path in item.paths:
+            kind, survey, program, _ = FILE_RE.match(Path(path).name).groups()[:4]
+            (coadds if kind == "coadd" else redrocks)[(survey, program)] = path
+        files, problems = [], []
+        for key in sorted(coadds):
+            try:
+                if key not in redrocks:
+                    raise InputRejected(f"{Path(coadds[key]).name}: its redrock file "
+                                        f"redrock-{key[0]}-{key[1]}-*.fits is missing; download it "
+                                        "next to the coadd")
+                files.append(self._scan(key, coadds[key], redrocks[key]))
+            except InputRejected as e:
+                problems.append(str(e))
+        if not files:
+            raise InputRejected("; ".join(problems))
+        for reason in problems:  # other coadds of this pixel are still ingested
+            yield Rejection(item.key, reason)
+        primary, nspec = _primary(files)
+        for f in files:
+            for r in f["unmatched"]:
+                yield Rejection(item.key, f"{Path(f['coadd']).name}: TARGETID {f['targetid'][r]} has "
+                                f"no row in {Path(f['redrock']).name} REDSHIFTS", r,
+                                f"{f['survey']}-{f['program']}-{f['targetid'][r]}", "targetid")
+            yield from self._rows(f, primary, nspec)
+
+    def _scan(self, key, coadd, redrock) -> dict:
+        """Check one coadd/redrock pair and read its small tables (not the spectra)."""
+        with open_fits(redrock) as rr:
+            z = require_hdu(rr, "REDSHIFTS", redrock).data
+            require_columns(z, REQUIRED_REDSHIFTS, redrock, "REDSHIFTS")
+            zcols = {c: native(z[c]) for c, _, _ in REDSHIFT_COLUMNS + OPTIONAL_REDSHIFT if has_column(z, c)}
+            ztid = native(z["TARGETID"]).astype(np.int64)
+            tsnr = None
+            if "TSNR2" in [h.name for h in rr] and has_column(rr["TSNR2"].data, "TSNR2_LRG"):
+                t = rr["TSNR2"].data
+                tsnr = dict(zip(native(t["TARGETID"]).tolist(), native(t["TSNR2_LRG"]).tolist()))
+        with open_fits(coadd, memmap=True) as hd:
+            fm = require_hdu(hd, "FIBERMAP", coadd).data
+            require_columns(fm, ["TARGETID", "TARGET_RA", "TARGET_DEC"], coadd, "FIBERMAP")
+            n = len(fm)
+            for arm in ARMS:
+                for part in ("WAVELENGTH", "FLUX", "IVAR", "MASK", "RESOLUTION"):
+                    require_hdu(hd, f"{arm}_{part}", coadd, "DESI coadds carry B, R and Z arms")
+                self._check_arm(hd, arm, n, coadd)
+            if tsnr is None and "SCORES" in [h.name for h in hd] and has_column(hd["SCORES"].data, "TSNR2_LRG"):
+                s = hd["SCORES"].data
+                tsnr = dict(zip(native(s["TARGETID"]).tolist(), native(s["TSNR2_LRG"]).tolist()))
+            targetid = native(fm["TARGETID"]).astype(np.int64)
+            extras = {name: column_or_null(fm, col, t, n) for col, name, t in FIBERMAP_COLUMNS}
+            ra, dec = native(fm["TARGET_RA"]).astype(float), native(fm["TARGET_DEC"]).astype(float)
+            hpix = int(hd[0].header.get("HPXPIXEL", FILE_RE.match(Path(coadd).name).group(4)))
+        zrow = {}
+        for i, t in enumerate(ztid.tolist()):
+            zrow.setdefault(t, i)  # a repeated REDSHIFTS row: the first one is used
+        match = np.array([zrow.get(t, -1) for t in targetid.tolist()], np.int64)
+        return {"survey": key[0], "program": key[1], "coadd": coadd, "redrock": redrock,
+                "targetid": targetid, "ra": ra, "dec": dec, "healpix": hpix, "zmatch": match,
+                "zcols": zcols, "extras": extras, "unmatched": np.flatnonzero(match < 0),
+                "tsnr2_lrg": np.array([np.nan if tsnr is None else tsnr.get(t, np.nan)
+                                       for t in targetid.tolist()], np.float64)}
+
+    @staticmethod
+    def _check_arm(hd, arm, n, path):
+        wave_hdu = hd[f"{arm}_WAVELENGTH"]
+        unit = str(wave_hdu.header.get("BUNIT", "Angstrom")).strip().lower()
+        if unit not in ("angstrom", "angstroms", "aa", "a"):
+            raise InputRejected(f"{Path(path).name}: {arm}_WAVELENGTH has BUNIT {unit!r}, expected "
+                                "Angstrom (vacuum); convert the file or report it")
+        nwave = wave_hdu.header.get("NAXIS1", 0)
+        for part, shape in (("FLUX", (n, nwave)), ("IVAR", (n, nwave)), ("MASK", (n, nwave))):
+            got = hd[f"{arm}_{part}"].shape
+            if tuple(got) != shape:
+                raise InputRejected(f"{Path(path).name}: {arm}_{part} has shape {tuple(got)}, expected "
+                                    f"{shape} (FIBERMAP rows x {arm}_WAVELENGTH pixels)")
+        res = hd[f"{arm}_RESOLUTION"].shape
+        if len(res) != 3 or res[0] != n or res[2] != nwave or res[1] % 2 == 0:
+            raise InputRejected(f"{Path(path).name}: {arm}_RESOLUTION has shape {tuple(res)}, expected "
+                                f"({n}, ndiag (odd), {nwave})")
+
+    def _rows(self, f, primary, nspec):
+        with open_fits(f["coadd"], memmap=True) as hd:
+            arms = {}
+            for arm in ARMS:
+                wave = native(hd[f"{arm}_WAVELENGTH"].data).astype(np.float64)
+                idx = np.rint((wave - WAVE_MIN) / WAVE_STEP).astype(np.int64)
+                ok = (idx >= 0) & (idx < NPIX)
+                if not ok.all() or np.abs(GRID[idx] - wave).max() > 1e-3:
+                    raise InputRejected(f"{Path(f['coadd']).name}: {arm}_WAVELENGTH does not lie on the "
+                                        f"{WAVE_MIN:g} + {WAVE_STEP} Å x {NPIX} grid; resample it first")
+                arms[arm] = (idx, np.gradient(wave))
+            cover = np.zeros(NPIX, np.int64)
+            for idx, _ in arms.values():
+                cover[idx] += 1
+            overlap = np.flatnonzero(cover > 1)
+            n = len(f["targetid"])
+            step = self.config.chunk_rows
+            for s in range(0, n, step):
+                rows = np.arange(s, min(n, s + step))
+                rows = rows[f["zmatch"][rows] >= 0]
+                if len(rows):
+                    yield self._chunk(hd, f, arms, cover, overlap, rows, primary, nspec)
+
+    def _chunk(self, hd, f, arms, cover, overlap, rows, primary, nspec):
+        m = len(rows)
+        sl = slice(int(rows[0]), int(rows[-1]) + 1)
+        sel = rows - rows[0]
+        flux = np.zeros((m, NPIX), np.float32)
+        ivar = np.zeros((m, NPIX), np.float32)
+        lsf = np.zeros((m, NPIX), np.float32)
+        acc = {k: np.zeros((m, len(overlap))) for k in ("w", "wf", "wl", "f", "l")}
+        for arm, (idx, dwave) in arms.items():
+            a_flux = native(hd[f"{arm}_FLUX"].data[sl])[sel]
+            a_mask = native(hd[f"{arm}_MASK"].data[sl])[sel]
+            a_ivar = np.where(a_mask == 0, native(hd[f"{arm}_IVAR"].data[sl])[sel], np.float32(0))
+            a_lsf = (lsf_sigma_pixels(native(hd[f"{arm}_RESOLUTION"].data[sl])[sel].astype(np.float64))
+                     * dwave).astype(np.float32)
+            flux[:, idx], ivar[:, idx], lsf[:, idx] = a_flux, a_ivar, a_lsf  # exact copy off overlaps
+            pos = np.searchsorted(overlap, idx)
+            inside = (pos < len(overlap)) & (overlap[np.minimum(pos, len(overlap) - 1)] == idx)
+            if inside.any():
+                cols, src = pos[inside], np.flatnonzero(inside)
+                w = a_ivar[:, src].astype(np.float64)
+                acc["w"][:, cols] += w
+                acc["wf"][:, cols] += np.where(w > 0, w * a_flux[:, src], 0.0)  # 0 * NaN is NaN
+                acc["wl"][:, cols] += np.where(w > 0, w * a_lsf[:, src], 0.0)
+                acc["f"][:, cols] += a_flux[:, src]
+                acc["l"][:, cols] += a_lsf[:, src]
+        if len(overlap):  # inverse-variance weighted mean; unweighted where no arm is good
+            w = acc["w"]
+            k = cover[overlap][None, :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                flux[:, overlap] = np.where(w > 0, acc["wf"] / w, acc["f"] / k)
+                lsf[:, overlap] = np.where(w > 0, acc["wl"] / w, acc["l"] / k)
+            ivar[:, overlap] = w
+        mask = ivar <= 0  # a NaN ivar stays unmasked, so the engine rejects the row with its reason
+        spectrum = spectrum_array(SpectrumSpec(NPIX), np.broadcast_to(GRID.astype(np.float32), (m, NPIX)),
+                                  flux, ivar, mask, lsf)
+        tid = f["targetid"][rows]
+        zr = f["zmatch"][rows]
+        oid = [f"{f['survey']}-{f['program']}-{t}" for t in tid.tolist()]
+        cols = common_columns(oid, f["ra"][rows], f["dec"][rows], "desi", "dr1")
+        cols["spectrum"] = spectrum
+        cols.update({
+            "targetid": pa.array(tid), "desi_survey": pa.array([f["survey"]] * m),
+            "program": pa.array([f["program"]] * m),
+            "healpix": pa.array(np.full(m, f["healpix"], np.int32)),
+            "primary": pa.array([primary.get(o, False) for o in oid]),
+            "zcat_nspec": pa.array(np.array([nspec[t] for t in tid.tolist()], np.int16)),
+            "tsnr2_lrg": pa.array(f["tsnr2_lrg"][rows].astype(np.float32), from_pandas=True)})
+        for col, name, t in REDSHIFT_COLUMNS + OPTIONAL_REDSHIFT:
+            v = f["zcols"].get(col)
+            if v is None:
+                cols[name] = pa.nulls(m, t)
+            elif v.dtype.kind in "SU":
+                cols[name] = pa.array([str(x).strip() for x in v[zr].astype(str)], t)
+            else:
+                cols[name] = pa.array(v[zr]).cast(t)
+        for _, name, _ in FIBERMAP_COLUMNS:
+            cols[name] = f["extras"][name].take(pa.array(rows))
+        return pa.table(cols)
+
+    # ---------------------------------------------------------------------------------------
+
+    def fetch(self, raw, limit=None):
+        """Download coadd + redrock pairs from the DR1 archive (healpix layout), `limit` pixels."""
+        base = ARCHIVE.format(specprod=self.config.specprod)
+        got = []
+        for survey in ("main", "sv3", "sv1"):
+            for program in ("dark", "bright"):
+                sp = f"{base}{survey}/{program}/"
+                for group in list_links(sp, r"[0-9]+/"):
+                    for pix in list_links(sp + group, r"[0-9]+/"):
+                        for kind in ("coadd", "redrock"):
+                            name = f"{kind}-{survey}-{program}-{pix.rstrip('/')}.fits"
+                            rel = f"desi/dr1/spectro/redux/{self.config.specprod}/healpix/{survey}/{program}/{group}{pix}{name}"
+                            got.append(download(sp + group + pix + name, Path(raw) / rel))
+                        if limit and len(got) >= 2 * limit:
+                            return got
+        return got
+
+
+def _primary(files: list[dict]) -> tuple[dict[str, bool], dict[int, int]]:
+    """ZCAT_PRIMARY as desispec.zcatalog.find_primary_spectra chooses it: among a TARGETID's
+    coadds, ZWARN == 0 first, then the highest TSNR2_LRG; ties go to the first (survey, program)."""
+    best: dict[int, tuple] = {}
+    nspec: dict[int, int] = defaultdict(int)
+    seen = set()
+    for f in files:
+        zwarn = f["zcols"]["ZWARN"]
+        for r, t in enumerate(f["targetid"].tolist()):
+            oid = f"{f['survey']}-{f['program']}-{t}"
+            if oid in seen or f["zmatch"][r] < 0:  # a true duplicate row, or no redshift
+                continue
+            seen.add(oid)
+            nspec[t] += 1
+            snr = f["tsnr2_lrg"][r]
+            rank = (int(zwarn[f["zmatch"][r]]) != 0, -(snr if np.isfinite(snr) else -np.inf))
+            if t not in best or rank < best[t][0]:
+                best[t] = (rank, oid)
+    primary = {oid: True for _, oid in best.values()}
+    return primary, nspec

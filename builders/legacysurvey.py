@@ -1,0 +1,258 @@
+"""Legacy Surveys DR10 bricks -> image rows: C x S x S cutouts centred on Tractor sources.
+
+Format (legacysurvey.org/dr10/files): `<region>/coadd/<bri>/<brick>/legacysurvey-<brick>-
+{image,invvar}-<band>.fits.fz` (nanomaggies, TAN WCS), `-maskbits.fits.fz` (MASKBITS bit
+values of legacysurvey.org/dr10/bitmasks) and `<region>/tractor/<bri>/tractor-<brick>.fits`.
+One raw input is one brick. Cutouts are plain pixel copies (no resampling): the source's pixel,
+round(WCS x, y), sits at index (S//2, S//2). Edge policy: see `LegacySurveyConfig.edge_policy`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ._common import (column_or_null, common_columns, download, has_column, native, open_fits,
+                              require_columns)
+from mmu.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
+from mmu.schema import ImageSpec, image_array
+
+TRACTOR_RE = re.compile(r"^tractor-([0-9]{4}[pm][0-9]{3})\.fits$")
+# MASKBITS that make a pixel bad in one band: SATUR_<band> and ALLMASK_<band> (DR10 adds i)
+SATUR_BIT = {"g": 2, "r": 3, "z": 4, "i": 14}
+ALLMASK_BIT = {"g": 5, "r": 6, "z": 7, "i": 15}
+ARCHIVE = "https://portal.nersc.gov/cfs/cosmo/data/legacysurvey/dr10/{region}/"
+CATALOG = [("release", pa.int16()), ("brickid", pa.int32()), ("brickname", pa.string()),
+           ("objid", pa.int32()), ("brick_primary", pa.bool_()), ("type", pa.string()),
+           ("maskbits", pa.int32()), ("ebv", pa.float32()), ("ref_cat", pa.string()),
+           ("shape_r", pa.float32()), ("shape_e1", pa.float32()), ("shape_e2", pa.float32()),
+           ("sersic", pa.float32()), ("bx", pa.float32()), ("by", pa.float32())]
+PER_BAND = [("flux_{b}", pa.float32()), ("flux_ivar_{b}", pa.float32()),
+            ("mw_transmission_{b}", pa.float32()), ("nobs_{b}", pa.int16()), ("psfsize_{b}", pa.float32())]
+
+
+@dataclass(frozen=True)
+class LegacySurveyConfig(BuilderConfig):
+    region: str = "south"
+    bands: tuple = ("g", "r", "i", "z")
+    cutout_size: int = 96
+    #: "pad": a cutout reaching past the image edge is kept, the missing pixels are flux 0,
+    #: ivar 0, mask True; "skip": such a source is rejected with its reason. A source whose own
+    #: pixel is off the image is always rejected. (Brick-primary sources of real DR10 bricks lie
+    #: >= ~80 px inside the 3600 px image; only overlap duplicates reach the edge.)
+    edge_policy: str = "pad"
+    #: selection cuts (sources cut here are not rejections: they are the dataset's definition)
+    exclude_types: tuple = ()  # Tractor TYPEs to leave out, e.g. ["PSF", "DUP"]
+    mag_limit: float | None = None  # keep sources brighter than this AB mag in `mag_band`
+    mag_band: str = "r"
+    only_brick_primary: bool = False  # False: overlap repeats kept, flagged by brick_primary
+    chunk_rows: int = 64
+
+    def __post_init__(self):
+        if self.edge_policy not in ("pad", "skip"):
+            raise ValueError(f"edge_policy must be 'pad' or 'skip', not {self.edge_policy!r}")
+        unknown = [b for b in self.bands if b not in SATUR_BIT]
+        if unknown:
+            raise ValueError(f"bands {unknown} are not Legacy Survey optical bands {sorted(SATUR_BIT)}")
+
+
+@register_builder("legacysurvey")
+class LegacySurvey(Builder):
+    version = "1"
+    Config = LegacySurveyConfig
+
+    def modalities(self):
+        c = self.config
+        return {"image": ImageSpec(tuple(f"legacysurvey-{b}" for b in c.bands), c.cutout_size,
+                                   c.cutout_size, "nanomaggy")}
+
+    def extra_columns(self):
+        fields = [pa.field(n, t) for n, t in CATALOG] + [pa.field("ls_id", pa.int64())]
+        for b in self.config.bands:
+            fields += [pa.field(n.format(b=b), t) for n, t in PER_BAND]
+        return fields
+
+    def list_inputs(self, raw):
+        out = []
+        for p in sorted(Path(raw).rglob("tractor-*.fits")):
+            m = TRACTOR_RE.match(p.name)
+            if not m:
+                continue
+            if p.parents[1].name == "tractor" and p.parents[2].name != self.config.region:
+                continue  # another region (north / south) of the same mirror
+            out.append(RawInput(f"{self.config.region}/{m.group(1)}",
+                                tuple(str(f) for f in [p, *self._coadd_files(p, m.group(1)).values()] if f.exists())))
+        return out
+
+    def _coadd_files(self, tractor: Path, brick: str) -> dict[str, Path]:
+        top = tractor.parents[2] if tractor.parents[1].name == "tractor" else tractor.parent
+        d = top / "coadd" / brick[:3] / brick
+        files = {"maskbits": d / f"legacysurvey-{brick}-maskbits.fits.fz"}
+        for b in self.config.bands:
+            for kind in ("image", "invvar"):
+                files[f"{kind}-{b}"] = d / f"legacysurvey-{brick}-{kind}-{b}.fits.fz"
+        return files
+
+    # ---------------------------------------------------------------------------------------
+
+    def read(self, item):
+        c = self.config
+        tractor = Path(item.paths[0])
+        brick = TRACTOR_RE.match(tractor.name).group(1)
+        files = self._coadd_files(tractor, brick)
+        missing = [f.name for f in files.values() if not f.exists()]
+        if missing:
+            raise InputRejected(f"tractor-{brick}.fits: coadd file(s) {missing} missing next to it "
+                                f"(expected in {files['maskbits'].parent}); download them, or drop the "
+                                f"band from builder_config.bands")
+        cat = self._catalog(tractor)
+        keep = self._select(cat)
+        if not keep.any():
+            return
+        maskbits, _, _ = _image(files["maskbits"], "MASKBITS", None)
+        planes = {}
+        for b in c.bands:
+            img, wcs, hdr = _image(files[f"image-{b}"], "nanomaggy", maskbits.shape)
+            ivar, _, _ = _image(files[f"invvar-{b}"], None, maskbits.shape)
+            planes[b] = (img, ivar, wcs, hdr)
+        wcs0 = planes[c.bands[0]][2]
+        scale = float(np.mean(np.abs(wcs0.proj_plane_pixel_scales()))) * 3600.0
+        centres = {}
+        for b in c.bands:
+            x, y = planes[b][2].all_world2pix(cat["ra"], cat["dec"], 0)
+            centres[b] = (np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64))
+        h, w = maskbits.shape
+        half = c.cutout_size // 2
+        ok = keep.copy()
+        for i in np.flatnonzero(keep):
+            where = f"tractor-{brick}.fits row {i} (objid {cat['objid'][i]})"
+            for b in c.bands:
+                cx, cy = centres[b][0][i], centres[b][1][i]
+                if not (0 <= cx < w and 0 <= cy < h):
+                    ok[i] = False
+                    yield Rejection(item.key, f"{where}: source pixel ({cx}, {cy}) lies outside the "
+                                    f"{w}x{h} {b}-band image", int(i), cat["object_id"][i])
+                    break
+                inside = cx - half >= 0 and cy - half >= 0 and cx - half + c.cutout_size <= w \
+                    and cy - half + c.cutout_size <= h
+                if not inside and c.edge_policy == "skip":
+                    ok[i] = False
+                    yield Rejection(item.key, f"{where}: {c.cutout_size}px cutout reaches past the image "
+                                    "edge (edge_policy: skip)", int(i), cat["object_id"][i])
+                    break
+        rows = np.flatnonzero(ok)
+        for s in range(0, len(rows), c.chunk_rows):
+            yield self._chunk(cat, rows[s:s + c.chunk_rows], planes, maskbits, centres, scale)
+
+    def _catalog(self, path: Path) -> dict:
+        c = self.config
+        with open_fits(path) as hd:
+            if len(hd) < 2 or not hasattr(hd[1], "columns"):
+                raise InputRejected(f"{path.name}: HDU 1 is not the Tractor catalogue table")
+            t = hd[1].data
+            need = ["ra", "dec", "brickname", "objid", "brick_primary", "type"] + [f"psfsize_{b}" for b in c.bands]
+            require_columns(t, need, path, "HDU1", "is this a DR10 tractor catalogue?")
+            n = len(t)
+            cat = {"ra": native(t["ra"]).astype(float), "dec": native(t["dec"]).astype(float),
+                   "objid": native(t["objid"]).astype(np.int64),
+                   "type": np.char.strip(np.asarray(t["type"]).astype(str)),
+                   "brickname": np.char.strip(np.asarray(t["brickname"]).astype(str))}
+            cat["object_id"] = [f"{bn}-{o}" for bn, o in zip(cat["brickname"], cat["objid"].tolist())]
+            cat["psf"] = np.stack([native(t[f"psfsize_{b}"]).astype(np.float32) for b in c.bands], 1)
+            cat["brick_primary"] = native(t["brick_primary"]).astype(bool)
+            flux_col = f"flux_{c.mag_band}"
+            cat["mag_flux"] = native(t[flux_col]).astype(float) if has_column(t, flux_col) else None
+            cols = {name: column_or_null(t, name, typ, n) for name, typ in CATALOG}
+            for b in c.bands:
+                for pattern, typ in PER_BAND:
+                    cols[pattern.format(b=b)] = column_or_null(t, pattern.format(b=b), typ, n)
+            if has_column(t, "release") and has_column(t, "brickid"):
+                ls_id = (native(t["release"]).astype(np.int64) << 40) | \
+                        (native(t["brickid"]).astype(np.int64) << 16) | cat["objid"]
+                cols["ls_id"] = pa.array(ls_id)
+            else:
+                cols["ls_id"] = pa.nulls(n, pa.int64())
+            cat["columns"] = cols
+        return cat
+
+    def _select(self, cat) -> np.ndarray:
+        c = self.config
+        keep = np.ones(len(cat["ra"]), bool)
+        if c.exclude_types:
+            keep &= ~np.isin(cat["type"], list(c.exclude_types))
+        if c.only_brick_primary:
+            keep &= cat["brick_primary"]
+        if c.mag_limit is not None:
+            if cat["mag_flux"] is None:
+                raise InputRejected(f"tractor catalogue lacks flux_{c.mag_band} needed by mag_limit")
+            with np.errstate(invalid="ignore", divide="ignore"):
+                keep &= 22.5 - 2.5 * np.log10(cat["mag_flux"]) < c.mag_limit
+        return keep
+
+    def _chunk(self, cat, rows, planes, maskbits, centres, scale) -> pa.Table:
+        c = self.config
+        n, nb, size, half = len(rows), len(c.bands), c.cutout_size, c.cutout_size // 2
+        flux = np.zeros((n, nb, size, size), np.float32)
+        ivar = np.zeros((n, nb, size, size), np.float32)
+        mask = np.ones((n, nb, size, size), bool)
+        h, w = maskbits.shape
+        for j, b in enumerate(c.bands):
+            img, iv = planes[b][0], planes[b][1]
+            bad_bits = (1 << SATUR_BIT[b]) | (1 << ALLMASK_BIT[b])
+            for k, i in enumerate(rows):
+                x0, y0 = centres[b][0][i] - half, centres[b][1][i] - half
+                xa, xb, ya, yb = max(x0, 0), min(x0 + size, w), max(y0, 0), min(y0 + size, h)
+                dst = (k, j, slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+                flux[dst] = img[ya:yb, xa:xb]
+                ivar[dst] = iv[ya:yb, xa:xb]
+                mask[dst] = ((maskbits[ya:yb, xa:xb] & bad_bits) != 0) | (iv[ya:yb, xa:xb] <= 0)
+        cols = common_columns([cat["object_id"][i] for i in rows], cat["ra"][rows], cat["dec"][rows],
+                              "legacysurvey", "dr10")
+        cols["image"] = image_array(self.modalities()["image"], flux, ivar, mask, cat["psf"][rows], scale)
+        take = pa.array(rows)
+        for name, arr in cat["columns"].items():
+            cols[name] = arr.take(take)
+        return pa.table(cols)
+
+    # ---------------------------------------------------------------------------------------
+
+    def fetch(self, raw, limit=None, bricks: list[str] | None = None):
+        """Download tractor catalogues and coadds of `bricks` (default: the first `limit` bricks
+        of the region's survey-bricks summary is not parsed here; pass brick names)."""
+        if not bricks:
+            raise ValueError("legacysurvey fetch needs brick names, e.g. bricks=['1126p222']")
+        base = ARCHIVE.format(region=self.config.region)
+        root = Path(raw) / "legacysurvey/dr10" / self.config.region
+        got = []
+        for brick in bricks[:limit] if limit else bricks:
+            rel = f"tractor/{brick[:3]}/tractor-{brick}.fits"
+            got.append(download(base + rel, root / rel))
+            for f in self._coadd_files(root / rel, brick).values():
+                got.append(download(base + f.relative_to(root).as_posix(), f))
+        return got
+
+
+def _image(path: Path, unit: str | None, shape) -> tuple[np.ndarray, object, object]:
+    """The first 2-D image HDU of a (possibly fpack-compressed) file, its WCS and header."""
+    from astropy.wcs import WCS
+
+    with open_fits(path) as hd:
+        hdu = next((h for h in hd if h.is_image and h.header.get("NAXIS", 0) == 2), None)
+        if hdu is None:
+            raise InputRejected(f"{path.name}: no 2-D image HDU found")
+        bunit = str(hdu.header.get("BUNIT", "")).strip().lower()
+        if unit == "nanomaggy" and bunit and bunit not in ("nanomaggy", "nanomaggies"):
+            raise InputRejected(f"{path.name}: BUNIT {bunit!r}, expected nanomaggy")
+        try:
+            data = native(hdu.data)
+        except (OSError, ValueError, TypeError) as e:
+            raise InputRejected(f"{path.name}: image data unreadable ({e}); re-download it") from None
+        if shape is not None and data.shape != shape:
+            raise InputRejected(f"{path.name}: image shape {data.shape} differs from the maskbits "
+                                f"image {shape}")
+        wcs = WCS(hdu.header) if unit == "nanomaggy" else None
+        # MASKBITS may be stored as int16 with bit 15 (ALLMASK_I) as the sign bit
+        return (data.astype(np.int32) if unit == "MASKBITS" else data.astype(np.float32)), wcs, hdu.header

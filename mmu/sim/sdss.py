@@ -1,0 +1,149 @@
+"""SDSS DR17 mock: spec-PLATE-MJD-FIBER.fits files for a bright (Main Galaxy Sample-like) subset.
+
+Legacy SDSS-I/II layout (plates < 3000, RUN2D 26): HDU1 COADD (flux, loglam, ivar, and_mask,
+or_mask, wdisp, sky, model), HDU2 SPECOBJ (the specObj row), HDU3 SPZLINE (line fits). Selection is
+on SDSS-band photometry (r < 17.77, Petrosian approximated by the model magnitude).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmu.sim import fitsio_util, spectro
+from mmu.sim.config import SimConfig, rng_for
+
+LOGLAM0, DLOGLAM, NPIX = 3.5800, 1e-4, 3841
+FIBERS_PER_PLATE = 640
+RUN2D, VERS2D = "26", "v5_7_0"
+SPZ_LINES = (("[O_II] 3727", 3728.48), ("H_beta", 4862.68), ("[O_III] 5007", 5008.24),
+             ("[N_II] 6548", 6549.86), ("H_alpha", 6564.61), ("[N_II] 6583", 6585.27))
+
+
+def loglam() -> np.ndarray:
+    return (LOGLAM0 + DLOGLAM * np.arange(NPIX)).astype(np.float32)
+
+
+def select(seed: int, galaxies: pd.DataFrame, cfg: SimConfig, sdss_tiles: set) -> pd.DataFrame:
+    rng = rng_for(seed, "sdss-selection")
+    flux = galaxies["flux_sdss_r"].to_numpy(float)
+    r_obs = 22.5 - 2.5 * np.log10(np.clip(flux, 1e-30, None)) + rng.normal(0, 0.03, len(galaxies))
+    keep = ((r_obs < cfg.sdss_r_limit) & galaxies["tile"].isin(sdss_tiles).to_numpy()
+            & (rng.random(len(galaxies)) < cfg.sdss_completeness))
+    sel = galaxies[keep].sort_values(["tile", "galaxy_id"], kind="stable")
+    plates, fibers, mjds = [], [], []
+    next_plate = 266
+    for tile, grp in sel.groupby("tile", sort=True):
+        for start in range(0, len(grp), FIBERS_PER_PLATE):
+            chunk = grp.iloc[start:start + FIBERS_PER_PLATE]
+            plates += [next_plate] * len(chunk)
+            fibers += list(1 + np.sort(rng.choice(FIBERS_PER_PLATE, len(chunk), replace=False)))
+            mjds += [51600 + (next_plate * 37) % 2900] * len(chunk)
+            next_plate += 1
+    out = sel[["galaxy_id"]].copy()
+    out["plate"], out["mjd"], out["fiberid"] = plates, mjds, fibers
+    if next_plate > 2999:
+        raise ValueError("too many SDSS plates for the legacy plate-number range; lower sdss_field_fraction")
+    return out.reset_index(drop=True)
+
+
+def spec_path(out_root: Path, plate: int, mjd: int, fiber: int) -> Path:
+    return Path(out_root) / "sdss" / "dr17" / "spectra" / f"{plate:04d}" / f"spec-{plate:04d}-{mjd:05d}-{fiber:04d}.fits"
+
+
+def specobjid(plate, fiber, mjd, run2d: int = 26) -> str:
+    """SDSS DR8+ bit-encoded specObjID (plate<<50 | fiber<<38 | (mjd-50000)<<24 | run2d<<10)."""
+    return str((int(plate) << 50) | (int(fiber) << 38) | ((int(mjd) - 50000) << 24) | (int(run2d) << 10))
+
+
+def write_plate(seed: int, plate: int, sel: pd.DataFrame, truth: pd.DataFrame, out_root: Path,
+                cfg: SimConfig) -> pd.DataFrame:
+    from astropy.io import fits
+
+    rng = rng_for(seed, "sdss-spectra", int(plate))
+    rows = truth.loc[sel["galaxy_id"].to_numpy()]
+    ll = loglam()
+    wave = 10 ** ll.astype(np.float64)
+    model = spectro.galaxy_fibre_model(rows, wave, "fiber_frac_sdss", cfg.cosmology)
+    wdisp_pix = np.full(NPIX, 1.0 / (1800.0 * 2.3548 * np.log(10) * DLOGLAM), np.float32)
+    model = spectro.apply_resolution(spectro.gaussian_resolution(wdisp_pix), model)
+    sky_lines = spectro.sky_lines(rng_for(0, "sdss-sky"), wave[0], wave[-1], per_1000a=20)
+    sky = spectro.sky_spectrum(wave, sky_lines, 2.0)
+    sky_flux = (8.0 * sky).astype(np.float32)
+    sigma = np.sqrt(0.6**2 * sky[None, :] + 0.03 * np.clip(model, 0, None))
+    z_true = rows["z"].to_numpy(float)
+    results = []
+    plate_ra, plate_dec = float(rows["ra"].mean()), float(rows["dec"].mean())
+    for k in range(len(sel)):
+        fiber, mjd = int(sel["fiberid"].iloc[k]), int(sel["mjd"].iloc[k])
+        flux = model[k] + rng.normal(0, 1, NPIX) * sigma[k]
+        ivar = 1.0 / sigma[k] ** 2
+        and_mask = np.zeros(NPIX, np.int32)
+        bright_sky = sky > 6.0
+        and_mask[bright_sky] |= 1 << 23  # BRIGHTSKY
+        ivar[bright_sky] *= 0.5
+        snr = float(np.median(model[k] * np.sqrt(ivar)))
+        fail = rng.random() < 0.01
+        z_err = 3e-5 * (1 + z_true[k]) * np.clip(10.0 / max(snr, 0.5), 0.3, 20)
+        z = float(rng.uniform(0, 0.8)) if fail else float(z_true[k] + rng.normal() * z_err)
+        coadd = fitsio_util.table_hdu([
+            ("flux", "E", flux.astype(np.float32)), ("loglam", "E", ll), ("ivar", "E", ivar.astype(np.float32)),
+            ("and_mask", "J", and_mask), ("or_mask", "J", and_mask.copy()), ("wdisp", "E", wdisp_pix),
+            ("sky", "E", sky_flux), ("model", "E", model[k].astype(np.float32))], "COADD")
+        ssfr = float(rows["ssfr"].iloc[k])
+        obj = dict(PLATE=plate, MJD=mjd, FIBERID=fiber)
+        specobj_cols = [
+            ("PLATE", "J", [plate]), ("MJD", "J", [mjd]), ("FIBERID", "J", [fiber]),
+            ("RUN2D", "2A", [RUN2D]), ("RUN1D", "2A", [RUN2D]),
+            ("PLUG_RA", "D", [rows["ra"].iloc[k]]), ("PLUG_DEC", "D", [rows["dec"].iloc[k]]),
+            ("CLASS", "6A", ["GALAXY"]), ("SUBCLASS", "21A", ["STARFORMING" if ssfr > 1e-10 else ""]),
+            ("Z", "E", [z]), ("Z_ERR", "E", [z_err]), ("ZWARNING", "J", [4 if fail else 0]),
+            ("RCHI2", "E", [float(10 ** rng.normal(0, 0.03))]), ("DOF", "J", [NPIX - 10]),
+            ("VDISP", "E", [float(np.clip(10 ** (2.0 + 0.3 * (rows["logmass"].iloc[k] - 10.5)), 30, 400))]),
+            ("VDISP_ERR", "E", [20.0]), ("SN_MEDIAN_ALL", "E", [snr]),
+            ("SPECPRIMARY", "B", [1]), ("SPECOBJID", "19A", [specobjid(plate, fiber, mjd)]),
+            ("OBJTYPE", "16A", ["GALAXY"]), ("LEGACY_TARGET1", "J", [64]),
+            ("SPECTROFLUX", "5E", [np.zeros(5, np.float32)]), ("SPECTROFLUX_IVAR", "5E", [np.zeros(5, np.float32)]),
+        ]
+        specobj = fitsio_util.table_hdu(specobj_cols, "SPECOBJ")
+        zline = fitsio_util.table_hdu(_spzline(rng, rows.iloc[k], obj, z, wave, model[k], sigma[k]), "SPZLINE")
+        cards = [("TELESCOP", "SDSS 2.5-M", ""), ("PLATEID", plate, ""), ("MJD", mjd, ""), ("FIBERID", fiber, ""),
+                 ("RUN2D", RUN2D, ""), ("VERS2D", VERS2D, ""), ("COEFF0", LOGLAM0, "log10 wavelength of pixel 0"),
+                 ("COEFF1", DLOGLAM, "log10 dispersion per pixel"), ("BUNIT", "1E-17 erg/cm^2/s/Ang", ""),
+                 ("RA", plate_ra, "plate centre"), ("DEC", plate_dec, "plate centre"),
+                 ("PLUG_RA", float(rows["ra"].iloc[k]), ""), ("PLUG_DEC", float(rows["dec"].iloc[k]), ""),
+                 ("NEXP", 3, ""), ("EXPTIME", 2700.0, "")]
+        fitsio_util.write_hdulist(spec_path(out_root, plate, mjd, fiber),
+                                  [fitsio_util.primary_hdu(seed, cards), coadd, specobj, zline])
+        results.append({"galaxy_id": int(sel["galaxy_id"].iloc[k]), "sdss_plate": plate, "sdss_mjd": mjd,
+                        "sdss_fiberid": fiber, "sdss_z": z, "sdss_zwarning": 4 if fail else 0})
+    return pd.DataFrame(results)
+
+
+def _spzline(rng, row, obj, z, wave, model, sigma) -> list[tuple]:
+    """Gaussian line fluxes measured on the noiseless model (continuum by median), with noise."""
+    names, rest, area, area_err, zs, ew = [], [], [], [], [], []
+    for name, lam in SPZ_LINES:
+        obs = lam * (1 + z)
+        near = np.abs(wave - obs) < 8.0
+        cont_win = (np.abs(wave - obs) > 15.0) & (np.abs(wave - obs) < 60.0)
+        if near.sum() < 3 or cont_win.sum() < 5:
+            a, e, c = 0.0, -1.0, 0.0
+        else:
+            c = float(np.median(model[cont_win]))
+            dw = np.gradient(wave)[near]
+            e = float(np.sqrt(np.sum((sigma[near] * dw) ** 2)))
+            a = float(np.sum((model[near] - c) * dw)) + rng.normal() * e
+        names.append(name)
+        rest.append(lam)
+        area.append(a)
+        area_err.append(e)
+        zs.append(z)
+        ew.append(a / c if c > 0 else 0.0)
+    n = len(names)
+    return [("PLATE", "J", np.full(n, obj["PLATE"])), ("MJD", "J", np.full(n, obj["MJD"])),
+            ("FIBERID", "J", np.full(n, obj["FIBERID"])), ("LINENAME", "13A", np.array(names)),
+            ("LINEWAVE", "D", np.array(rest)), ("LINEZ", "E", np.array(zs, np.float32)),
+            ("LINEAREA", "E", np.array(area, np.float32)), ("LINEAREA_ERR", "E", np.array(area_err, np.float32)),
+            ("LINEEW", "E", np.array(ew, np.float32))]

@@ -1,0 +1,161 @@
+"""The sdss builder: exact values from spec files, bad inputs rejected by name, the hub opens.
+
+Files are written here from the SDSS spec datamodel (COADD + SPECOBJ HDUs), independently of
+the mock observatory; the last test builds the mock observatory's SDSS output.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from astropy.io import fits
+
+from mmu.builder import InputRejected, RawInput, Rejection, get_builder
+
+NPIX = 500
+
+
+def write_spec(path: Path, plate=266, mjd=51630, fiber=1, ra=150.0, dec=2.0, seed=0, drop_hdu=None,
+               drop_column=None, flux_nan=False, zero_ivar=False, loglam0=3.58):
+    rng = np.random.default_rng(seed)
+    loglam = (loglam0 + 1e-4 * np.arange(NPIX)).astype(np.float32)
+    flux = rng.normal(5, 1, NPIX).astype(np.float32)
+    if flux_nan:
+        flux[10] = np.nan
+    ivar = rng.uniform(0.5, 2, NPIX).astype(np.float32)
+    ivar[20:25] = 0
+    if zero_ivar:
+        ivar[:] = 0
+    and_mask = np.zeros(NPIX, np.int32)
+    and_mask[30:33] = 1 << 16
+    cols = {"flux": ("E", flux), "loglam": ("E", loglam), "ivar": ("E", ivar), "and_mask": ("J", and_mask),
+            "or_mask": ("J", and_mask), "wdisp": ("E", rng.uniform(0.8, 1.2, NPIX).astype(np.float32)),
+            "sky": ("E", np.zeros(NPIX, np.float32)), "model": ("E", flux)}
+    coadd = fits.BinTableHDU.from_columns([fits.Column(k, f, array=a) for k, (f, a) in cols.items()
+                                           if k != drop_column], name="COADD")
+    so = {"PLATE": ("J", [plate]), "MJD": ("J", [mjd]), "FIBERID": ("J", [fiber]), "PLUG_RA": ("D", [ra]),
+          "PLUG_DEC": ("D", [dec]), "Z": ("E", [0.1]), "Z_ERR": ("E", [1e-4]), "ZWARNING": ("J", [0]),
+          "CLASS": ("6A", ["GALAXY"]), "SUBCLASS": ("21A", ["STARFORMING"]), "SPECPRIMARY": ("B", [1])}
+    specobj = fits.BinTableHDU.from_columns([fits.Column(k, f, array=np.array(a)) for k, (f, a) in so.items()],
+                                            name="SPECOBJ")
+    hdus = [fits.PrimaryHDU(), coadd, specobj]
+    if drop_hdu:
+        hdus = [h for h in hdus if h.name != drop_hdu]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
+def spec_name(plate, mjd, fiber):
+    return f"spec-{plate:04d}-{mjd:05d}-{fiber:04d}.fits"
+
+
+@pytest.fixture
+def builder():
+    return get_builder("sdss")()
+
+
+def read_all(builder, item):
+    tables, rejections = [], []
+    for part in builder.read(item):
+        (rejections if isinstance(part, Rejection) else tables).append(part)
+    return tables, rejections
+
+
+def test_values_carried_exactly(tmp_path, builder):
+    path = write_spec(tmp_path / "0266" / spec_name(266, 51630, 1))
+    [item] = builder.list_inputs(tmp_path)
+    [table], rej = read_all(builder, item)
+    assert rej == []
+    row = table.to_pylist()[0]
+    assert row["object_id"] == "0266-51630-0001" and row["ra"] == 150.0 and row["dec"] == 2.0
+    assert row["class"] == "GALAXY" and row["specprimary"] == 1
+    with fits.open(path) as hd:
+        c = hd["COADD"].data
+        lam = 10 ** c["loglam"].astype(np.float64)
+        s = row["spectrum"]
+        np.testing.assert_array_equal(np.array(s["flux"], np.float32), c["flux"])
+        np.testing.assert_array_equal(np.array(s["ivar"], np.float32), c["ivar"])
+        np.testing.assert_array_equal(np.array(s["lambda"], np.float32), lam.astype(np.float32))
+        np.testing.assert_allclose(s["lambda"], lam, rtol=2 ** -23)
+        mask = np.array(s["mask"])
+        assert mask[20:25].all() and mask[30:33].all()  # ivar 0, and_mask set: bad = True
+        assert not mask[:20].any() and mask.sum() == 8
+        # wdisp is in 1e-4 dex pixels: sigma_A = wdisp * 1e-4 * ln(10) * lambda
+        np.testing.assert_allclose(s["lsf_sigma"], c["wdisp"] * 1e-4 * np.log(10) * lam, rtol=1e-6)
+        assert 0.8 < np.median(np.array(s["lsf_sigma"]) / (lam * 2.3026e-4)) < 1.2
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"drop_hdu": "SPECOBJ"}, ["SPECOBJ", "missing"]),
+    ({"drop_column": "wdisp"}, ["COADD", "wdisp"]),
+    ({"loglam0": 2.58}, ["loglam", "outside"]),  # wavelength unit error: nm written as if Å
+])
+def test_bad_file_rejected_rest_of_plate_kept(tmp_path, builder, kwargs, words):
+    write_spec(tmp_path / "0266" / spec_name(266, 51630, 1))
+    write_spec(tmp_path / "0266" / spec_name(266, 51630, 2), fiber=2, **kwargs)
+    [item] = builder.list_inputs(tmp_path)
+    tables, rej = read_all(builder, item)
+    assert sum(t.num_rows for t in tables) == 1
+    [r] = rej
+    assert spec_name(266, 51630, 2) in r.reason and r.object_id == "0266-51630-0002"
+    assert all(w in r.reason for w in words), r.reason
+
+
+def test_truncated_and_corrupt_files(tmp_path, builder):
+    good = write_spec(tmp_path / "0266" / spec_name(266, 51630, 1))
+    data = good.read_bytes()
+    (tmp_path / "0266" / spec_name(266, 51630, 2)).write_bytes(data[: len(data) - 3000])
+    (tmp_path / "0266" / spec_name(266, 51630, 3)).write_bytes(b"not a fits file" * 50)
+    [item] = builder.list_inputs(tmp_path)
+    tables, rej = read_all(builder, item)
+    assert sum(t.num_rows for t in tables) == 1
+    reasons = {r.object_id: r.reason for r in rej}
+    assert "truncated" in reasons["0266-51630-0002"]
+    assert "not a readable FITS" in reasons["0266-51630-0003"]
+    # a plate whose every file is bad is a rejected input, with the names
+    only_bad = RawInput("0266", (str(tmp_path / "0266" / spec_name(266, 51630, 3)),))
+    with pytest.raises(InputRejected, match="spec-0266-51630-0003.fits"):
+        list(builder.read(only_bad))
+
+
+def test_build_rejects_bad_rows_and_opens(tmp_path, dask_client):
+    """Engine build: NaN flux, all-zero ivar, out-of-range dec and a true duplicate are rejected
+    with the file's object id; the good spectra load with datasets and lsdb."""
+    raw = tmp_path / "raw"
+    for fiber in range(1, 6):
+        write_spec(raw / "0266" / spec_name(266, 51630, fiber), fiber=fiber, ra=150 + fiber * 0.01, seed=fiber)
+    write_spec(raw / "0266" / spec_name(266, 51630, 10), fiber=10, flux_nan=True)
+    write_spec(raw / "0266" / spec_name(266, 51630, 11), fiber=11, zero_ivar=True)
+    write_spec(raw / "0267" / spec_name(267, 51631, 12), plate=267, mjd=51631, fiber=12, dec=95.0)
+    # the same spectrum twice in one input (a copy under another file name: a true duplicate)
+    write_spec(raw / "0267" / spec_name(267, 51631, 13), plate=267, mjd=51631, fiber=13)
+    write_spec(raw / "0267" / "spec-0267-51631-0014.fits", plate=267, mjd=51631, fiber=13)
+    from mmu.build import build
+
+    res = build("sdss_dr17", raw, tmp_path / "hub", client=dask_client, progress=False, log=lambda *a: None)
+    m = res.manifest
+    assert m["rows"]["total"] == 6 and m["rejected_inputs"] == []
+    by_id = {r["object_id"]: r for r in m["rejected_rows"]}
+    assert set(by_id) == {"0266-51630-0010", "0266-51630-0011", "0267-51631-0012", "0267-51631-0013"}
+    assert "non-finite flux" in by_id["0266-51630-0010"]["reason"]
+    assert "all-zero ivar" in by_id["0266-51630-0011"]["reason"]
+    assert "dec outside" in by_id["0267-51631-0012"]["reason"]
+    assert "duplicate" in by_id["0267-51631-0013"]["reason"]
+    assert_opens(res.path, 6)
+
+
+def assert_opens(path: Path, rows: int):
+    import datasets
+    import lsdb
+
+    ds = datasets.load_dataset(str(path))
+    assert sum(len(s) for s in ds.values()) == rows
+    cat = lsdb.open_catalog(str(path))
+    assert len(cat.compute()) == rows
+    files = sorted(Path(path).rglob("Npix=*.parquet"))
+    assert sum(pq.read_metadata(f).num_rows for f in files if "arcs" not in str(f)) == rows
+    assert json.loads((Path(path) / "build.json").read_text())["rows"]["total"] == rows
