@@ -147,7 +147,7 @@ class Desi(Builder):
             if "TSNR2" in [h.name for h in rr] and has_column(rr["TSNR2"].data, "TSNR2_LRG"):
                 t = rr["TSNR2"].data
                 tsnr = dict(zip(native(t["TARGETID"]).tolist(), native(t["TSNR2_LRG"]).tolist()))
-        with open_fits(coadd, memmap=True) as hd:
+        with open_fits(coadd) as hd:  # headers and FIBERMAP only; arm data are read later
             fm = require_hdu(hd, "FIBERMAP", coadd).data
             require_columns(fm, ["TARGETID", "TARGET_RA", "TARGET_DEC"], coadd, "FIBERMAP")
             n = len(fm)
@@ -191,7 +191,8 @@ class Desi(Builder):
                                 f"({n}, ndiag (odd), {nwave})")
 
     def _rows(self, f, primary, nspec):
-        with open_fits(f["coadd"], memmap=True) as hd:
+        # image sections read just the rows of a chunk (and apply MASK's uint32 BZERO)
+        with open_fits(f["coadd"]) as hd:
             arms = {}
             for arm in ARMS:
                 wave = native(hd[f"{arm}_WAVELENGTH"].data).astype(np.float64)
@@ -222,10 +223,10 @@ class Desi(Builder):
         lsf = np.zeros((m, NPIX), np.float32)
         acc = {k: np.zeros((m, len(overlap))) for k in ("w", "wf", "wl", "f", "l")}
         for arm, (idx, dwave) in arms.items():
-            a_flux = native(hd[f"{arm}_FLUX"].data[sl])[sel]
-            a_mask = native(hd[f"{arm}_MASK"].data[sl])[sel]
-            a_ivar = np.where(a_mask == 0, native(hd[f"{arm}_IVAR"].data[sl])[sel], np.float32(0))
-            a_lsf = (lsf_sigma_pixels(native(hd[f"{arm}_RESOLUTION"].data[sl])[sel].astype(np.float64))
+            a_flux = native(hd[f"{arm}_FLUX"].section[sl])[sel]
+            a_mask = native(hd[f"{arm}_MASK"].section[sl])[sel]
+            a_ivar = np.where(a_mask == 0, native(hd[f"{arm}_IVAR"].section[sl])[sel], np.float32(0))
+            a_lsf = (lsf_sigma_pixels(native(hd[f"{arm}_RESOLUTION"].section[sl])[sel].astype(np.float64))
                      * dwave).astype(np.float32)
             flux[:, idx], ivar[:, idx], lsf[:, idx] = a_flux, a_ivar, a_lsf  # exact copy off overlaps
             pos = np.searchsorted(overlap, idx)

@@ -25,7 +25,8 @@ TRACTOR_RE = re.compile(r"^tractor-([0-9]{4}[pm][0-9]{3})\.fits$")
 SATUR_BIT = {"g": 2, "r": 3, "z": 4, "i": 14}
 ALLMASK_BIT = {"g": 5, "r": 6, "z": 7, "i": 15}
 ARCHIVE = "https://portal.nersc.gov/cfs/cosmo/data/legacysurvey/dr10/{region}/"
-CATALOG = [("release", pa.int16()), ("brickid", pa.int32()), ("brickname", pa.string()),
+# Tractor `release` becomes `tractor_release` (the common `release` column is the data release)
+CATALOG = [("tractor_release", pa.int16()), ("brickid", pa.int32()), ("brickname", pa.string()),
            ("objid", pa.int32()), ("brick_primary", pa.bool_()), ("type", pa.string()),
            ("maskbits", pa.int32()), ("ebv", pa.float32()), ("ref_cat", pa.string()),
            ("shape_r", pa.float32()), ("shape_e1", pa.float32()), ("shape_e2", pa.float32()),
@@ -117,18 +118,29 @@ class LegacySurvey(Builder):
         for b in c.bands:
             img, wcs, hdr = _image(files[f"image-{b}"], "nanomaggy", maskbits.shape)
             ivar, _, _ = _image(files[f"invvar-{b}"], None, maskbits.shape)
+            # lossy fpack quantisation can turn ivar = 0 into small values of either sign:
+            # a negative inverse variance carries no information, so it becomes 0 (masked)
+            np.maximum(ivar, 0, out=ivar, where=~np.isnan(ivar))
             planes[b] = (img, ivar, wcs, hdr)
         wcs0 = planes[c.bands[0]][2]
-        scale = float(np.mean(np.abs(wcs0.proj_plane_pixel_scales()))) * 3600.0
+        from astropy.wcs.utils import proj_plane_pixel_scales
+        scale = float(np.mean(proj_plane_pixel_scales(wcs0))) * 3600.0  # deg -> arcsec
         centres = {}
         for b in c.bands:
             x, y = planes[b][2].all_world2pix(cat["ra"], cat["dec"], 0)
+            x, y = (np.nan_to_num(v, nan=-1e9, posinf=-1e9, neginf=-1e9) for v in (x, y))
             centres[b] = (np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64))
         h, w = maskbits.shape
         half = c.cutout_size // 2
         ok = keep.copy()
         for i in np.flatnonzero(keep):
             where = f"tractor-{brick}.fits row {i} (objid {cat['objid'][i]})"
+            ra, dec = cat["ra"][i], cat["dec"][i]
+            if not (0 <= ra < 360 and -90 <= dec <= 90):  # NaN fails too
+                ok[i] = False
+                yield Rejection(item.key, f"{where}: ra, dec = {ra}, {dec} out of range", int(i),
+                                cat["object_id"][i], "dec" if 0 <= ra < 360 else "ra")
+                continue
             for b in c.bands:
                 cx, cy = centres[b][0][i], centres[b][1][i]
                 if not (0 <= cx < w and 0 <= cy < h):
@@ -165,7 +177,7 @@ class LegacySurvey(Builder):
             cat["brick_primary"] = native(t["brick_primary"]).astype(bool)
             flux_col = f"flux_{c.mag_band}"
             cat["mag_flux"] = native(t[flux_col]).astype(float) if has_column(t, flux_col) else None
-            cols = {name: column_or_null(t, name, typ, n) for name, typ in CATALOG}
+            cols = {name: column_or_null(t, name.removeprefix("tractor_"), typ, n) for name, typ in CATALOG}
             for b in c.bands:
                 for pattern, typ in PER_BAND:
                     cols[pattern.format(b=b)] = column_or_null(t, pattern.format(b=b), typ, n)

@@ -115,7 +115,7 @@ def standardize_input(builder_ref: str, options: dict, item: RawInput, out_dir: 
                                   np.clip(np.nan_to_num(part.column("dec").to_numpy(zero_copy_only=False).astype(float)), -90, 90)),
                     pa.string()))
             table = conform(part, std_schema)
-            problems = validate_rows(table, modalities)
+            problems = validate_rows(table, modalities, builder.nullable_modalities)
             bad = {p.row for p in problems}
             oid = table.column("object_id").to_pylist()
             for i, o in enumerate(oid):  # duplicates across this input's chunks
@@ -364,6 +364,7 @@ def _build(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], raw: P
         "modalities": {k: {"kind": v.kind, **v.describe()} for k, v in builder.modalities().items()},
         "data_files": data_files,
         "split_bytes": {s: sum((collection / f).stat().st_size for f in fs) for s, fs in data_files.items()},
+        **builder.manifest_extra(),
         "timings_s": {"standardize": round(t_std, 2), "partition": round(t_part, 2)},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

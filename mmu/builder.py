@@ -63,6 +63,8 @@ class Builder:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     Config: ClassVar[type] = BuilderConfig
+    # paired catalogs kept with --keep-unmatched have rows lacking a modality
+    nullable_modalities: ClassVar[bool] = False
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()
@@ -104,6 +106,10 @@ class Builder:
         raise NotImplementedError(f"builder {self.name!r} has no archive download")
 
     # --- derived ---------------------------------------------------------------------------
+
+    def manifest_extra(self) -> dict:
+        """Extra fields for build.json (e.g. a paired catalog's inputs and match statistics)."""
+        return {}
 
     def schema(self) -> pa.Schema:
         return dataset_schema(self.modalities(), self.extra_columns())

@@ -12,6 +12,8 @@ mmu: a Multimodal Universe style dataset hub, contrastive pretraining suite and 
   mmu catalog list                       the datasets the hub knows, with licenses
   mmu sim --out RAW --galaxies 1000      write a mock universe in real survey formats
   mmu build NAME --raw RAW --hub HUB     standardize raw survey files into a HATS dataset
+  mmu crossmatch A B --hub HUB --name N  match datasets by sky position into a paired catalog
+  mmu export-wds N --hub HUB --out DIR   write shuffled WebDataset shards for training
 
 Run `mmu COMMAND --help` for the details of one command."""
 
@@ -88,6 +90,34 @@ def _build(args) -> int:
     return 0 if result else 1
 
 
+def _crossmatch(args) -> int:
+    from mmu.crossmatch import CrossmatchError, crossmatch
+
+    try:
+        crossmatch(args.datasets, args.hub, args.name, radius_arcsec=args.radius_arcsec,
+                   method=args.method, keep_unmatched=args.keep_unmatched, overwrite=args.overwrite,
+                   max_dlr=args.max_dlr, workers=args.workers, scheduler=args.scheduler,
+                   progress=not args.no_progress)
+    except CrossmatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export(args) -> int:
+    from mmu.export import ExportError, export_wds
+    from mmu.hub import NotBuilt
+
+    try:
+        export_wds(args.name, args.hub, args.out, split=args.split, shard_size=args.shard_size,
+                   seed=args.seed, shard_multiple=args.shard_multiple, overwrite=args.overwrite,
+                   workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress)
+    except (ExportError, NotBuilt) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _sim(args) -> int:
     from mmu.sim.cli import run
 
@@ -147,6 +177,80 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--strict", action="store_true", help="fail if any input or row is rejected")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
     b.set_defaults(func=_build)
+
+    x = sub.add_parser(
+        "crossmatch", help="match hub datasets by sky position into a paired catalog",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Match datasets A B [C ...] by sky position (LSDB, margin-correct across partition
+            borders) and write the paired catalog HUB/NAME: the left object's object_id/ra/dec,
+            each input's columns under its survey prefix (desi_spectrum, legacysurvey_image, ...),
+            the match distance, and a split (the most restrictive of the members').
+
+            Chaining: B is matched to A, C to B (to A where B is missing). Each right object is
+            used once (the closest left object wins). Unmatched left objects are dropped unless
+            --keep-unmatched (their missing modality is then null).
+            --method host associates transients with the galaxy of smallest directional light
+            radius distance (needs the galaxies' shape_r, shape_e1, shape_e2).
+
+            example:  mmu crossmatch legacysurvey_dr10_south desi_dr1 --hub hub --name ls_desi"""))
+    x.add_argument("datasets", nargs="+", help="two or more built datasets, left first")
+    x.add_argument("--hub", required=True, help="the hub directory")
+    x.add_argument("--name", required=True, help="name of the paired catalog to write")
+    x.add_argument("--radius-arcsec", type=float, default=1.0,
+                   help="match radius (default 1.0; for --method host, the search radius)")
+    x.add_argument("--method", choices=["nearest", "host"], default="nearest",
+                   help="nearest neighbour, or transient-host association by directional light radius")
+    x.add_argument("--max-dlr", type=float, default=4.0,
+                   help="host association cut-off in units of the directional light radius (default 4)")
+    x.add_argument("--keep-unmatched", action="store_true", help="keep left objects without a match")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing paired catalog")
+    x.add_argument("--workers", type=int, default=None, help="local Dask worker processes")
+    x.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    x.add_argument("--no-progress", action="store_true", help="no progress bars")
+    x.set_defaults(func=_crossmatch)
+
+    e = sub.add_parser(
+        "export-wds", help="write a dataset split to shuffled WebDataset shards for training",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Write the rows of one split of a hub dataset (usually a paired catalog) to WebDataset
+            tar shards: one .npy per array and a .json of metadata per sample, key = object id,
+            shuffled globally (HATS order is spatial), with index.json (shards, sample counts,
+            sha256, the dataset's content revision, constants such as a fixed wavelength grid)
+            and index.parquet (every sample's object_id, ra, dec, shard, position).
+
+            example:  mmu export-wds ls_desi --hub hub --out shards/train --split train"""))
+    e.add_argument("name", help="a built dataset or paired catalog")
+    e.add_argument("--hub", required=True, help="the hub directory")
+    e.add_argument("--out", required=True, help="output directory for the shards")
+    e.add_argument("--split", default="train", choices=["train", "val", "test"], help="which split (default train)")
+    e.add_argument("--shard-size", default="256MB", help="target shard size (default 256MB)")
+    e.add_argument("--shard-multiple", type=int, default=8,
+                   help="round the shard count up to a multiple of this (ranks x loader workers; default 8)")
+    e.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    e.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    e.add_argument("--workers", type=int, default=None, help="local Dask worker processes")
+    e.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=_export)
+
+    # --- issue 10: `mmu catalog cite`, `mmu push`, `mmu docs schema` (mmu/cite.py, mmu/publish.py,
+    # mmu/specdoc.py; their module imports are light, heavy ones happen inside the commands) ---
+    from mmu import cite, publish, specdoc
+    cite_p = csub.add_parser("cite", help="BibTeX, acknowledgements and license warnings for datasets")
+    cite.configure_cite_parser(cite_p)
+    cite_p.set_defaults(func=cite.run_cite)
+    push = sub.add_parser("push", help="upload a built dataset to a Hugging Face Hub dataset repository")
+    publish.configure_push_parser(push)
+    push.set_defaults(func=publish.run_push)
+    docs = sub.add_parser("docs", help="generated documentation (the hub format specification)")
+    dsub = docs.add_subparsers(dest="docs_command", metavar="DOC")
+    schema_doc = dsub.add_parser("schema", help="write docs/schema.md from the schema code")
+    specdoc.configure_docs_parser(schema_doc)
+    schema_doc.set_defaults(func=specdoc.run_docs_schema)
+    docs.set_defaults(func=lambda a: (docs.print_help(), 0)[1])
+    # --- end issue 10 ---
     return p
 
 

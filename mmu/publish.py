@@ -273,10 +273,11 @@ def prepare(args) -> UploadPlan:
     return plan
 
 
-def print_plan(plan: UploadPlan, endpoint: str, out=sys.stdout) -> None:
+def print_plan(plan: UploadPlan, endpoint: str, out=None) -> None:
+    out = out or sys.stdout
     m = plan.manifest
-    where = (f"a new pull request against main" if plan.create_pr else f"revision {plan.revision}")
-    print(f"dry run: nothing uploaded", file=out)
+    where = "a new pull request against main" if plan.create_pr else f"revision {plan.revision}"
+    print("dry run: nothing uploaded", file=out)
     print(f"  dataset   {plan.name} ({plan.collection}): {m['rows']['total']} rows, content revision "
           f"{m['content_revision'][:12]}{', MOCK DATA' if m.get('mock') else ''}", file=out)
     print(f"  target    {endpoint}/datasets/{plan.repo_id} ({where})", file=out)
@@ -401,8 +402,23 @@ def _reason(e: Exception) -> str:
         status = e.response.status_code if e.response is not None else "?"
         hint = {401: " (is the token valid? `hf auth whoami`)",
                 403: " (does the token have write access to this organization?)"}.get(status, "")
-        return f"HTTP {status}: {str(e).splitlines()[0]}{hint}"
-    return f"cannot reach the Hub ({type(e).__name__}: {e})"
+        server = getattr(e, "server_message", None) or ""
+        return f"HTTP {status}: {str(e).splitlines()[0]} {server}".rstrip() + hint
+    transport = tuple(t for t in (getattr(_http_module(), "TransportError", None), OSError) if t)
+    if isinstance(e, transport):
+        return f"cannot reach the Hub ({type(e).__name__}: {e})"
+    return f"{type(e).__name__}: {e}"
+
+
+def _http_module():
+    try:
+        import httpx2 as http  # what huggingface_hub 2.x uses
+    except ImportError:
+        try:
+            import httpx as http
+        except ImportError:
+            return None
+    return http
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pyarrow as pa
-import yaml
-
 DOC_PATH = Path("docs") / "schema.md"
 
 # build.json, field by field ("a.b" is a key of the object a; "a[].b" a key of each item of list a).
@@ -73,22 +70,34 @@ MANIFEST_FIELDS: dict[str, str] = {
     "split_bytes": "split -> bytes of its partition files",
     "timings_s": "seconds spent per stage (standardize, partition)",
     "created": "UTC time the build finished (ISO 8601)",
-    "inputs_datasets": "(paired, cross-matched catalogs only) the datasets joined; `mmu catalog "
-                       "cite` follows them",
+    # paired (cross-matched) catalogs only, from mmu/crossmatch.py's builder
+    "paired": "(paired catalogs) true",
+    "inputs_datasets": "(paired catalogs) the datasets joined, left first; `mmu catalog cite` "
+                       "follows them",
+    "inputs_revisions": "(paired catalogs) the content revision of each input",
+    "prefixes": "(paired catalogs) the column prefix of each input's modalities, e.g. `desi_`",
+    "method": "(paired catalogs) `nearest` (within a radius) or `host` (directional light radius)",
+    "radius_arcsec": "(paired catalogs) match radius",
+    "keep_unmatched": "(paired catalogs) whether left rows without a match are kept, their missing "
+                      "modalities null",
+    "match": "(paired catalogs) match statistics (rows, matched per input, dropped, conflicts)",
 }
-MANIFEST_OPTIONAL = {"inputs_datasets"}
+MANIFEST_OPTIONAL = {"paired", "inputs_datasets", "inputs_revisions", "prefixes", "method",
+                     "radius_arcsec", "keep_unmatched", "match"}
 
 
 def _doc(obj) -> str:
     return inspect.cleandoc(obj.__doc__ or "")
 
 
-def _prim(t: pa.DataType) -> str:
+def _prim(t) -> str:
     return {"float": "float32", "double": "float64", "bool": "bool"}.get(str(t), str(t))
 
 
-def _storage(t: pa.DataType, dims: list[str]) -> str:
+def _storage(t, dims: list[str]) -> str:
     """Arrow storage type with sizes shown as the shape's symbols ([C,H,W] -> C, H, W)."""
+    import pyarrow as pa
+
     if pa.types.is_fixed_size_list(t):
         return f"fixed_size_list<{_storage(t.value_type, dims[1:])}>[{dims[0] if dims else t.list_size}]"
     if pa.types.is_list(t):
@@ -96,7 +105,9 @@ def _storage(t: pa.DataType, dims: list[str]) -> str:
     return _prim(t)
 
 
-def _leaf(t: pa.DataType) -> str:
+def _leaf(t) -> str:
+    import pyarrow as pa
+
     while pa.types.is_list(t) or pa.types.is_fixed_size_list(t):
         t = t.value_type
     return _prim(t)
@@ -120,6 +131,9 @@ def _example_specs():
 
 
 def _modality_section(kind: str, fixed, variable) -> list[str]:
+    import pyarrow as pa
+    import yaml
+
     from dataclasses import MISSING
     from dataclasses import fields as dc_fields
 
@@ -156,6 +170,9 @@ def _modality_section(kind: str, fixed, variable) -> list[str]:
 
 
 def _example_card() -> str:
+    import pyarrow as pa
+    import yaml
+
     from mmu.card import card_yaml
     from mmu.catalog import DatasetEntry
     from mmu.schema import SpectrumSpec, dataset_schema

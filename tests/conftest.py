@@ -25,6 +25,28 @@ datasets:
     license: {id: MIT, url: "https://opensource.org/license/mit"}
     citation: ["@misc{mmutest, title={engine test dataset}}"]
     homepage: local
+  - name: othersurvey_v1
+    survey: othersurvey
+    release: v1
+    description: a second engine test dataset, for cross-matching
+    modalities: [spectrum]
+    builder: "mmu_testbuilder:TestSpectra"
+    builder_config: {survey: othersurvey, glob: "other-*.fits"}
+    raw: {archive: local, pattern: "other-*.fits", docs: tests/mmu_testbuilder.py}
+    license: {id: CC-BY-4.0, url: "https://creativecommons.org/licenses/by/4.0/"}
+    citation: ["@misc{mmuother, title={second engine test dataset}}"]
+    homepage: local
+  - name: galsurvey_v1
+    survey: galsurvey
+    release: v1
+    description: engine test galaxies with Tractor-style shapes (host association)
+    modalities: [spectrum]
+    builder: "mmu_testbuilder:TestSpectra"
+    builder_config: {survey: galsurvey, glob: "gal-*.fits", with_shape: true}
+    raw: {archive: local, pattern: "gal-*.fits", docs: tests/mmu_testbuilder.py}
+    license: {id: MIT, url: "https://opensource.org/license/mit"}
+    citation: ["@misc{mmugal, title={test galaxies}}"]
+    homepage: local
 """
 
 
@@ -56,3 +78,17 @@ def dask_client():
     yield client
     client.close()
     cluster.close()
+
+
+# --- survey builders (tests/test_builder_*.py) -------------------------------------------------
+SIM_ARGS = dict(galaxies=250, transients=40, seed=7, footprint="fields:2")
+
+
+@pytest.fixture(scope="session")
+def sim_raw(tmp_path_factory) -> Path:
+    """One small mock universe (`mmu.sim.simulate`, ~15 s) shared by every builder test."""
+    from mmu.sim import simulate
+
+    out = tmp_path_factory.mktemp("sim") / "raw"
+    simulate(out, progress=False, **SIM_ARGS)
+    return out

@@ -54,7 +54,7 @@ class Recorded:
     method: str
     path: str
     query: dict
-    headers: dict
+    headers: dict  # lower-case names
     body: bytes
     route: str = ""
     status: int = 0
@@ -94,9 +94,9 @@ class Repo:
 
 
 class HubError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, **extra):
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.extra = status, message, code, extra
 
 
 class HubEndpoint:
@@ -278,7 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.hub
         split = urlsplit(self.path)
         rec = Recorded(self.command, unquote(split.path), {k: v[-1] for k, v in parse_qs(split.query).items()},
-                       {k: v for k, v in self.headers.items()}, self._body())
+                       {k.lower(): v for k, v in self.headers.items()}, self._body())
         with hub._lock:
             hub.requests.append(rec)
         for method, rx, name in _COMPILED:
@@ -290,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._check_auth(name)
                     status, payload, headers = getattr(self, "r_" + name)(rec, **args)
                 except HubError as e:
-                    status, payload = e.status, {"error": e.message}
+                    status, payload = e.status, {"error": e.message, **e.extra}
                     headers = {"X-Error-Message": e.message, **({"X-Error-Code": e.code} if e.code else {})}
                 break
         else:
@@ -350,7 +350,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = rec.json() or {}
         repo_id = f"{body.get('organization') or self.hub.user}/{body['name']}"
         private = body.get("visibility") == "private" or bool(body.get("private"))
-        repo = self.hub.create_repo(repo_id, body.get("type") or "model", private)
+        rtype = body.get("type") or "model"
+        try:
+            repo = self.hub.create_repo(repo_id, rtype, private)
+        except HubError as e:  # the Hub's 409 still carries the url (the client reads it)
+            e.extra["url"] = f"{self.hub.url}/{_PREFIX[rtype]}{repo_id}"
+            raise
         return 200, {"url": self._url(repo), "name": repo_id, "id": repo_id}, {}
 
     def r_validate_yaml(self, rec):
@@ -478,7 +483,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def r_paths_info(self, rec, type, repo, rev):
         head = self._head(self._repo(type, repo), rev)
-        ctype = rec.headers.get("Content-Type", "")
+        ctype = rec.headers.get("content-type", "")
         paths = (rec.json() or {}).get("paths", []) if "json" in ctype else \
             parse_qs(rec.body.decode()).get("paths", [])
         out = []

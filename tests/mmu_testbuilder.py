@@ -25,6 +25,9 @@ class TestSpectraConfig(BuilderConfig):
     __test__ = False
     chunk_rows: int = 7
     sleep_s: float = 0.0  # per chunk; lets tests kill a build mid-way
+    survey: str = "testsurvey"
+    glob: str = "spectra-*.fits"
+    with_shape: bool = False  # galaxies with Tractor-style shape_r/e1/e2 (for host association)
 
 
 class TestSpectra(Builder):  # noqa: pytest should not collect this
@@ -37,11 +40,12 @@ class TestSpectra(Builder):  # noqa: pytest should not collect this
         return {"spectrum": SpectrumSpec(NPIX)}
 
     def extra_columns(self):
-        return [pa.field("mag", pa.float32())]
+        shape = [pa.field(c, pa.float32()) for c in ("shape_r", "shape_e1", "shape_e2")]
+        return [pa.field("mag", pa.float32())] + (shape if self.config.with_shape else [])
 
     def list_inputs(self, raw):
         return [RawInput(p.relative_to(raw).as_posix(), (str(p),))
-                for p in sorted(Path(raw).rglob("spectra-*.fits"))]
+                for p in sorted(Path(raw).rglob(self.config.glob))]
 
     def read(self, item):
         path = item.paths[0]
@@ -65,11 +69,13 @@ class TestSpectra(Builder):  # noqa: pytest should not collect this
                 ivar = np.asarray(d["IVAR"], np.float32)
                 spec = spectrum_array(SpectrumSpec(NPIX), np.tile(wave, (m, 1)), flux, ivar,
                                       ivar <= 0, np.full((m, NPIX), 1.0, np.float32))
-                yield pa.table({
+                shape = {c.lower(): pa.array(np.asarray(d[c], np.float32))
+                         for c in ("SHAPE_R", "SHAPE_E1", "SHAPE_E2") if self.config.with_shape}
+                yield pa.table({**shape,
                     "object_id": pa.array([str(x) for x in d["ID"]]),
                     "ra": pa.array(np.asarray(d["RA"], float)),
                     "dec": pa.array(np.asarray(d["DEC"], float)),
-                    "survey": pa.array(["testsurvey"] * m),
+                    "survey": pa.array([self.config.survey] * m),
                     "release": pa.array(["v1"] * m),
                     "spectrum": spec,
                     "mag": pa.array(np.asarray(d["MAG"], np.float32)),
@@ -77,7 +83,7 @@ class TestSpectra(Builder):  # noqa: pytest should not collect this
 
 
 def write_spectra_file(path: Path, ids, ra, dec, seed=0, drop_column=None, nan_flux_row=None,
-                       zero_ivar_row=None):
+                       zero_ivar_row=None, shape=None):
     rng = np.random.default_rng(seed)
     n = len(ids)
     flux = rng.normal(10, 1, (n, NPIX)).astype(np.float32)
@@ -91,6 +97,9 @@ def write_spectra_file(path: Path, ids, ra, dec, seed=0, drop_column=None, nan_f
             "MAG": fits.Column("MAG", "E", array=rng.uniform(17, 22, n)),
             "FLUX": fits.Column("FLUX", f"{NPIX}E", array=flux),
             "IVAR": fits.Column("IVAR", f"{NPIX}E", array=ivar)}
+    if shape is not None:
+        for name, values in zip(("SHAPE_R", "SHAPE_E1", "SHAPE_E2"), shape):
+            cols[name] = fits.Column(name, "E", array=np.asarray(values, np.float32))
     if drop_column:
         cols.pop(drop_column)
     hdus = fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(list(cols.values()), name="SPECTRA"),

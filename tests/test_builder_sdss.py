@@ -5,15 +5,14 @@ the mock observatory; the last test builds the mock observatory's SDSS output.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 
-from mmu.builder import InputRejected, RawInput, Rejection, get_builder
+from mmu.builder import InputRejected, RawInput, get_builder
+from test_builder_helpers import assert_opens, hub_table, link_tree, read_all
 
 NPIX = 500
 
@@ -58,17 +57,10 @@ def builder():
     return get_builder("sdss")()
 
 
-def read_all(builder, item):
-    tables, rejections = [], []
-    for part in builder.read(item):
-        (rejections if isinstance(part, Rejection) else tables).append(part)
-    return tables, rejections
-
-
 def test_values_carried_exactly(tmp_path, builder):
     path = write_spec(tmp_path / "0266" / spec_name(266, 51630, 1))
     [item] = builder.list_inputs(tmp_path)
-    [table], rej = read_all(builder, item)
+    table, rej = read_all(builder, item)
     assert rej == []
     row = table.to_pylist()[0]
     assert row["object_id"] == "0266-51630-0001" and row["ra"] == 150.0 and row["dec"] == 2.0
@@ -99,7 +91,7 @@ def test_bad_file_rejected_rest_of_plate_kept(tmp_path, builder, kwargs, words):
     write_spec(tmp_path / "0266" / spec_name(266, 51630, 2), fiber=2, **kwargs)
     [item] = builder.list_inputs(tmp_path)
     tables, rej = read_all(builder, item)
-    assert sum(t.num_rows for t in tables) == 1
+    assert tables.num_rows == 1
     [r] = rej
     assert spec_name(266, 51630, 2) in r.reason and r.object_id == "0266-51630-0002"
     assert all(w in r.reason for w in words), r.reason
@@ -109,10 +101,10 @@ def test_truncated_and_corrupt_files(tmp_path, builder):
     good = write_spec(tmp_path / "0266" / spec_name(266, 51630, 1))
     data = good.read_bytes()
     (tmp_path / "0266" / spec_name(266, 51630, 2)).write_bytes(data[: len(data) - 3000])
-    (tmp_path / "0266" / spec_name(266, 51630, 3)).write_bytes(b"not a fits file" * 50)
+    (tmp_path / "0266" / spec_name(266, 51630, 3)).write_bytes(b"not a fits file".ljust(2880))
     [item] = builder.list_inputs(tmp_path)
     tables, rej = read_all(builder, item)
-    assert sum(t.num_rows for t in tables) == 1
+    assert tables.num_rows == 1
     reasons = {r.object_id: r.reason for r in rej}
     assert "truncated" in reasons["0266-51630-0002"]
     assert "not a readable FITS" in reasons["0266-51630-0003"]
@@ -122,40 +114,63 @@ def test_truncated_and_corrupt_files(tmp_path, builder):
         list(builder.read(only_bad))
 
 
-def test_build_rejects_bad_rows_and_opens(tmp_path, dask_client):
-    """Engine build: NaN flux, all-zero ivar, out-of-range dec and a true duplicate are rejected
-    with the file's object id; the good spectra load with datasets and lsdb."""
-    raw = tmp_path / "raw"
-    for fiber in range(1, 6):
-        write_spec(raw / "0266" / spec_name(266, 51630, fiber), fiber=fiber, ra=150 + fiber * 0.01, seed=fiber)
-    write_spec(raw / "0266" / spec_name(266, 51630, 10), fiber=10, flux_nan=True)
-    write_spec(raw / "0266" / spec_name(266, 51630, 11), fiber=11, zero_ivar=True)
-    write_spec(raw / "0267" / spec_name(267, 51631, 12), plate=267, mjd=51631, fiber=12, dec=95.0)
-    # the same spectrum twice in one input (a copy under another file name: a true duplicate)
-    write_spec(raw / "0267" / spec_name(267, 51631, 13), plate=267, mjd=51631, fiber=13)
-    write_spec(raw / "0267" / "spec-0267-51631-0014.fits", plate=267, mjd=51631, fiber=13)
+@pytest.fixture(scope="module")
+def built(sim_raw, tmp_path_factory, dask_client):
+    """One engine build: the mock observatory's SDSS plates plus hand-written bad spectra (NaN
+    flux, all-zero ivar, dec out of range, a true duplicate, a corrupt file)."""
     from mmu.build import build
 
-    res = build("sdss_dr17", raw, tmp_path / "hub", client=dask_client, progress=False, log=lambda *a: None)
+    tmp = tmp_path_factory.mktemp("sdss")
+    raw = link_tree(sim_raw, tmp / "raw", "sdss")
+    bad = raw / "bad"
+    write_spec(bad / "9000" / spec_name(9000, 51630, 1), plate=9000, fiber=1)
+    write_spec(bad / "9000" / spec_name(9000, 51630, 10), plate=9000, fiber=10, flux_nan=True)
+    write_spec(bad / "9000" / spec_name(9000, 51630, 11), plate=9000, fiber=11, zero_ivar=True)
+    write_spec(bad / "9000" / spec_name(9000, 51630, 12), plate=9000, fiber=12, dec=95.0)
+    # the same spectrum twice in one input (a copy under another file name): a true duplicate
+    write_spec(bad / "9000" / spec_name(9000, 51630, 13), plate=9000, fiber=13)
+    write_spec(bad / "9000" / spec_name(9000, 51630, 14), plate=9000, fiber=13)
+    (bad / "9001").mkdir()
+    (bad / "9001" / spec_name(9001, 51631, 1)).write_bytes(b"SIMPLE  =  T".ljust(2880))
+    res = build("sdss_dr17", raw, tmp / "hub", client=dask_client, progress=False, log=lambda *a: None)
+    return raw, res
+
+
+def test_build_rejects_bad_inputs_and_rows_by_name(built):
+    raw, res = built
     m = res.manifest
-    assert m["rows"]["total"] == 6 and m["rejected_inputs"] == []
+    n_sim = len(list((raw / "sdss").rglob("spec-*.fits")))
+    assert n_sim > 0 and m["rows"]["total"] == n_sim + 2
+    [bad] = m["rejected_inputs"]
+    assert bad["input"] == "bad/9001" and "spec-9001-51631-0001.fits" in bad["reason"]
     by_id = {r["object_id"]: r for r in m["rejected_rows"]}
-    assert set(by_id) == {"0266-51630-0010", "0266-51630-0011", "0267-51631-0012", "0267-51631-0013"}
-    assert "non-finite flux" in by_id["0266-51630-0010"]["reason"]
-    assert "all-zero ivar" in by_id["0266-51630-0011"]["reason"]
-    assert "dec outside" in by_id["0267-51631-0012"]["reason"]
-    assert "duplicate" in by_id["0267-51631-0013"]["reason"]
-    assert_opens(res.path, 6)
+    assert set(by_id) == {"9000-51630-0010", "9000-51630-0011", "9000-51630-0012", "9000-51630-0013"}
+    assert "non-finite flux" in by_id["9000-51630-0010"]["reason"]
+    assert "all-zero ivar" in by_id["9000-51630-0011"]["reason"]
+    assert "dec outside" in by_id["9000-51630-0012"]["reason"]
+    assert "duplicate" in by_id["9000-51630-0013"]["reason"] and by_id["9000-51630-0013"]["input"] == "bad/9000"
 
 
-def assert_opens(path: Path, rows: int):
-    import datasets
-    import lsdb
+def test_mock_spectra_in_the_hub_equal_the_raw_files(built):
+    raw, res = built
+    rows = {r["object_id"]: r for r in hub_table(res.path).to_pylist()}
+    files = sorted((raw / "sdss").rglob("spec-*.fits"))
+    for path in files:
+        with fits.open(path) as hd:
+            c, so = hd["COADD"].data, hd["SPECOBJ"].data[0]
+            row = rows[f"{so['PLATE']:04d}-{so['MJD']:05d}-{so['FIBERID']:04d}"]
+            s = row["spectrum"]
+            lam = 10 ** c["loglam"].astype(np.float64)
+            np.testing.assert_array_equal(np.array(s["flux"], np.float32), c["flux"])
+            np.testing.assert_array_equal(np.array(s["ivar"], np.float32), c["ivar"])
+            np.testing.assert_allclose(s["lambda"], lam, rtol=2 ** -23)
+            np.testing.assert_array_equal(s["mask"], (c["and_mask"] != 0) | (c["ivar"] <= 0))
+            np.testing.assert_allclose(s["lsf_sigma"], c["wdisp"] * 1e-4 * np.log(10) * lam, rtol=1e-6)
+            assert row["ra"] == so["PLUG_RA"] and row["dec"] == so["PLUG_DEC"]
+            assert row["z"] == pytest.approx(so["Z"]) and row["class"] == so["CLASS"].strip()
+            assert row["survey"] == "sdss" and row["release"] == "dr17" and row["split"] in ("train", "val", "test")
 
-    ds = datasets.load_dataset(str(path))
-    assert sum(len(s) for s in ds.values()) == rows
-    cat = lsdb.open_catalog(str(path))
-    assert len(cat.compute()) == rows
-    files = sorted(Path(path).rglob("Npix=*.parquet"))
-    assert sum(pq.read_metadata(f).num_rows for f in files if "arcs" not in str(f)) == rows
-    assert json.loads((Path(path) / "build.json").read_text())["rows"]["total"] == rows
+
+def test_hub_opens_with_datasets_and_lsdb(built):
+    _, res = built
+    assert_opens(res.path, res.manifest["rows"]["total"])

@@ -66,7 +66,7 @@ class SimConfig:
     psf_fwhm_scatter_dex: float = 0.07
     moffat_beta: float = 3.5
     #: image crop around the sources of a brick, in pixels beyond the outermost source
-    crop_pad_pix: int = 100
+    crop_pad_pix: int = 64
     stars_per_deg2: float = 3000.0
     bad_column_prob: float = 0.3
     # --- DESI spectroscopy --------------------------------------------------------------

@@ -162,8 +162,6 @@ def _fibermap_columns(obs: pd.DataFrame, survey: str, program: str, rng) -> list
 def write_healpix(seed: int, key: tuple, obs: pd.DataFrame, truth: pd.DataFrame, out_root: Path,
                   cfg: SimConfig) -> pd.DataFrame:
     """Write one coadd + redrock pair; return the redrock rows for the truth catalogue."""
-    from astropy.io import fits
-
     survey, program, hpix = key
     rng = rng_for(seed, "desi-spectra", survey, program, int(hpix))
     n = len(obs)
@@ -174,18 +172,21 @@ def write_healpix(seed: int, key: tuple, obs: pd.DataFrame, truth: pd.DataFrame,
     common = [("SURVEY", survey, ""), ("PROGRAM", program, ""), ("SPGRP", "healpix", ""),
               ("SPGRPVAL", int(hpix), ""), ("HPXNSIDE", 64, ""), ("HPXPIXEL", int(hpix), ""),
               ("HPXNEST", True, ""), ("SPECPROD", "iron", "")]
-    fibermap = fitsio_util.table_hdu(_fibermap_columns(obs, survey, program, rng), "FIBERMAP")
-    hdus = [fitsio_util.primary_hdu(seed, common), fibermap]
+    fm_cols = _fibermap_columns(obs, survey, program, rng)
+    hdus = [fitsio_util.primary(seed, common), fitsio_util.table(fm_cols, "FIBERMAP")]
     snr2 = np.zeros(n)
     npix_total = 0
+    all_wave = np.concatenate([wavelength(a) for a in ("B", "R", "Z")])
+    all_model = spectro.galaxy_fibre_model(rows, all_wave, "fiber_frac_desi", cfg.cosmology) * calib[:, None]
+    start = 0
     for arm in ("B", "R", "Z"):
         wave = wavelength(arm)
         lines = spectro.sky_lines(sky_rng, *ARMS[arm], per_1000a={"B": 2, "R": 25, "Z": 45}[arm])
         sky = spectro.sky_spectrum(wave, lines, 0.8)
         lo, hi = LSF_SIGMA_A[arm]
         diags = spectro.gaussian_resolution(np.linspace(lo, hi, wave.size) / DWAVE)
-        model = spectro.galaxy_fibre_model(rows, wave, "fiber_frac_desi", cfg.cosmology) * calib[:, None]
-        model = spectro.apply_resolution(diags, model)
+        model = spectro.apply_resolution(diags, all_model[:, start:start + wave.size])
+        start += wave.size
         sigma = NOISE_SIGMA[program][arm] * np.sqrt(sky)[None, :] * np.sqrt(NOMINAL_EFFTIME[program] / efftime)[:, None]
         sigma = np.sqrt(sigma**2 + np.clip(model, 0, None) * 0.02)  # object shot noise
         flux = model + rng.normal(0, 1, model.shape) * sigma
@@ -196,16 +197,16 @@ def write_healpix(seed: int, key: tuple, obs: pd.DataFrame, truth: pd.DataFrame,
         ivar[bad] = 0.0
         snr2 += np.sum(model**2 * ivar, axis=1)
         npix_total += wave.size
-        hdus.append(fits.ImageHDU(wave, name=f"{arm}_WAVELENGTH"))
-        hdus[-1].header["BUNIT"] = "Angstrom"
-        hdus.append(fits.ImageHDU(flux.astype(np.float32), name=f"{arm}_FLUX"))
-        hdus[-1].header["BUNIT"] = "10**-17 erg/(s cm2 Angstrom)"
-        hdus.append(fits.ImageHDU(ivar.astype(np.float32), name=f"{arm}_IVAR"))
-        hdus[-1].header["BUNIT"] = "10**+34 (s2 cm4 Angstrom2) / erg2"
-        hdus.append(fits.ImageHDU(mask, name=f"{arm}_MASK", uint=True))
-        hdus.append(fits.ImageHDU(np.repeat(diags[None], n, axis=0), name=f"{arm}_RESOLUTION"))
+        hdus += [
+            fitsio_util.image(wave, f"{arm}_WAVELENGTH", [("BUNIT", "Angstrom", "")]),
+            fitsio_util.image(flux.astype(np.float32), f"{arm}_FLUX", [("BUNIT", "10**-17 erg/(s cm2 Angstrom)", "")]),
+            fitsio_util.image(ivar.astype(np.float32), f"{arm}_IVAR",
+                              [("BUNIT", "10**+34 (s2 cm4 Angstrom2) / erg2", "")]),
+            fitsio_util.image(mask, f"{arm}_MASK"),
+            fitsio_util.image(np.repeat(diags[None], n, axis=0), f"{arm}_RESOLUTION"),
+        ]
     coadd_path, redrock_path = coadd_paths(out_root, survey, program, int(hpix))
-    fitsio_util.write_hdulist(coadd_path, hdus)
+    fitsio_util.write_fits(coadd_path, hdus)
 
     zrows = _redrock(rng, rows, snr2, npix_total, cfg)
     zrows.insert(0, "TARGETID", obs["TARGETID"].to_numpy(np.int64))
@@ -217,11 +218,9 @@ def write_healpix(seed: int, key: tuple, obs: pd.DataFrame, truth: pd.DataFrame,
                 ("DELTACHI2", "D", zrows["DELTACHI2"].to_numpy())]
     rr_cards = [("RRVER", "0.17.0-mock", "Redrock version (mock: truth + errors)"),
                 ("TEMNAM00", "GALAXY", ""), ("TEMVER00", "2.6", "")] + common
-    fitsio_util.write_hdulist(redrock_path, [fitsio_util.primary_hdu(seed, rr_cards),
-                                             fitsio_util.table_hdu(red_cols, "REDSHIFTS"),
-                                             fitsio_util.table_hdu(_fibermap_columns(obs, survey, program,
-                                                                   rng_for(seed, "desi-fm", survey, program, int(hpix))),
-                                                                   "FIBERMAP")])
+    fitsio_util.write_fits(redrock_path, [fitsio_util.primary(seed, rr_cards),
+                                          fitsio_util.table(red_cols, "REDSHIFTS"),
+                                          fitsio_util.table(fm_cols, "FIBERMAP")])
     zrows["survey"], zrows["program"], zrows["hpix"] = survey, program, int(hpix)
     zrows["galaxy_id"] = obs["galaxy_id"].to_numpy()
     return zrows.drop(columns=["COEFF"])

@@ -2,8 +2,8 @@
 
 A footprint decides the sky positions; the brick grid (0.25 deg rows and columns, names
 `<RRRR>{p|m}<DDD>` as in the real survey-bricks table) and HEALPix (nested) decide how files are
-cut. Field centres sit on brick corners so that every field spans several bricks and exercises
-the `brick_primary` overlaps.
+cut. Field centres sit on a boundary between brick rows so that every field spans several bricks
+and exercises the `brick_primary` overlaps.
 """
 from __future__ import annotations
 
@@ -154,13 +154,11 @@ def brick_info(row, col, brick_deg: float = 0.25) -> dict:
 
 
 def brick_corner_near(ra: float, dec: float, brick_deg: float = 0.25) -> tuple[float, float]:
-    """The nearest point where bricks of two rows and two columns meet (row top, column edge)."""
+    """The nearest point on a boundary between two brick rows (RA unchanged), so that a field
+    centred there spans at least two bricks."""
     dec_c, nra, _ = _rows(brick_deg)
     row = int(np.clip(np.floor((dec + 90.0) / brick_deg), 0, dec_c.size - 2))
-    dec_b = dec_c[row] + brick_deg / 2
-    width = 360.0 / nra[row]
-    ra_b = (round(ra / width) * width) % 360.0
-    return float(ra_b), float(dec_b)
+    return float(ra), float(dec_c[row] + brick_deg / 2)
 
 
 # --- HEALPix ------------------------------------------------------------------------------

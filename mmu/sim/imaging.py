@@ -85,7 +85,6 @@ def render_brick(seed: int, brick: dict, sources, out_root: Path, cfg: SimConfig
     near the brick (columns of the truth tables, `kind` = galaxy|star, `source_id`).
     """
     import galsim
-    from astropy.io import fits
 
     name = str(brick["brickname"])
     x0, y0, nx, ny = (int(brick[k]) for k in ("x0", "y0", "nx", "ny"))
@@ -95,15 +94,17 @@ def render_brick(seed: int, brick: dict, sources, out_root: Path, cfg: SimConfig
     rng = rng_for(seed, "brick-pixels", name)
     px, py = wcs.all_world2pix(sources["ra"].to_numpy(), sources["dec"].to_numpy(), 0)
     in_crop = (px >= -0.5) & (px < nx - 0.5) & (py >= -0.5) & (py < ny - 0.5)
-    near = (px > -60) & (px < nx + 60) & (py > -60) & (py < ny + 60)
+    near = (px > -40) & (px < nx + 40) & (py > -40) & (py < ny + 40)
     src = sources[near].reset_index(drop=True)
     px, py, in_crop = px[near], py[near], in_crop[near]
     zp_factor = 10 ** (-0.4 * cond["zp_err_mag"])
 
     # the unique brick area on this crop, for NPRIMARY and brick_primary
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    pra, pdec = wcs.all_pix2world(xx.ravel(), yy.ravel(), 0)
-    unique = _in_unique(brick, pra, pdec).reshape(ny, nx)
+    # evaluated every 4th pixel: the boundary is good to ~2 pixels, enough for a mask bit
+    step = 4
+    yy, xx = np.mgrid[0:ny:step, 0:nx:step]
+    pra, pdec = wcs.all_pix2world(xx.ravel() + step / 2, yy.ravel() + step / 2, 0)
+    unique = np.repeat(np.repeat(_in_unique(brick, pra, pdec).reshape(xx.shape), step, 0), step, 1)[:ny, :nx]
     maskbits = np.where(unique, 0, 1 << MASKBITS["NPRIMARY"]).astype(np.int32)
 
     records = src.to_dict("records")
@@ -199,33 +200,24 @@ def brick_paths(out_root: Path, brickname: str) -> dict:
 
 
 def _write_brick_files(seed, brick, hdr, images, invvars, maskbits, cond, out_root, cfg):
-    from astropy.io import fits
-
     name = str(brick["brickname"])
     paths = brick_paths(out_root, name)
     dither = 1 + int(brick["brickid"]) % 10000
     common = [("BRICKNAM", name, "brick name"), ("BRICKID", int(brick["brickid"]), "brick id"),
               ("SURVEY", "DECaLS", ""), ("DRVERSIO", "DR10-mock", "")]
+    wcs_cards = [(k, v, "") for k, v in hdr.items()]
     sizes = {}
     for b, band in enumerate(DECAM_BANDS):
         for kind, data, unit in (("image", images[b], "nanomaggy"), ("invvar", invvars[b], "1/nanomaggy^2")):
-            h = fits.CompImageHDU(data, compression_type="RICE_1", quantize_level=16.0,
-                                  quantize_method=1, dither_seed=dither)
-            for k, v in hdr.items():
-                h.header[k] = v
-            for k, v, c in common:
-                h.header[k] = (v, c)
-            h.header["BAND"] = (band, "filter")
-            h.header["BUNIT"] = (unit, "")
-            h.header["MAGZERO"] = (22.5, "AB magnitude of 1 nanomaggy... is 22.5")
-            h.header["PSFSIZE"] = (round(float(cond["fwhm"][b]), 4), "[arcsec] PSF FWHM")
-            h.header["PSFDEPTH"] = (round(float(cond["psfdepth_mag"][b]), 4), "5-sigma point-source depth [AB]")
-            sizes[f"{kind}-{band}"] = fitsio_util.write_hdulist(
-                paths[f"{kind}-{band}"], [fitsio_util.primary_hdu(seed, common), h])
-    h = fits.CompImageHDU(maskbits, compression_type="RICE_1")
-    for k, v in hdr.items():
-        h.header[k] = v
-    sizes["maskbits"] = fitsio_util.write_hdulist(paths["maskbits"], [fitsio_util.primary_hdu(seed, common), h])
+            cards = wcs_cards + common + [
+                ("BAND", band, "filter"), ("BUNIT", unit, ""), ("MAGZERO", 22.5, "AB mag of 1 nanomaggy"),
+                ("PSFSIZE", round(float(cond["fwhm"][b]), 4), "[arcsec] PSF FWHM"),
+                ("PSFDEPTH", round(float(cond["psfdepth_mag"][b]), 4), "5-sigma point-source depth [AB]")]
+            sizes[f"{kind}-{band}"] = fitsio_util.write_fits(paths[f"{kind}-{band}"], [
+                fitsio_util.primary(seed, common),
+                fitsio_util.compressed_image(data, cards, qlevel=16.0, dither_seed=dither)])
+    sizes["maskbits"] = fitsio_util.write_fits(paths["maskbits"], [
+        fitsio_util.primary(seed, common), fitsio_util.compressed_image(maskbits, wcs_cards + common)])
     return sizes
 
 
@@ -359,7 +351,6 @@ def write_tractor(seed: int, brick: dict, rows: dict, out_root: Path) -> int:
         elif key.startswith("psfsize_"):
             units[key] = "arcsec"
         cols.append((key, fmt, np.asarray(arr)))
-    table = fitsio_util.table_hdu(cols, name=None, units=units)
     common = [("BRICKNAM", str(brick["brickname"]), "brick name"), ("RELEASE", RELEASE, "")]
-    return fitsio_util.write_hdulist(brick_paths(out_root, str(brick["brickname"]))["tractor"],
-                                     [fitsio_util.primary_hdu(seed, common), table])
+    return fitsio_util.write_fits(brick_paths(out_root, str(brick["brickname"]))["tractor"],
+                                  [fitsio_util.primary(seed, common), fitsio_util.table(cols, None, units)])

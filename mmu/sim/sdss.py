@@ -59,8 +59,6 @@ def specobjid(plate, fiber, mjd, run2d: int = 26) -> str:
 
 def write_plate(seed: int, plate: int, sel: pd.DataFrame, truth: pd.DataFrame, out_root: Path,
                 cfg: SimConfig) -> pd.DataFrame:
-    from astropy.io import fits
-
     rng = rng_for(seed, "sdss-spectra", int(plate))
     rows = truth.loc[sel["galaxy_id"].to_numpy()]
     ll = loglam()
@@ -87,7 +85,7 @@ def write_plate(seed: int, plate: int, sel: pd.DataFrame, truth: pd.DataFrame, o
         fail = rng.random() < 0.01
         z_err = 3e-5 * (1 + z_true[k]) * np.clip(10.0 / max(snr, 0.5), 0.3, 20)
         z = float(rng.uniform(0, 0.8)) if fail else float(z_true[k] + rng.normal() * z_err)
-        coadd = fitsio_util.table_hdu([
+        coadd = fitsio_util.table([
             ("flux", "E", flux.astype(np.float32)), ("loglam", "E", ll), ("ivar", "E", ivar.astype(np.float32)),
             ("and_mask", "J", and_mask), ("or_mask", "J", and_mask.copy()), ("wdisp", "E", wdisp_pix),
             ("sky", "E", sky_flux), ("model", "E", model[k].astype(np.float32))], "COADD")
@@ -106,16 +104,16 @@ def write_plate(seed: int, plate: int, sel: pd.DataFrame, truth: pd.DataFrame, o
             ("OBJTYPE", "16A", ["GALAXY"]), ("LEGACY_TARGET1", "J", [64]),
             ("SPECTROFLUX", "5E", [np.zeros(5, np.float32)]), ("SPECTROFLUX_IVAR", "5E", [np.zeros(5, np.float32)]),
         ]
-        specobj = fitsio_util.table_hdu(specobj_cols, "SPECOBJ")
-        zline = fitsio_util.table_hdu(_spzline(rng, rows.iloc[k], obj, z, wave, model[k], sigma[k]), "SPZLINE")
+        specobj = fitsio_util.table(specobj_cols, "SPECOBJ")
+        zline = fitsio_util.table(_spzline(rng, rows.iloc[k], obj, z, wave, model[k], sigma[k]), "SPZLINE")
         cards = [("TELESCOP", "SDSS 2.5-M", ""), ("PLATEID", plate, ""), ("MJD", mjd, ""), ("FIBERID", fiber, ""),
                  ("RUN2D", RUN2D, ""), ("VERS2D", VERS2D, ""), ("COEFF0", LOGLAM0, "log10 wavelength of pixel 0"),
                  ("COEFF1", DLOGLAM, "log10 dispersion per pixel"), ("BUNIT", "1E-17 erg/cm^2/s/Ang", ""),
                  ("RA", plate_ra, "plate centre"), ("DEC", plate_dec, "plate centre"),
                  ("PLUG_RA", float(rows["ra"].iloc[k]), ""), ("PLUG_DEC", float(rows["dec"].iloc[k]), ""),
                  ("NEXP", 3, ""), ("EXPTIME", 2700.0, "")]
-        fitsio_util.write_hdulist(spec_path(out_root, plate, mjd, fiber),
-                                  [fitsio_util.primary_hdu(seed, cards), coadd, specobj, zline])
+        fitsio_util.write_fits(spec_path(out_root, plate, mjd, fiber),
+                               [fitsio_util.primary(seed, cards), coadd, specobj, zline])
         results.append({"galaxy_id": int(sel["galaxy_id"].iloc[k]), "sdss_plate": plate, "sdss_mjd": mjd,
                         "sdss_fiberid": fiber, "sdss_z": z, "sdss_zwarning": 4 if fail else 0})
     return pd.DataFrame(results)

@@ -1,0 +1,95 @@
+"""The small public API for using a trained checkpoint (the benchmark harness uses this):
+
+    from mmu.pretrain.api import load_pretrained
+    p = load_pretrained("runs/astroclip/checkpoints/step00010000-3f2a9c1b7d04.pt")
+    p.config, p.manifest, p.sha256            # what it is and what it was trained on
+    batch = p.collate(samples)                # decoded samples -> fixed-shape tensors
+    emb = p.embed(batch)                      # {column: [B, embed_dim]} L2-normalised
+    feats = p.embed(batch, project=False)     # {column: [B, width]} backbone features
+
+A sample is `{"object_id": str, column: {field: ndarray} or None}` with the fields of the data
+model (image flux/ivar/mask; spectrum flux/ivar/mask/lambda; light curve time/band/flux/flux_err/
+mask) — what `mmu.wds.decode_sample` returns, or a Parquet row's modality struct. Normalisation
+happens inside `embed` (`mmu.pretrain.preprocess.preprocess`), exactly as in training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmu.pretrain.checkpoint import CheckpointError, check_same_model, file_sha256, load_checkpoint
+from mmu.pretrain.config import PretrainConfig, parse_config
+from mmu.pretrain.data import Collator
+from mmu.pretrain.model import MultimodalCLIP
+
+
+@dataclass
+class Pretrained:
+    model: MultimodalCLIP
+    config: PretrainConfig
+    manifest: dict
+    step: int
+    sha256: str
+    path: Path
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.model.kinds)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def collate(self, samples: list[dict | None], constants: dict | None = None) -> dict:
+        """Decoded samples -> one batch of len(samples) rows, shapes as in training.
+        `constants`: fields left out of the samples, e.g. an export index's
+        `{"desi_spectrum.lambda": [...]}` (`mmu.wds.read_index(dir)["constants"]`)."""
+        consts = {k: np.asarray(v) for k, v in (constants or {}).items()}
+        return Collator(self.config.model.modalities, max(1, len(samples)))(
+            [_normalise_sample(s, consts) for s in samples])
+
+    @torch.no_grad()
+    def embed(self, batch: dict, project: bool = True, columns: list[str] | None = None) -> dict:
+        """{column: features} for the columns present in `batch` (rows lacking a modality get
+        features too: mask them with batch[column]["present"])."""
+        self.model.eval()
+        dev = self.device
+        out = {}
+        for c in columns or [c for c in self.columns if c in batch]:
+            x = {k: v.to(dev) for k, v in batch[c].items() if isinstance(v, torch.Tensor)}
+            out[c] = self.model.encode(c, x, project=project).float()
+        return out
+
+
+def _normalise_sample(s, constants: dict):
+    if s is None:
+        return None
+    if "object_id" not in s:  # mmu.wds.decode_sample output
+        s = {**s, "object_id": (s.get("meta") or {}).get("object_id", s.get("__key__", ""))}
+    for key, value in constants.items():
+        column, _, field = key.rpartition(".")
+        if isinstance(s.get(column), dict) and field not in s[column]:
+            s = {**s, column: {**s[column], field: value}}
+    return s
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu",
+                    expect_config: PretrainConfig | None = None) -> Pretrained:
+    """Load a checkpoint (weights_only) into its model; with `expect_config`, refuse a checkpoint
+    of another model."""
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    cfg = parse_config(ckpt["config"], f"{path} (embedded config)")
+    if expect_config is not None:
+        check_same_model(ckpt, expect_config.model_signature(), path)
+    model = MultimodalCLIP(cfg.model, cfg.loss)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes "
+                              f"(was an encoder changed since it was trained?): {e}") from None
+    model.to(device).eval()
+    return Pretrained(model, cfg, ckpt.get("manifest", {}), int(ckpt["step"]), file_sha256(path), path)

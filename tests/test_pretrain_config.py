@@ -1,0 +1,68 @@
+"""Every pretraining config in pretrain/configs (recursively) parses, names registered encoders of
+the right kind, and builds; configs reject unknown keys; overrides are dotted key=value."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmu.pretrain.config import ConfigError, apply_overrides, config_dir, load_config, parse_config
+from mmu.pretrain.registry import build_encoder, list_encoders, register_encoder
+
+CONFIGS = sorted(config_dir().rglob("*.yaml"))
+
+
+def test_configs_are_found_recursively():
+    names = {p.name for p in CONFIGS}
+    assert {"tiny_cpu.yaml", "astroclip.yaml", "trimodal.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(config_dir())))
+def test_every_config_validates(path: Path):
+    cfg = load_config(path)
+    encoders = list_encoders()
+    for column, m in cfg.model.modalities.items():
+        assert m.encoder in encoders, f"{path}: {column} uses unregistered encoder {m.encoder}"
+        assert encoders[m.encoder].kind == m.kind
+    assert cfg.model.pair_list()
+    assert cfg.train.ckpt_every % cfg.data.segment_steps == 0 or \
+        cfg.data.segment_steps % cfg.train.ckpt_every == 0, "checkpoints should fall on segment boundaries"
+
+
+def test_unknown_keys_are_rejected_with_their_location():
+    raw = yaml.safe_load((config_dir() / "tiny_cpu.yaml").read_text())
+    raw["optim"]["learning_rate"] = 1.0
+    with pytest.raises(ConfigError, match=r"optim\.learning_rate"):
+        parse_config(raw)
+    with pytest.raises(ConfigError, match="train.stpes"):
+        load_config(config_dir() / "tiny_cpu.yaml", ["train.stpes=3"])
+
+
+def test_overrides_are_dotted_and_typed():
+    cfg = load_config(config_dir() / "tiny_cpu.yaml",
+                      ["train.steps=7", "data.train=[a, b]", "model.modalities.image.options.widths=[4, 8]",
+                       "optim.grad_clip=null"])
+    assert cfg.train.steps == 7 and cfg.data.train == ["a", "b"]
+    assert cfg.model.modalities["image"].options == {"widths": [4, 8]} and cfg.optim.grad_clip is None
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["train.steps"])
+
+
+def test_modality_kind_comes_from_the_column_name_or_must_be_given():
+    raw = yaml.safe_load((config_dir() / "tiny_cpu.yaml").read_text())
+    raw["model"]["modalities"]["cutout"] = raw["model"]["modalities"].pop("image")
+    with pytest.raises(ConfigError, match="cannot tell its kind"):
+        parse_config(raw)
+    raw["model"]["modalities"]["cutout"]["kind"] = "image"
+    assert parse_config(raw).model.modalities["cutout"].kind == "image"
+
+
+def test_registry_rejects_duplicates_and_wrong_kinds():
+    cfg = load_config(config_dir() / "tiny_cpu.yaml")
+    with pytest.raises(ValueError, match="already registered"):
+        register_encoder("tiny_convnet", kind="image")(lambda m: None)
+    with pytest.raises(ValueError, match="reads image"):
+        build_encoder("tiny_convnet", cfg.model.modalities["spectrum"])
+    with pytest.raises(KeyError, match="unknown encoder"):
+        build_encoder("resnet9000", cfg.model.modalities["image"])

@@ -1,0 +1,197 @@
+"""The trainer end to end on CPU: the tiny variant of every shipped config lowers the validation
+loss; a killed run resumed from its checkpoint ends with the same weights as an uninterrupted one;
+checkpoints are named by their sha256, load with weights_only, carry config + manifest, and one
+from another model is refused; the API embeds; `python -m mmu.pretrain` and 2-rank DDP run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import yaml
+
+from mmu.pretrain import train as T
+from mmu.pretrain.api import load_pretrained
+from mmu.pretrain.checkpoint import CheckpointError, file_sha256, list_checkpoints, load_checkpoint
+from mmu.pretrain.config import config_dir, parse_config
+from mmu.pretrain.data import open_exports
+from mmu.pretrain.loss import PairwiseContrastiveLoss
+from mmu.pretrain.synthetic import columns_of, tiny_variant, write_synthetic_export
+
+SHIPPED = ["tiny_cpu", "astroclip", "trimodal"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def raw_config(name: str) -> dict:
+    return yaml.safe_load((config_dir() / f"{name}.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """A synthetic train/val export per shipped config, with that config's column names."""
+    root = tmp_path_factory.mktemp("exports")
+    out = {}
+    for name in SHIPPED:
+        cols = columns_of(raw_config(name))
+        missing = {c: 0.25 for c, k in cols.items() if k == "lightcurve"}
+        write_synthetic_export(root / name / "train", cols, n_samples=96, n_shards=4, seed=1,
+                               missing=missing)
+        write_synthetic_export(root / name / "val", cols, n_samples=32, n_shards=2, split="val",
+                               seed=2, missing=missing)
+        out[name] = root / name
+    return out
+
+
+def tiny(name, exports, run_dir, **kw):
+    return parse_config(tiny_variant(raw_config(name), train=[str(exports[name] / "train")],
+                                     val=[str(exports[name] / "val")], run_dir=str(run_dir), **kw))
+
+
+def initial_val_loss(cfg):
+    model = T.build_model(cfg)
+    loss_fn = PairwiseContrastiveLoss(model.pairs, cfg.loss.kind, cfg.loss.local)
+    from contextlib import nullcontext
+
+    return T.evaluate(model, loss_fn, cfg, open_exports(cfg.data.val), 0, 1, torch.device("cpu"),
+                      nullcontext)["val_loss"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_tiny_variant_of_each_config_lowers_the_val_loss(name, exports, tmp_path):
+    cfg = tiny(name, exports, tmp_path / "run", steps=16)
+    before = initial_val_loss(cfg)
+    summary = T.run_training(cfg)
+    after = summary["val"]["val_loss"]
+    assert after < before - 0.05, (before, after)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, 17))
+    assert (tmp_path / "run" / "config.yaml").exists()
+    assert parse_config(yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())) == cfg
+
+
+def _state(run_dir):
+    ckpt = load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1])
+    return ckpt
+
+
+def test_kill_and_resume_equals_uninterrupted(exports, tmp_path, monkeypatch):
+    kw = dict(steps=10)
+    a = tiny("trimodal", exports, tmp_path / "a", **kw)
+    a.data.segment_steps = 4  # the checkpoint at step 5 falls inside a data segment
+    a.augment.image_noise = 0.3  # random augmentations must replay too
+    T.run_training(a)
+
+    b = a.model_copy(deep=True)
+    b.run.dir = str(tmp_path / "b")
+    real_augment, calls = T.augment, []
+
+    def dying_augment(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt("killed at step 8")
+        return real_augment(*args, **kwargs)
+
+    monkeypatch.setattr(T, "augment", dying_augment)
+    with pytest.raises(KeyboardInterrupt):
+        T.run_training(b)
+    monkeypatch.setattr(T, "augment", real_augment)
+    assert [int(p.name[4:12]) for p in list_checkpoints(tmp_path / "b" / "checkpoints")] == [5]
+    with pytest.raises(T.TrainingError, match="--resume"):
+        T.run_training(b)
+    T.run_training(b, resume=True)
+
+    sa, sb = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert sa["step"] == sb["step"] == 10
+    for k, v in sa["model"].items():
+        assert torch.equal(v, sb["model"][k]), k
+    for pa, pb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
+        assert torch.equal(pa["exp_avg_sq"], pb["exp_avg_sq"])
+    assert sa["scheduler"] == sb["scheduler"]
+    # and the resumed run really trained: weights moved from the step-5 checkpoint
+    first = [p for p in list_checkpoints(tmp_path / "a" / "checkpoints")][0]
+    assert not all(torch.equal(v, load_checkpoint(first)["model"][k]) for k, v in sa["model"].items())
+
+
+def test_checkpoint_files_api_and_refusal(exports, tmp_path):
+    cfg = tiny("astroclip", exports, tmp_path / "run", steps=5)
+    T.run_training(cfg)
+    path = list_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    assert path.name.startswith("step00000005-") and file_sha256(path).startswith(path.stem.split("-")[1])
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["config"]["name"] == "astroclip"
+    assert ckpt["manifest"]["train"][0]["dataset"] == "synthetic_v1"
+    assert len(ckpt["manifest"]["train"][0]["shards"]) == 4
+
+    p = load_pretrained(path)
+    assert p.step == 5 and p.sha256 == file_sha256(path) and p.manifest == ckpt["manifest"]
+    from mmu.wds import decode_sample, iter_tar
+
+    samples = [decode_sample(s) for s in iter_tar(exports["astroclip"] / "val" / "shard-val-000000.tar")][:3]
+    from mmu.wds import read_index
+
+    batch = p.collate(samples, constants=read_index(exports["astroclip"] / "val")["constants"])
+    emb = p.embed(batch)
+    assert set(emb) == {"legacysurvey_image", "desi_spectrum"}
+    assert emb["desi_spectrum"].shape == (3, 16)
+    torch.testing.assert_close(emb["desi_spectrum"].norm(dim=-1), torch.ones(3))
+    feats = p.embed(batch, project=False)
+    assert feats["legacysurvey_image"].shape == (3, p.model.encoders["legacysurvey_image"].width)
+
+    other = cfg.model_copy(deep=True)
+    other.model.embed_dim = 24
+    with pytest.raises(CheckpointError, match=r"another model.*\n.*model\.embed_dim: checkpoint 16, config 24"):
+        T.run_training(other, resume=True)
+    with pytest.raises(CheckpointError, match="another model"):
+        load_pretrained(path, expect_config=other)
+    path.with_name("garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a loadable"):
+        load_checkpoint(path.with_name("garbage.pt"))
+
+
+def test_python_m_entry_point(exports, tmp_path):
+    cfg = tiny_variant(raw_config("tiny_cpu"), train=[str(exports["tiny_cpu"] / "train")], val=[],
+                       run_dir=str(tmp_path / "run"), steps=2)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "mmu.pretrain", "--config", str(path), "train.steps=3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["step"] == 3
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def _ddp_train(rank, world, init_file, cfg_dict):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        T.run_training(parse_config(cfg_dict))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_rank_ddp_training_runs_validates_and_checkpoints(exports, tmp_path):
+    cfg = tiny_variant(raw_config("trimodal"), train=[str(exports["trimodal"] / "train")],
+                       val=[str(exports["trimodal"] / "val")], run_dir=str(tmp_path / "run"), steps=4)
+    cfg["train"].update(ckpt_every=2, val_every=2)
+    cfg["loss"]["local"] = True
+    mp.spawn(_ddp_train, args=(2, str(tmp_path / "init"), cfg), nprocs=2, join=True)
+    ckpt = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
+    assert ckpt["data"]["world_size"] == 2 and len(ckpt["rng"]) == 2
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert sum("val_loss" in r for r in log) == 2
