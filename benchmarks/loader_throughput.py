@@ -109,12 +109,14 @@ def main() -> None:
                 k += decoder(raw) is not None
         return k
 
+    stream = iter(D.TrainStream(paths, decoder, D.Collator(cfg.model.modalities, a.batch), seed=0,
+                                rank=0, streams=1, shuffle_buffer=256, segment_steps=10 ** 6, start_step=0))
+    next(stream)  # steady state: the shuffle buffer is full
+
     def batches():
-        it = iter(D.TrainStream(paths, decoder, D.Collator(cfg.model.modalities, a.batch), seed=0, rank=0,
-                                streams=1, shuffle_buffer=256, segment_steps=10 ** 6, start_step=0))
         nb = max(1, n // a.batch)
         for _ in range(nb):
-            next(it)
+            next(stream)
         return nb * a.batch
 
     def stock_webdataset():

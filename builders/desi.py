@@ -8,6 +8,7 @@ is read together, so the primary choice among a TARGETID's repeats is made insid
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -110,6 +111,10 @@ class Desi(Builder):
     # ---------------------------------------------------------------------------------------
 
     def read(self, item):
+        with contextlib.ExitStack() as open_files:  # each coadd is opened (headers parsed) once
+            yield from self._read(item, open_files)
+
+    def _read(self, item, open_files):
         coadds, redrocks = {}, {}
         for path in item.paths:
             kind, survey, program, _ = FILE_RE.match(Path(path).name).groups()[:4]
@@ -121,7 +126,7 @@ class Desi(Builder):
                     raise InputRejected(f"{Path(coadds[key]).name}: its redrock file "
                                         f"redrock-{key[0]}-{key[1]}-*.fits is missing; download it "
                                         "next to the coadd")
-                files.append(self._scan(key, coadds[key], redrocks[key]))
+                files.append(self._scan(key, coadds[key], redrocks[key], open_files))
             except InputRejected as e:
                 problems.append(str(e))
         if not files:
@@ -136,7 +141,7 @@ class Desi(Builder):
                                 f"{f['survey']}-{f['program']}-{f['targetid'][r]}", "targetid")
             yield from self._rows(f, primary, nspec)
 
-    def _scan(self, key, coadd, redrock) -> dict:
+    def _scan(self, key, coadd, redrock, open_files) -> dict:
         """Check one coadd/redrock pair and read its small tables (not the spectra)."""
         with open_fits(redrock) as rr:
             z = require_hdu(rr, "REDSHIFTS", redrock).data
@@ -147,26 +152,36 @@ class Desi(Builder):
             if "TSNR2" in [h.name for h in rr] and has_column(rr["TSNR2"].data, "TSNR2_LRG"):
                 t = rr["TSNR2"].data
                 tsnr = dict(zip(native(t["TARGETID"]).tolist(), native(t["TSNR2_LRG"]).tolist()))
-        with open_fits(coadd) as hd:  # headers and FIBERMAP only; arm data are read later
-            fm = require_hdu(hd, "FIBERMAP", coadd).data
-            require_columns(fm, ["TARGETID", "TARGET_RA", "TARGET_DEC"], coadd, "FIBERMAP")
-            n = len(fm)
-            for arm in ARMS:
-                for part in ("WAVELENGTH", "FLUX", "IVAR", "MASK", "RESOLUTION"):
-                    require_hdu(hd, f"{arm}_{part}", coadd, "DESI coadds carry B, R and Z arms")
-                self._check_arm(hd, arm, n, coadd)
-            if tsnr is None and "SCORES" in [h.name for h in hd] and has_column(hd["SCORES"].data, "TSNR2_LRG"):
-                s = hd["SCORES"].data
-                tsnr = dict(zip(native(s["TARGETID"]).tolist(), native(s["TSNR2_LRG"]).tolist()))
-            targetid = native(fm["TARGETID"]).astype(np.int64)
-            extras = {name: column_or_null(fm, col, t, n) for col, name, t in FIBERMAP_COLUMNS}
-            ra, dec = native(fm["TARGET_RA"]).astype(float), native(fm["TARGET_DEC"]).astype(float)
-            hpix = int(hd[0].header.get("HPXPIXEL", FILE_RE.match(Path(coadd).name).group(4)))
+        # headers and FIBERMAP now; the arm data are read chunk by chunk later from this handle
+        hd = open_files.enter_context(open_fits(coadd))
+        fm = require_hdu(hd, "FIBERMAP", coadd).data
+        require_columns(fm, ["TARGETID", "TARGET_RA", "TARGET_DEC"], coadd, "FIBERMAP")
+        n = len(fm)
+        for arm in ARMS:
+            for part in ("WAVELENGTH", "FLUX", "IVAR", "MASK", "RESOLUTION"):
+                require_hdu(hd, f"{arm}_{part}", coadd, "DESI coadds carry B, R and Z arms")
+            self._check_arm(hd, arm, n, coadd)
+        arms = {}
+        for arm in ARMS:
+            wave = native(hd[f"{arm}_WAVELENGTH"].data).astype(np.float64)
+            idx = np.rint((wave - WAVE_MIN) / WAVE_STEP).astype(np.int64)
+            ok = (idx >= 0) & (idx < NPIX)
+            if not ok.all() or np.abs(GRID[idx] - wave).max() > 1e-3:
+                raise InputRejected(f"{Path(coadd).name}: {arm}_WAVELENGTH does not lie on the "
+                                    f"{WAVE_MIN:g} + {WAVE_STEP} Å x {NPIX} grid; resample it first")
+            arms[arm] = (idx, np.gradient(wave))
+        if tsnr is None and "SCORES" in [h.name for h in hd] and has_column(hd["SCORES"].data, "TSNR2_LRG"):
+            s = hd["SCORES"].data
+            tsnr = dict(zip(native(s["TARGETID"]).tolist(), native(s["TSNR2_LRG"]).tolist()))
+        targetid = native(fm["TARGETID"]).astype(np.int64)
+        extras = {name: column_or_null(fm, col, t, n) for col, name, t in FIBERMAP_COLUMNS}
+        ra, dec = native(fm["TARGET_RA"]).astype(float), native(fm["TARGET_DEC"]).astype(float)
+        hpix = int(hd[0].header.get("HPXPIXEL", FILE_RE.match(Path(coadd).name).group(4)))
         zrow = {}
         for i, t in enumerate(ztid.tolist()):
             zrow.setdefault(t, i)  # a repeated REDSHIFTS row: the first one is used
         match = np.array([zrow.get(t, -1) for t in targetid.tolist()], np.int64)
-        return {"survey": key[0], "program": key[1], "coadd": coadd, "redrock": redrock,
+        return {"survey": key[0], "program": key[1], "coadd": coadd, "redrock": redrock, "hd": hd, "arms": arms,
                 "targetid": targetid, "ra": ra, "dec": dec, "healpix": hpix, "zmatch": match,
                 "zcols": zcols, "extras": extras, "unmatched": np.flatnonzero(match < 0),
                 "tsnr2_lrg": np.array([np.nan if tsnr is None else tsnr.get(t, np.nan)
@@ -192,27 +207,19 @@ class Desi(Builder):
 
     def _rows(self, f, primary, nspec):
         # image sections read just the rows of a chunk (and apply MASK's uint32 BZERO)
-        with open_fits(f["coadd"]) as hd:
-            arms = {}
-            for arm in ARMS:
-                wave = native(hd[f"{arm}_WAVELENGTH"].data).astype(np.float64)
-                idx = np.rint((wave - WAVE_MIN) / WAVE_STEP).astype(np.int64)
-                ok = (idx >= 0) & (idx < NPIX)
-                if not ok.all() or np.abs(GRID[idx] - wave).max() > 1e-3:
-                    raise InputRejected(f"{Path(f['coadd']).name}: {arm}_WAVELENGTH does not lie on the "
-                                        f"{WAVE_MIN:g} + {WAVE_STEP} Å x {NPIX} grid; resample it first")
-                arms[arm] = (idx, np.gradient(wave))
-            cover = np.zeros(NPIX, np.int64)
-            for idx, _ in arms.values():
-                cover[idx] += 1
-            overlap = np.flatnonzero(cover > 1)
-            n = len(f["targetid"])
-            step = self.config.chunk_rows
-            for s in range(0, n, step):
-                rows = np.arange(s, min(n, s + step))
-                rows = rows[f["zmatch"][rows] >= 0]
-                if len(rows):
-                    yield self._chunk(hd, f, arms, cover, overlap, rows, primary, nspec)
+        hd = f["hd"]
+        arms = f["arms"]
+        cover = np.zeros(NPIX, np.int64)
+        for idx, _ in arms.values():
+            cover[idx] += 1
+        overlap = np.flatnonzero(cover > 1)
+        n = len(f["targetid"])
+        step = self.config.chunk_rows
+        for s in range(0, n, step):
+            rows = np.arange(s, min(n, s + step))
+            rows = rows[f["zmatch"][rows] >= 0]
+            if len(rows):
+                yield self._chunk(hd, f, arms, cover, overlap, rows, primary, nspec)
 
     def _chunk(self, hd, f, arms, cover, overlap, rows, primary, nspec):
         m = len(rows)

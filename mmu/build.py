@@ -225,7 +225,7 @@ def make_client(workers: int | None = None, scheduler: str | None = None):
         return Client(scheduler, timeout="30s"), None
     n = workers or max(1, min(2, os.cpu_count() or 1))
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=40)
+                           dashboard_address=":0", silence_logs=40)
     return Client(cluster), cluster
 
 

@@ -22,6 +22,7 @@ from mmu.splits import SplitDefinition
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 TASK_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*\.v[0-9]+$")
+FILTER_RE = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*((==|!=|<=|>=|<|>)\s*\S.*)?$")  # task filters
 
 
 class CatalogError(ValueError):
@@ -104,15 +105,41 @@ class DatasetEntry(_Strict):
         return self
 
 
+class PairedSource(_Strict):
+    """How the paired catalog a task reads is made: `mmu crossmatch INPUTS... --name NAME`."""
+
+    name: str = Field(description="the paired catalog's name in the hub")
+    inputs: list[str] = Field(description="registered datasets, in crossmatch order; the first is "
+                              "the task's `dataset`")
+    prefixes: list[str] = Field(description="column prefix of each input (`--prefixes`)")
+    radius_arcsec: float = 1.0
+    method: Literal["nearest", "host"] = "nearest"
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if not NAME_RE.match(self.name):
+            raise ValueError(f"paired catalog name {self.name!r} must be lower case letters, digits and '_'")
+        if len(self.inputs) < 2 or len(self.prefixes) != len(self.inputs):
+            raise ValueError("a paired source needs two or more inputs and one prefix per input")
+        return self
+
+
 class TaskEntry(_Strict):
-    """A benchmark task (the benchmark issue fills these in; the schema is fixed here)."""
+    """A benchmark task, versioned `Name.vN`; a released task is never edited, only superseded.
+    The task reads `dataset` (or the paired catalog `paired` describes) at `dataset_revision`
+    (a content revision, never a build key), the modality columns `columns`, the target column,
+    rows passing `filters` (`column`, `column == value`, `column >= value`, ...; rows without a
+    finite / non-null target are always dropped), with the splits of `split_hash`."""
 
     name: str
     description: str = ""
     dataset: str
     dataset_revision: str
+    paired: PairedSource | None = None
     input_prefix: str = ""
     modality: Literal["image", "spectrum", "lightcurve", "image+spectrum"]
+    input_columns: list[str] = Field(default_factory=list, description=(
+        "modality columns read; default `<input_prefix>_<modality>` (retrieval: two columns)"))
     target: str
     filters: list[str] = Field(default_factory=list)
     split_hash: str
@@ -120,10 +147,12 @@ class TaskEntry(_Strict):
     type: Literal["regression", "classification", "retrieval"]
     main_score: str
     higher_is_better: bool
+    metrics: list[str] = Field(default_factory=list, description="reported metrics (default by type)")
     class_weights: dict[str, float] | None = None
     protocols: list[str] = Field(default_factory=list)
     mock: bool = False
-    sim: dict | None = None
+    sim: dict | None = Field(default=None, description="mock tasks: the simulation parameters")
+    lock: str | None = Field(default=None, description="mock tasks: the lock file of canonical revisions")
     superseded_by: str | None = None
 
     @field_validator("name")
@@ -132,6 +161,51 @@ class TaskEntry(_Strict):
         if not TASK_RE.match(v):
             raise ValueError(f"task name {v!r} must be versioned as 'Name.vN'")
         return v
+
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, v):
+        for f in v:
+            if not FILTER_RE.match(f):
+                raise ValueError(f"filter {f!r}: expected `column` or `column OP value` with OP one "
+                                 f"of == != < <= > >=")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.paired is not None and self.paired.inputs[0] != self.dataset:
+            raise ValueError(f"task {self.name}: paired.inputs[0] must be the task's dataset {self.dataset!r}")
+        if self.type == "retrieval" and (self.modality != "image+spectrum" or len(self.columns) != 2):
+            raise ValueError(f"task {self.name}: a retrieval task reads two columns (modality image+spectrum)")
+        if self.type != "retrieval" and len(self.columns) != 1:
+            raise ValueError(f"task {self.name}: a {self.type} task reads one modality column")
+        if self.main_score not in self.metric_names:
+            raise ValueError(f"task {self.name}: main_score {self.main_score!r} is not among its "
+                             f"metrics {self.metric_names}")
+        if self.mock and (not self.sim or not self.lock):
+            raise ValueError(f"task {self.name}: a mock task pins its simulation (`sim`) and the lock "
+                             f"file of canonical revisions (`lock`)")
+        if not self.protocols:
+            raise ValueError(f"task {self.name}: name at least one protocol")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        if self.input_columns:
+            return list(self.input_columns)
+        return [f"{self.input_prefix}_{self.modality}" if self.input_prefix else self.modality]
+
+    @property
+    def metric_names(self) -> list[str]:
+        if self.metrics:
+            return list(self.metrics)
+        return {"regression": ["r2"], "classification": ["accuracy", "macro_f1"],
+                "retrieval": ["r@1", "r@5", "r@10", "median_rank"]}[self.type]
+
+    @property
+    def hub_name(self) -> str:
+        """The hub dataset the task reads: the paired catalog, or `dataset` itself."""
+        return self.paired.name if self.paired else self.dataset
 
 
 class Catalog(_Strict):

@@ -96,7 +96,7 @@ def _crossmatch(args) -> int:
     try:
         crossmatch(args.datasets, args.hub, args.name, radius_arcsec=args.radius_arcsec,
                    method=args.method, keep_unmatched=args.keep_unmatched, overwrite=args.overwrite,
-                   max_dlr=args.max_dlr, workers=args.workers, scheduler=args.scheduler,
+                   max_dlr=args.max_dlr, primary_only=not args.include_secondary, workers=args.workers, scheduler=args.scheduler,
                    progress=not args.no_progress)
     except CrossmatchError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -204,6 +204,8 @@ def make_parser() -> argparse.ArgumentParser:
     x.add_argument("--max-dlr", type=float, default=4.0,
                    help="host association cut-off in units of the directional light radius (default 4)")
     x.add_argument("--keep-unmatched", action="store_true", help="keep left objects without a match")
+    x.add_argument("--include-secondary", action="store_true",
+                   help="also match rows not flagged primary/brick_primary (legitimate repeats)")
     x.add_argument("--overwrite", action="store_true", help="replace an existing paired catalog")
     x.add_argument("--workers", type=int, default=None, help="local Dask worker processes")
     x.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")

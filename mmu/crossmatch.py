@@ -9,6 +9,8 @@ Policies (docs/crossmatch.md):
 - chaining: A B C matches B to A's positions, then C to B's (A's where B is missing);
 - one-to-one: a right object is used at most once; when several left objects share their
   nearest right neighbour, the closest pair wins and the others count as unmatched;
+- legitimate repeats (a DESI TARGETID in several coadds, a Legacy Survey source in two bricks):
+  only rows flagged `primary` / `brick_primary` take part unless `primary_only=False`;
 - inner join by default; `keep_unmatched` keeps left objects with the missing modality null;
 - split: the most restrictive of the members' splits (test > val > train), so no test object is
   ever trained on; rows whose split is stricter than their left position's are counted in
@@ -83,10 +85,21 @@ class _Input:
     pixels: list = field(default_factory=list)
 
 
-def _open(hub: Path, name: str, columns: list[str]):
+PRIMARY_COLUMNS = ("primary", "brick_primary")
+
+
+def primary_column(hub: Path, name: str) -> str | None:
+    """The dataset's flag for the preferred row among legitimate repeats, if it has one."""
+    names = pq.read_schema(catalog_dir(hub, name) / "dataset" / "_common_metadata").names
+    return next((c for c in PRIMARY_COLUMNS if c in names), None)
+
+
+def _open(hub: Path, name: str, columns: list[str], primary_only: bool = False):
     import lsdb
 
-    return lsdb.open_catalog(str(dataset_dir(hub, name)), columns=columns)
+    flag = primary_column(hub, name) if primary_only else None
+    filters = [(flag, "==", True)] if flag else None
+    return lsdb.open_catalog(str(dataset_dir(hub, name)), columns=columns, filters=filters)
 
 
 def _nearest(anchor, right, radius: float, n_neighbors: int, progress: bool):
@@ -98,20 +111,20 @@ def _nearest(anchor, right, radius: float, n_neighbors: int, progress: bool):
 
 def match_pairs(hub: Path, inputs: list[_Input], radius: float, method: str, max_dlr: float,
                 host_columns: tuple[str, str, str], keep_unmatched: bool,
-                progress: bool = False) -> tuple[pd.DataFrame, dict]:
+                progress: bool = False, primary_only: bool = True) -> tuple[pd.DataFrame, dict]:
     """The paired object ids: one row per kept left object, `<prefix>_object_id` per input."""
     import lsdb
 
     left = inputs[0]
     base_cols = ["object_id", "ra", "dec", SPLIT_COLUMN]
-    left_df = _open(hub, left.name, base_cols).compute(progress_bar=progress)
+    left_df = _open(hub, left.name, base_cols, primary_only).compute(progress_bar=progress)
     base = pd.DataFrame({
         "object_id": np.asarray(left_df["object_id"], dtype=object),
         "ra": np.asarray(left_df["ra"], float), "dec": np.asarray(left_df["dec"], float),
         SPLIT_COLUMN: np.asarray(left_df[SPLIT_COLUMN], dtype=object)})
     base["anchor_ra"], base["anchor_dec"] = base["ra"], base["dec"]
     stats = {"left_rows": int(len(base)), "matched": {}, "many_to_one_dropped": {}}
-    anchor_cat = _open(hub, left.name, ["object_id", "ra", "dec"])
+    anchor_cat = _open(hub, left.name, ["object_id", "ra", "dec"], primary_only)
     for k, right in enumerate(inputs[1:], start=1):
         if k > 1:  # chain: anchor on the previous member's position (left's when it is missing)
             frame = pd.DataFrame({"object_id": base["object_id"], "ra": base["anchor_ra"],
@@ -121,7 +134,7 @@ def match_pairs(hub: Path, inputs: list[_Input], radius: float, method: str, max
         rcols = ["object_id", "ra", "dec", SPLIT_COLUMN]
         if method == "host":
             rcols += list(host_columns)
-        rcat = _open(hub, right.name, rcols)
+        rcat = _open(hub, right.name, rcols, primary_only)
         df = _nearest(anchor_cat, rcat, radius, 1 if method == "nearest" else 16, progress)
         df = df.rename(columns={"object_id_l": "anchor_id", "object_id_r": "rid"})
         df["dist"] = df.pop("_dist_arcsec")
@@ -311,7 +324,7 @@ def crossmatch(names: list[str], hub: str | Path, out: str, *, radius_arcsec: fl
                method: str = "nearest", keep_unmatched: bool = False, overwrite: bool = False,
                prefixes: list[str] | None = None, max_dlr: float = 4.0,
                host_columns: tuple[str, str, str] = ("shape_r", "shape_e1", "shape_e2"),
-               client=None, workers: int | None = None, scheduler: str | None = None,
+               primary_only: bool = True, client=None, workers: int | None = None, scheduler: str | None = None,
                progress: bool = True, log=print):
     """Match `names` left to right into the paired catalog HUB/out (a hub dataset)."""
     from mmu.build import BuildResult, PartitionSettings, _build, make_client
@@ -333,7 +346,9 @@ def crossmatch(names: list[str], hub: str | Path, out: str, *, radius_arcsec: fl
         with dask.config.set(scheduler=client):
             t0 = time.perf_counter()
             pairs, stats = match_pairs(hub, inputs, radius_arcsec, method, max_dlr, host_columns,
-                                      keep_unmatched, progress)
+                                      keep_unmatched, progress, primary_only)
+        stats["primary_only"] = {i.prefix: primary_column(hub, i.name) if primary_only else None
+                                 for i in inputs}
         log(f"matched {stats['rows']} of {stats['left_rows']} {names[0]} objects "
             f"in {time.perf_counter() - t0:.1f} s: {stats['matched']}")
         if len(pairs) == 0:

@@ -80,6 +80,9 @@ class ModelConfig(_Strict):
                                      f"{sorted(self.modalities)}")
             if a == b:
                 raise ValueError(f"pair ({a}, {b}) aligns a modality with itself")
+        unused = set(self.modalities) - {c for p in self.pair_list() for c in p}
+        if unused:  # an encoder outside every pair would get no gradient (and stall DDP)
+            raise ValueError(f"modalities {sorted(unused)} are in no pair; add a pair or remove them")
         return self
 
     def pair_list(self) -> list[tuple[str, str]]:

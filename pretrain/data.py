@@ -64,9 +64,11 @@ class Export:
     def describe(self, split: str) -> dict:
         ix = self.index
         return {"path": str(self.path), "dataset": ix.get("dataset"),
-                "content_revision": ix.get("content_revision"), "split": split,
-                "split_hash": ix.get("split_hash"), "shuffle_seed": ix.get("seed"),
-                "index_sha256": self.index_sha256,
+                "content_revision": ix.get("content_revision"), "build_key": ix.get("build_key"),
+                "inputs_datasets": ix.get("inputs_datasets"), "inputs_revisions": ix.get("inputs_revisions"),
+                "mock": ix.get("mock"), "split": split, "split_hash": ix.get("split_hash"),
+                "shuffle_seed": ix.get("seed"), "index_sha256": self.index_sha256,
+                "index_parquet_sha256": ix.get("index_parquet_sha256"),
                 "shards": [{"name": s["name"], "samples": s.get("samples"), "sha256": s.get("sha256")}
                            for s in self.shards(split)]}
 
@@ -101,7 +103,7 @@ def iter_shard(path: str, wanted) -> "Iterator[dict]":
             if header == b"\0" * 512:
                 break
             chksum = int(header[148:156].split(b"\0")[0].strip() or b"-1", 8)
-            if chksum != sum(header[:148]) + 256 + sum(header[156:]):
+            if chksum != sum(header) - sum(header[148:156]) + 256:
                 raise CorruptShard(f"bad tar header checksum at byte {f.tell() - 512}")
             name = header[:100].split(b"\0")[0].decode()
             prefix = header[345:500].split(b"\0")[0].decode()

@@ -66,3 +66,12 @@ def test_registry_rejects_duplicates_and_wrong_kinds():
         build_encoder("tiny_convnet", cfg.model.modalities["spectrum"])
     with pytest.raises(KeyError, match="unknown encoder"):
         build_encoder("resnet9000", cfg.model.modalities["image"])
+
+
+def test_every_modality_must_be_in_a_pair():
+    raw = yaml.safe_load((config_dir() / "trimodal.yaml").read_text())
+    raw["model"]["pairs"] = [["legacysurvey_image", "desi_spectrum"]]
+    with pytest.raises(ConfigError, match="plasticc_lightcurve.*in no pair"):
+        parse_config(raw)
+    raw["model"]["pairs"].append(["desi_spectrum", "plasticc_lightcurve"])
+    assert len(parse_config(raw).model.pair_list()) == 2

@@ -87,7 +87,7 @@ def loss_and_grads(model, batch, loss_fn):
     loss, _ = loss_fn(out["embeddings"], valid_masks(batch, model.kinds), out["logit_scale"],
                       out["logit_bias"])
     loss.backward()
-    return float(loss), {n: p.grad.clone() for n, p in model.named_parameters()}
+    return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
 def reference(kind, local):

@@ -195,3 +195,15 @@ def test_two_rank_ddp_training_runs_validates_and_checkpoints(exports, tmp_path)
     assert ckpt["data"]["world_size"] == 2 and len(ckpt["rng"]) == 2
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert sum("val_loss" in r for r in log) == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_compiled_training_on_gpu(exports, tmp_path):
+    cfg = tiny("astroclip", exports, tmp_path / "run", steps=6)
+    cfg.train.device, cfg.train.precision, cfg.train.compile = "cuda", "bf16", True
+    before = initial_val_loss(cfg)
+    summary = T.run_training(cfg)
+    assert summary["val"]["val_loss"] < before
+    p = load_pretrained(summary["checkpoint"], device="cuda")
+    assert p.model.logit_scale["legacysurvey_image|desi_spectrum"].device.type == "cuda"

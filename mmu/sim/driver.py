@@ -262,6 +262,8 @@ def _attach_legacysurvey(gal, tractor):
             "flux_ivar_z": "ls_flux_ivar_z"}
     part = prim[list(cols)].rename(columns=cols)
     gal = gal.join(part, on="galaxy_id")
+    for c in ("ls_brickid", "ls_objid"):
+        gal[c] = gal[c].astype("Int64")
     gal["ls_n_catalog_rows"] = gal["galaxy_id"].map(
         tractor[tractor["_kind"] == "galaxy"].groupby("_source_id").size()).fillna(0).astype(np.int64)
     return gal
@@ -269,9 +271,10 @@ def _attach_legacysurvey(gal, tractor):
 
 def _attach_desi(gal, targets, desi_z):
     t = targets.set_index("galaxy_id")
-    gal = gal.join(t[["TARGETID", "DESI_TARGET", "BGS_TARGET"]].rename(
+    gal = gal.join(t[["TARGETID", "DESI_TARGET", "BGS_TARGET"]].astype("Int64").rename(
         columns={"TARGETID": "desi_targetid", "DESI_TARGET": "desi_target", "BGS_TARGET": "bgs_target"}),
         on="galaxy_id")
+    # (nullable Int64 before the join: 64-bit ids must not pass through float)
     if len(desi_z):
         best = desi_z.sort_values(["galaxy_id", "ZWARN", "survey", "program"], kind="stable") \
             .groupby("galaxy_id").first()
@@ -279,6 +282,8 @@ def _attach_desi(gal, targets, desi_z):
             "Z": "desi_z", "ZWARN": "desi_zwarn", "survey": "desi_survey", "program": "desi_program",
             "hpix": "desi_hpix"}), on="galaxy_id")
         gal["desi_n_spectra"] = gal["galaxy_id"].map(desi_z.groupby("galaxy_id").size()).fillna(0).astype(np.int64)
+        gal["desi_zwarn"] = gal["desi_zwarn"].astype("Int64")
+        gal["desi_hpix"] = gal["desi_hpix"].astype("Int64")
     else:
         for c in ("desi_z", "desi_zwarn", "desi_survey", "desi_program", "desi_hpix"):
             gal[c] = np.nan
@@ -288,7 +293,10 @@ def _attach_desi(gal, targets, desi_z):
 
 def _attach_sdss(gal, sdss_z):
     if len(sdss_z):
-        return gal.join(sdss_z.set_index("galaxy_id"), on="galaxy_id")
+        gal = gal.join(sdss_z.set_index("galaxy_id"), on="galaxy_id")
+        for c in ("sdss_plate", "sdss_mjd", "sdss_fiberid", "sdss_zwarning"):
+            gal[c] = gal[c].astype("Int64")
+        return gal
     for c in ("sdss_plate", "sdss_mjd", "sdss_fiberid", "sdss_z", "sdss_zwarning"):
         gal[c] = np.nan
     return gal
@@ -323,8 +331,10 @@ def _plan_transients(seed, gal, n, cfg):
         tile[i], z[i] = g["tile"], 0.0
     ra = np.mod(ra, 360.0)
     l, b = galactic_lb(ra, dec) if n else (np.zeros(0), np.zeros(0))
-    spec_z = np.where(h["desi_zwarn"].fillna(1).to_numpy() == 0, h["desi_z"].to_numpy(),
-                      np.where(h["sdss_zwarning"].fillna(1).to_numpy() == 0, h["sdss_z"].to_numpy(), np.nan))
+    desi_ok = h["desi_zwarn"].to_numpy(dtype=float, na_value=1.0) == 0
+    sdss_ok = h["sdss_zwarning"].to_numpy(dtype=float, na_value=1.0) == 0
+    spec_z = np.where(desi_ok, h["desi_z"].to_numpy(dtype=float, na_value=np.nan),
+                      np.where(sdss_ok, h["sdss_z"].to_numpy(dtype=float, na_value=np.nan), np.nan))
     photo_err = 0.03 * (1 + z) * 10 ** rng.normal(0, 0.1, n)
     outlier = rng.random(n) < 0.05
     photo_z = np.where(outlier, rng.uniform(0.02, 1.0, n), np.clip(z + rng.normal(0, 1, n) * photo_err, 0.001, None))
@@ -341,8 +351,11 @@ def _plan_transients(seed, gal, n, cfg):
         "hostgal_photoz": np.where(hosted, photo_z, 0.0),
         "hostgal_photoz_err": np.where(hosted, photo_err, 0.0),
     })
-    trans["distmod"] = np.where(hosted, cosmo.distmod(np.clip(trans["hostgal_photoz"], 1e-3, None)).value, np.nan)
-    trans["true_distmod"] = np.where(hosted, cosmo.distmod(np.clip(trans["z"], 1e-4, None)).value, np.nan)
+    if n:
+        trans["distmod"] = np.where(hosted, cosmo.distmod(np.clip(trans["hostgal_photoz"], 1e-3, None)).value, np.nan)
+        trans["true_distmod"] = np.where(hosted, cosmo.distmod(np.clip(trans["z"], 1e-4, None)).value, np.nan)
+    else:
+        trans["distmod"] = trans["true_distmod"] = np.zeros(0)
     return trans
 
 
@@ -441,5 +454,6 @@ def _manifest(out, seed, galaxies, transients, fp, cfg, gal, stars, bricks, trac
         },
         "content_sha256": digest,
     }
-    write_atomic(out / "mmu-sim.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    return manifest
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    write_atomic(out / "mmu-sim.json", text.encode())
+    return json.loads(text)

@@ -1,0 +1,139 @@
+"""Benchmark metrics, defined here and in docs/benchmark.md alike (the docs quote these formulas).
+
+Regression: R² = 1 − Σ(y−ŷ)² / Σ(y−ȳ)². Redshift: Δz = (ẑ−z)/(1+z), σ_NMAD = 1.4826·median|Δz −
+median Δz|, outlier fraction = mean(|Δz| > 0.15), bias = median Δz. Classification: accuracy,
+macro-F1 (unweighted mean of per-class F1 over the classes present in the truth or the
+predictions), and PLAsTiCC's weighted log-loss −Σ_c w_c·mean_{i∈c} ln p_ic / Σ_c w_c with p
+clipped to [1e−15, 1] and renormalised per row, over the classes present in the truth.
+Retrieval: R@k = fraction of queries whose partner ranks ≤ k (1-based), and the median rank.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+OUTLIER_DZ = 0.15
+NMAD = 1.4826
+LOGLOSS_CLIP = 1e-15
+RETRIEVAL_K = (1, 5, 10)
+
+
+def r2(y, yhat) -> float:
+    y, yhat = np.asarray(y, float), np.asarray(yhat, float)
+    ss_res = float(np.sum((y - yhat) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return float("nan") if ss_tot == 0 else 1.0 - ss_res / ss_tot
+
+
+def delta_z(z, zhat) -> np.ndarray:
+    z, zhat = np.asarray(z, float), np.asarray(zhat, float)
+    return (zhat - z) / (1.0 + z)
+
+
+def sigma_nmad(z, zhat) -> float:
+    dz = delta_z(z, zhat)
+    return float(NMAD * np.median(np.abs(dz - np.median(dz))))
+
+
+def outlier_fraction(z, zhat, threshold: float = OUTLIER_DZ) -> float:
+    return float(np.mean(np.abs(delta_z(z, zhat)) > threshold))
+
+
+def bias(z, zhat) -> float:
+    return float(np.median(delta_z(z, zhat)))
+
+
+def accuracy(y, yhat) -> float:
+    return float(np.mean(np.asarray(y) == np.asarray(yhat)))
+
+
+def macro_f1(y, yhat) -> float:
+    y, yhat = np.asarray(y), np.asarray(yhat)
+    scores = []
+    for c in np.union1d(y, yhat):
+        tp = np.sum((y == c) & (yhat == c))
+        fp = np.sum((y != c) & (yhat == c))
+        fn = np.sum((y == c) & (yhat != c))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def weighted_log_loss(y, proba, classes, weights: dict | None = None) -> float:
+    """PLAsTiCC's metric. `proba[i, j]` is the probability of `classes[j]` for row i; `weights`
+    maps a class (as a string) to w_c (missing: 1)."""
+    y = np.asarray(y)
+    classes = [str(c) for c in classes]
+    p = np.clip(np.asarray(proba, float), LOGLOSS_CLIP, 1.0)
+    p = p / p.sum(1, keepdims=True)
+    col = {c: j for j, c in enumerate(classes)}
+    num = den = 0.0
+    for c in np.unique(y.astype(str)):
+        if c not in col:
+            raise ValueError(f"class {c!r} of the truth has no probability column (columns: {classes})")
+        rows = y.astype(str) == c
+        w = float((weights or {}).get(c, 1.0))
+        num += w * float(np.mean(np.log(p[rows, col[c]])))
+        den += w
+    return -num / den
+
+
+def retrieval_scores(ranks) -> dict:
+    """R@1/5/10 and the median rank from the 1-based ranks of each query's partner."""
+    ranks = np.asarray(ranks, float)
+    out = {f"r@{k}": float(np.mean(ranks <= k)) for k in RETRIEVAL_K}
+    out["median_rank"] = float(np.median(ranks))
+    return out
+
+
+REGRESSION = {"r2": r2, "sigma_nmad": sigma_nmad, "outlier_fraction": outlier_fraction, "bias": bias}
+CLASSIFICATION = {"accuracy": accuracy, "macro_f1": macro_f1, "weighted_log_loss": None}
+RETRIEVAL = ("r@1", "r@5", "r@10", "median_rank")
+DEFAULT_METRICS = {"regression": ["r2"], "classification": ["accuracy", "macro_f1", "weighted_log_loss"],
+                   "retrieval": ["r@1", "r@5", "r@10", "median_rank"]}
+KNOWN = set(REGRESSION) | set(CLASSIFICATION) | set(RETRIEVAL)
+
+
+def compute(task_type: str, metrics: list[str], predictions: dict, class_weights: dict | None = None) -> dict:
+    """Metrics of one set of test predictions (the structure `mmu.eval.protocols` writes and
+    `submit` recomputes from): regression {"y", "pred"}, classification {"y", "classes",
+    "proba"}, retrieval {"directions": {name: {"ranks"}}}."""
+    unknown = [m for m in metrics if m not in KNOWN]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(KNOWN)}")
+    if task_type == "regression":
+        y, pred = np.asarray(predictions["y"], float), np.asarray(predictions["pred"], float)
+        return {m: _finite(REGRESSION[m](y, pred)) for m in metrics}
+    if task_type == "classification":
+        y = np.asarray(predictions["y"]).astype(str)
+        classes = [str(c) for c in predictions["classes"]]
+        proba = np.asarray(predictions["proba"], float)
+        yhat = np.asarray(classes, dtype=object)[np.argmax(proba, 1)].astype(str)
+        out = {}
+        for m in metrics:
+            if m == "weighted_log_loss":
+                out[m] = _finite(weighted_log_loss(y, proba, classes, class_weights))
+            else:
+                out[m] = _finite(CLASSIFICATION[m](y, yhat))
+        return out
+    if task_type == "retrieval":
+        out = {}
+        per_dir = {d: retrieval_scores(v["ranks"]) for d, v in predictions["directions"].items()}
+        for m in metrics:
+            vals = [s[m] for s in per_dir.values()]
+            out[m] = float(np.mean(vals))
+            for d, s in per_dir.items():
+                out[f"{m}[{d}]"] = s[m]
+        return out
+    raise ValueError(f"unknown task type {task_type!r}")
+
+
+def _finite(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def close(a, b, rel: float = 1e-9, abs_: float = 1e-12) -> bool:
+    """Equality of a claimed and a recomputed metric (both may be None = NaN)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(float(a), float(b), rel_tol=rel, abs_tol=abs_)

@@ -1,0 +1,271 @@
+"""Results files: one JSON per (model, task version, protocol), with full provenance, and the
+schema `submit` validates them against.
+
+Provenance: the task entry with its dataset revision and split hash (and the revision actually
+read), per-split object counts and id-set hashes, the model sha256 + metadata + training
+manifest, the embedding (which, dtype, cache keys), the protocol spec and selected values, seeds,
+all metrics, the test predictions and their hash, harness/git/package versions, hardware, time,
+the `mock` and `comparable` flags, and the measured count of test objects within 1″ of any
+pretraining position (null, with the reason, when it cannot be measured; never assumed 0).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT = "mmu-eval-result/1"
+HARNESS_VERSION = "1"
+NEAR_RADIUS_ARCSEC = 1.0
+PACKAGES = ("mmu", "numpy", "scikit-learn", "scipy", "torch", "pyarrow", "datasets", "hats", "lsdb")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+def sha256_ids(ids) -> str:
+    return hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()
+
+
+def sha256_json(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def result_filename(task: str, protocol: str) -> str:
+    return f"{task}__{protocol}.json"
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """A name usable as one path component: no separators, no '..', no leading dot."""
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
+        raise ValueError(f"{what} {name!r} is not allowed: use letters, digits, '.', '_' and '-' "
+                         f"(at most 80, starting with a letter or digit, no '..')")
+    return name
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    versions = {}
+    for p in PACKAGES:
+        try:
+            versions[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            versions[p] = None
+    hw = {"machine": platform.machine(), "processor": platform.processor() or None,
+          "cpus": _cpus(), "system": platform.system()}
+    if "torch" in sys.modules:
+        import torch
+
+        hw["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            hw["gpu"] = torch.cuda.get_device_name(0)
+    return {"harness_version": HARNESS_VERSION, "git_commit": git_commit(), "python": platform.python_version(),
+            "packages": versions, "hardware": hw, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _cpus():
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def near_pretraining(training_manifest: dict | None, radec_test: np.ndarray,
+                     radius_arcsec: float = NEAR_RADIUS_ARCSEC) -> dict:
+    """How many test positions lie within `radius_arcsec` of any sample position in the shards
+    the checkpoint was pretrained on (the manifest's exports' index.parquet, restricted to the
+    shards the manifest lists). `count` is None, with a reason, when that cannot be measured."""
+    out = {"count": None, "radius_arcsec": radius_arcsec, "reason": None, "indexed_positions": 0,
+           "indexes": []}
+    exports = [e for key in ("train", "val") for e in ((training_manifest or {}).get(key) or [])]
+    if not exports:
+        out["reason"] = "the checkpoint has no training manifest with shard indexes"
+        return out
+    import pyarrow.parquet as pq
+    from scipy.spatial import cKDTree
+
+    pos = []
+    for e in exports:
+        path = Path(e.get("path", "")) / "index.parquet"
+        if not path.is_file():
+            out["reason"] = f"shard index {path} is not readable here (copy the export next to the checkpoint?)"
+            return out
+        t = pq.read_table(path, columns=["ra", "dec", "shard"])
+        listed = {s["name"] for s in e.get("shards") or []}
+        shard = np.asarray(t.column("shard").to_pylist(), dtype=object)
+        keep = np.isin(shard, list(listed)) if listed else np.ones(len(shard), bool)
+        pos.append(np.c_[np.asarray(t.column("ra"), float)[keep], np.asarray(t.column("dec"), float)[keep]])
+        out["indexes"].append({"path": str(path), "positions": int(keep.sum())})
+    ref = np.concatenate(pos) if pos else np.zeros((0, 2))
+    out["indexed_positions"] = int(len(ref))
+    if len(ref) == 0 or len(radec_test) == 0:
+        out["count"] = 0
+        return out
+    chord = 2 * np.sin(np.radians(radius_arcsec / 3600) / 2)
+    hits = cKDTree(_unit(ref)).query_ball_point(_unit(np.asarray(radec_test, float)), chord)
+    out["count"] = int(sum(1 for h in hits if h))
+    return out
+
+
+def _unit(radec):
+    ra, dec = np.radians(radec[:, 0]), np.radians(radec[:, 1])
+    return np.c_[np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)]
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelInfo(_Open):
+    name: str
+    kind: Literal["checkpoint", "baseline"]
+    baseline: Literal["random-weights", "raw-pca", "supervised"] | None = None
+    sha256: str
+
+
+class TaskInfo(_Strict):
+    name: str
+    dataset: str
+    hub_dataset: str
+    dataset_revision: str
+    dataset_revision_used: str | None
+    split_hash: str
+    split_hash_used: str | None
+    type: Literal["regression", "classification", "retrieval"]
+    main_score: str
+    higher_is_better: bool
+    class_weights: dict[str, float] | None
+    metrics: list[str]
+    mock: bool
+    entry: dict
+
+
+class SplitInfo(_Strict):
+    count: int
+    ids_sha256: str
+
+
+class ProtocolInfo(_Strict):
+    name: str
+    spec: dict
+    spec_sha256: str
+    selected: dict
+
+
+class Near(_Open):
+    count: int | None
+    radius_arcsec: float
+    reason: str | None
+
+
+class Result(_Strict):
+    format: Literal["mmu-eval-result/1"]
+    model: ModelInfo
+    task: TaskInfo
+    mock: bool
+    comparable: bool
+    not_comparable: list[str]
+    splits: dict[Literal["train", "val", "test"], SplitInfo]
+    embedding: dict
+    protocol: ProtocolInfo
+    seeds: list[int]
+    metrics: dict[str, float | None]
+    main_score: dict
+    label_fractions: dict | None
+    predictions: dict
+    predictions_sha256: str
+    near_pretraining: Near
+    environment: dict
+    seconds: dict = Field(default_factory=dict)
+
+
+def make_result(*, model: dict, task, data, outcome, protocol, embedding: dict, near: dict,
+                seconds: dict) -> dict:
+    m = data.manifest
+    res = {
+        "format": FORMAT,
+        "model": model,
+        "task": {"name": task.name, "dataset": task.dataset, "hub_dataset": task.hub_name,
+                 "dataset_revision": task.dataset_revision, "dataset_revision_used": m.get("content_revision"),
+                 "split_hash": task.split_hash, "split_hash_used": (m.get("split") or {}).get("hash"),
+                 "type": task.type, "main_score": task.main_score, "higher_is_better": task.higher_is_better,
+                 "class_weights": task.class_weights, "metrics": task.metric_names, "mock": task.mock,
+                 "entry": task.model_dump(mode="json")},
+        "mock": bool(task.mock or m.get("mock")),
+        "comparable": bool(data.comparable),
+        "not_comparable": list(data.not_comparable),
+        "splits": {s: {"count": int(len(data.ids[s])), "ids_sha256": sha256_ids(data.ids[s])}
+                   for s in ("train", "val", "test")},
+        "embedding": embedding,
+        "protocol": {"name": protocol.name, "spec": json.loads(json.dumps(protocol.spec())),
+                     "spec_sha256": protocol.spec_sha256(), "selected": outcome.selected},
+        "seeds": list(getattr(protocol, "seeds", ()) or [0]),
+        "metrics": outcome.metrics,
+        "main_score": {"name": task.main_score, "value": outcome.metrics.get(task.main_score),
+                       "higher_is_better": task.higher_is_better},
+        "label_fractions": outcome.label_fractions,
+        "predictions": outcome.predictions,
+        "predictions_sha256": sha256_json(outcome.predictions),
+        "near_pretraining": near,
+        "environment": environment(),
+        "seconds": seconds,
+    }
+    return json.loads(json.dumps(res, default=_json_default))
+
+
+def _json_default(v):
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(type(v).__name__)
+
+
+def write_result(out_dir: Path, result: dict) -> Path:
+    from mmu.hub import atomic_write_json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / result_filename(result["task"]["name"], result["protocol"]["name"])
+    atomic_write_json(path, result)
+    return path
+
+
+def read_results(path: Path) -> list[tuple[Path, dict]]:
+    """A results file, or every `*.json` results file in a folder."""
+    path = Path(path)
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    out = []
+    for f in files:
+        data = json.loads(f.read_text())
+        if isinstance(data, dict) and data.get("format") == FORMAT:
+            out.append((f, data))
+    return out

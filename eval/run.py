@@ -1,0 +1,103 @@
+"""`mmu eval run`: every (task, protocol) of the catalog for one model -> one results JSON each.
+
+Embeddings are computed once per (dataset, split, column) and shared by the tasks reading that
+column; a model (or baseline) that must be fitted first (PCA, supervised encoders) gets the task
+data of its column through `prepare` before anything is embedded.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from mmu.eval.embed import Embedder, embed_split, map_columns
+from mmu.eval.protocols import ProtocolError, Split, get_protocol
+from mmu.eval.results import make_result, near_pretraining, write_result
+from mmu.eval.tasks import TaskData, open_task, tasks as catalog_tasks
+
+
+def _align(want_ids: np.ndarray, ids: np.ndarray, emb: np.ndarray, what: str) -> np.ndarray:
+    pos = {o: i for i, o in enumerate(ids)}
+    try:
+        rows = np.fromiter((pos[o] for o in want_ids), np.int64, len(want_ids))
+    except KeyError as e:
+        raise RuntimeError(f"{what}: no embedding for object {e.args[0]!r}") from None
+    return emb[rows]
+
+
+def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, model: dict,
+              task_names: list[str] | None = None, protocol_names: list[str] | None = None,
+              which: str = "projection", cache_dir: Path | None = None, column_map: dict | None = None,
+              batch_rows: int = 256, log=print) -> list[dict]:
+    """Evaluate `embedder` on the tasks; write results to `out` (if given) and return them.
+    `model`: the results' model block (name, kind, baseline, sha256, ...)."""
+    hub = Path(hub)
+    selected = catalog_tasks(task_names)
+    if not selected:
+        raise ProtocolError("the catalog has no benchmark tasks (catalog.yaml `tasks:`)")
+    datas: dict[str, TaskData] = {t.name: open_task(t, hub) for t in selected}
+    for d in datas.values():
+        if not d.comparable:
+            log(f"warning: {d.task.name} will not be comparable: {'; '.join(d.not_comparable)}")
+    model_columns = getattr(embedder, "columns", None)
+    colmaps = {t.name: (map_columns(model_columns, t.columns, t.modality, column_map)
+                        if model_columns else {c: c for c in t.columns}) for t in selected}
+    if hasattr(embedder, "prepare"):
+        groups = defaultdict(list)
+        for t in selected:
+            for c in t.columns:
+                groups[(t.hub_name, c)].append(datas[t.name])
+        for (name, column), group in groups.items():
+            embedder.prepare(group, column, colmaps[group[0].task.name][column])
+    cache: dict = {}
+    results = []
+    for t in selected:
+        data = datas[t.name]
+        t0 = time.perf_counter()
+        splits, keys = {}, {}
+        for s in ("train", "val", "test"):
+            xs = []
+            for c in t.columns:
+                k = (t.hub_name, data.manifest.get("content_revision"), s, c)
+                if k not in cache:
+                    cache[k] = embed_split(embedder, data.files[s], t.hub_name, str(k[1]), s, c, which,
+                                           cache_dir, batch_rows, colmaps[t.name][c], log)
+                ids, emb, info = cache[k]
+                keys.setdefault(c, {})[s] = info["key"]
+                xs.append(_align(data.ids[s], ids, emb, f"{t.name}/{s}/{c}"))
+            splits[s] = Split(data.ids[s], data.y[s], xs[0], xs[1] if len(xs) > 1 else None)
+        t_embed = time.perf_counter() - t0
+        near = near_pretraining((model.get("training_manifest") if isinstance(model, dict) else None),
+                                data.radec["test"])
+        for pname in protocol_names or t.protocols:
+            if pname not in t.protocols:
+                log(f"skipping {pname} for {t.name}: the task names only {t.protocols}")
+                continue
+            proto = get_protocol(pname)
+            t1 = time.perf_counter()
+            outcome = proto.run(t, splits, t.metric_names)
+            dim = int(splits["train"].x.shape[1])
+            emb_info = {"which": which, "dtype": "float32", "dim": dim, "columns": colmaps[t.name],
+                        "cache_keys": keys, "preprocessing": {c: cache[(t.hub_name, data.manifest.get("content_revision"),
+                                                                         "test", c)][2]["preprocessing"]
+                                                              for c in t.columns}}
+            res = make_result(model=model, task=t, data=data, outcome=outcome, protocol=proto,
+                              embedding=emb_info, near=near,
+                              seconds={"embed": round(t_embed, 3), "probe": round(time.perf_counter() - t1, 3)})
+            if out is not None:
+                path = write_result(Path(out), res)
+                log(f"{t.name} {pname}: {t.main_score} = {_fmt(outcome.metrics.get(t.main_score))}  -> {path}")
+            results.append(res)
+    return results
+
+
+def _fmt(v):
+    return "NaN" if v is None else f"{v:.4f}"
+
+
+def model_block(embedder: Embedder, name: str | None = None, baseline: str | None = None) -> dict:
+    d = embedder.describe()
+    return {"name": name or d.get("name") or embedder.sha256[:12], "kind": embedder.kind,
+            "baseline": baseline, "sha256": embedder.sha256, **{k: v for k, v in d.items() if k != "name"}}

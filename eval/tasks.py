@@ -1,0 +1,183 @@
+"""Benchmark tasks on hub datasets: which rows, which target, which modality columns.
+
+`open_task(task, hub)` reads the scalar columns of the task's dataset (ids, positions, split,
+target, filter columns), checks the dataset's content revision and split hash against the task,
+applies the filters, and says whether the numbers will be comparable. Modality arrays are read
+later, in batches, by `iter_samples` (the embedding step), never all at once.
+"""
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+
+from mmu.catalog import TaskEntry, load_catalog
+from mmu.hub import dataset_dir, read_manifest
+from mmu.schema import SPLIT_COLUMN, SPLITS
+
+_OPS = {"==": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge, "<": operator.lt,
+        ">": operator.gt}
+_FILTER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:(==|!=|<=|>=|<|>)\s*(\S.*?))?\s*$")
+
+
+class TaskError(ValueError):
+    pass
+
+
+@dataclass
+class TaskData:
+    task: TaskEntry
+    hub: Path
+    manifest: dict
+    ids: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    radec: dict[str, np.ndarray]
+    comparable: bool
+    not_comparable: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> dict[str, list[Path]]:
+        d = dataset_dir(self.hub, self.task.hub_name)
+        return {s: [d / f for f in self.manifest["data_files"].get(s, [])] for s in SPLITS}
+
+    def counts(self) -> dict[str, int]:
+        return {s: int(len(self.ids[s])) for s in SPLITS}
+
+
+def tasks(names: list[str] | None = None) -> list[TaskEntry]:
+    """The catalog's current tasks (superseded ones only when named)."""
+    cat = load_catalog()
+    if names:
+        out = []
+        for n in names:
+            try:
+                out.append(cat.task(n))
+            except KeyError:
+                raise TaskError(f"no task {n!r} in the catalog; known: "
+                                f"{', '.join(t.name for t in cat.tasks) or '(none)'}") from None
+        return out
+    return [t for t in cat.tasks if not t.superseded_by]
+
+
+def parse_filter(text: str):
+    m = _FILTER.match(text)
+    if not m:
+        raise TaskError(f"filter {text!r}: expected `column` or `column OP value`")
+    column, op, value = m.groups()
+    return column, op, (yaml.safe_load(value) if op else None)
+
+
+def _filter_mask(table: pa.Table, filters: list[str]) -> np.ndarray:
+    keep = np.ones(table.num_rows, bool)
+    for f in filters:
+        column, op, value = parse_filter(f)
+        col = table.column(column)
+        valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), bool)
+        values = np.asarray(col.to_numpy(zero_copy_only=False))
+        if op is None:
+            hit = valid & np.asarray([bool(v) if ok else False for v, ok in zip(values, valid)])
+        else:
+            hit = valid.copy()
+            hit[valid] = _OPS[op](values[valid], value)
+        keep &= hit
+    return keep
+
+
+def filter_columns(task: TaskEntry) -> list[str]:
+    return [parse_filter(f)[0] for f in task.filters]
+
+
+def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
+    hub = Path(hub)
+    name = task.hub_name
+    manifest = read_manifest(hub, name)
+    catalog = catalog or load_catalog()
+    reasons = []
+    if manifest.get("content_revision") != task.dataset_revision:
+        reasons.append(f"{name} content revision {str(manifest.get('content_revision'))[:16]} is not the "
+                       f"task's {task.dataset_revision[:16]}")
+    split_hash = (manifest.get("split") or {}).get("hash")
+    if split_hash != task.split_hash or task.split_hash != catalog.splits.hash:
+        reasons.append(f"split hash {str(split_hash)[:16]} (dataset) / {task.split_hash[:16]} (task) / "
+                       f"{catalog.splits.hash[:16]} (catalog) differ")
+    d = dataset_dir(hub, name)
+    wanted = ["object_id", "ra", "dec", SPLIT_COLUMN, task.target, *filter_columns(task), *task.columns]
+    ids, y, radec = {}, {}, {}
+    for split in SPLITS:
+        parts = []
+        for f in manifest["data_files"].get(split, []):
+            path = d / f
+            schema = pq.read_schema(path)
+            missing = [c for c in dict.fromkeys(wanted) if c not in schema.names]
+            if missing:
+                raise TaskError(f"{task.name}: {name} has no column(s) {missing} ({path.name}); columns: "
+                                f"{', '.join(schema.names)}")
+            scalar = [c for c in dict.fromkeys(wanted) if c not in task.columns]
+            t = pq.read_table(path, columns=scalar)
+            present = np.ones(t.num_rows, bool)
+            for c in task.columns:  # a row lacking an input modality cannot be evaluated
+                present &= np.asarray(pq.read_table(path, columns=[c]).column(c).is_valid(), bool)
+            t = t.append_column("_present", pa.array(present))
+            parts.append(t)
+        if not parts:
+            ids[split], y[split], radec[split] = np.array([], object), np.array([]), np.zeros((0, 2))
+            continue
+        t = pa.concat_tables(parts)
+        keep = (np.asarray(t.column(SPLIT_COLUMN).to_numpy(zero_copy_only=False)) == split)
+        keep &= np.asarray(t.column("_present").to_numpy(zero_copy_only=False), bool)
+        keep &= _filter_mask(t, task.filters)
+        target = t.column(task.target)
+        keep &= np.asarray(target.is_valid(), bool)
+        yv = np.asarray(target.to_numpy(zero_copy_only=False))
+        if task.type == "regression":
+            yv = yv.astype(float)
+            keep &= np.isfinite(np.where(np.asarray(target.is_valid(), bool), yv, np.nan))
+        elif task.type == "classification":
+            yv = yv.astype(str)
+        order = np.argsort(np.asarray(t.column("object_id").to_pylist(), dtype=object)[keep].astype(str), kind="stable")
+        ids[split] = np.asarray(t.column("object_id").to_pylist(), dtype=object)[keep][order].astype(str)
+        y[split] = yv[keep][order]
+        radec[split] = np.c_[np.asarray(t.column("ra"), float)[keep][order],
+                             np.asarray(t.column("dec"), float)[keep][order]]
+    data = TaskData(task, hub, manifest, ids, y, radec, comparable=not reasons, not_comparable=reasons)
+    short = {s: (n, task.min_per_split[s]) for s, n in data.counts().items()
+             if s in task.min_per_split and n < task.min_per_split[s]}
+    if short:
+        raise TaskError(f"{task.name}: too few rows after the filters in {name}: " + ", ".join(
+            f"{s} {n} < {m}" for s, (n, m) in short.items()) + " (min_per_split); is this the task's dataset?")
+    if len(ids["test"]) == 0 or len(ids["train"]) == 0:
+        raise TaskError(f"{task.name}: {name} has no train or no test rows after the filters "
+                        f"({data.counts()})")
+    return data
+
+
+def iter_samples(files: list[Path], split: str, column: str, batch_rows: int = 256):
+    """Batches of (object_ids, samples) of one modality column for the rows of `split`; a sample
+    is `{"object_id", column: {field: ndarray}}`, as the trainer's collator takes it."""
+    from mmu.export import _row_arrays  # the exporter's struct -> per-row arrays, reused as is
+    from mmu.schema import modalities_of
+
+    for path in files:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=["object_id", SPLIT_COLUMN, column]):
+            t = pa.Table.from_batches([batch])
+            t = t.filter(pc.and_(pc.equal(t.column(SPLIT_COLUMN), split), pc.is_valid(t.column(column))))
+            if t.num_rows == 0:
+                continue
+            mods = {k: v for k, v in modalities_of(t.schema).items() if k == column}
+            if column not in mods:
+                raise TaskError(f"{path}: column {column!r} is not a modality column")
+            arrays = _row_arrays(t, mods, {})
+            oids = [str(o) for o in t.column("object_id").to_pylist()]
+            samples = []
+            for oid, a in zip(oids, arrays):
+                fields = {k.split(".", 1)[1]: v for k, v in a.items()}
+                samples.append({"object_id": oid, column: fields})
+            yield oids, samples
