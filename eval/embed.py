@@ -67,11 +67,12 @@ def embed_dataset(embedder: Embedder, batches: Iterable[tuple[list[str], list[di
     return np.asarray(ids, dtype=object).astype(str), np.concatenate(chunks)
 
 
-def write_embeddings(path: Path, ids, emb: np.ndarray, meta: dict) -> None:
+def write_embeddings(path: Path, ids, emb: np.ndarray, meta: dict, extra: dict | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     d = emb.shape[1] if emb.ndim == 2 else 0
     table = pa.table({"object_id": pa.array(list(ids), pa.string()),
+                      **{k: pa.array(v) for k, v in (extra or {}).items()},
                       "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), d)})
     table = table.replace_schema_metadata({"mmu_eval": json.dumps(meta, sort_keys=True)})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

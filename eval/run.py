@@ -27,12 +27,13 @@ def _align(want_ids: np.ndarray, ids: np.ndarray, emb: np.ndarray, what: str) ->
     return emb[rows]
 
 
-def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, model: dict,
+def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, model,
               task_names: list[str] | None = None, protocol_names: list[str] | None = None,
               which: str = "projection", cache_dir: Path | None = None, column_map: dict | None = None,
               batch_rows: int = 256, log=print) -> list[dict]:
     """Evaluate `embedder` on the tasks; write results to `out` (if given) and return them.
-    `model`: the results' model block (name, kind, baseline, sha256, ...)."""
+    `model`: the results' model block (name, kind, baseline, sha256, ...), or a function making
+    it (called after the embedder's `prepare`)."""
     hub = Path(hub)
     selected = catalog_tasks(task_names)
     if not selected:
@@ -51,6 +52,8 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
                 groups[(t.hub_name, c)].append(datas[t.name])
         for (name, column), group in groups.items():
             embedder.prepare(group, column, colmaps[group[0].task.name][column])
+    if callable(model):  # a baseline's model block exists only once it is fitted
+        model = model()
     cache: dict = {}
     results = []
     for t in selected:
@@ -69,8 +72,7 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
                 xs.append(_align(data.ids[s], ids, emb, f"{t.name}/{s}/{c}"))
             splits[s] = Split(data.ids[s], data.y[s], xs[0], xs[1] if len(xs) > 1 else None)
         t_embed = time.perf_counter() - t0
-        near = near_pretraining((model.get("training_manifest") if isinstance(model, dict) else None),
-                                data.radec["test"])
+        near = near_pretraining(model.get("training_manifest"), data.radec["test"])
         for pname in protocol_names or t.protocols:
             if pname not in t.protocols:
                 log(f"skipping {pname} for {t.name}: the task names only {t.protocols}")

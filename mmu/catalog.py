@@ -175,8 +175,8 @@ class TaskEntry(_Strict):
     def _consistent(self):
         if self.paired is not None and self.paired.inputs[0] != self.dataset:
             raise ValueError(f"task {self.name}: paired.inputs[0] must be the task's dataset {self.dataset!r}")
-        if self.type == "retrieval" and (self.modality != "image+spectrum" or len(self.columns) != 2):
-            raise ValueError(f"task {self.name}: a retrieval task reads two columns (modality image+spectrum)")
+        if self.type == "retrieval" and len(self.columns) != 2:
+            raise ValueError(f"task {self.name}: a retrieval task reads two columns (`input_columns`)")
         if self.type != "retrieval" and len(self.columns) != 1:
             raise ValueError(f"task {self.name}: a {self.type} task reads one modality column")
         if self.main_score not in self.metric_names:

@@ -14,6 +14,9 @@ mmu: a Multimodal Universe style dataset hub, contrastive pretraining suite and 
   mmu build NAME --raw RAW --hub HUB     standardize raw survey files into a HATS dataset
   mmu crossmatch A B --hub HUB --name N  match datasets by sky position into a paired catalog
   mmu export-wds N --hub HUB --out DIR   write shuffled WebDataset shards for training
+  mmu pretrain --config CONFIG.yaml      train a CLIP-style model on the shards (torchrun for many GPUs)
+  mmu catalog cite NAME ...              BibTeX, acknowledgements and license warnings
+  mmu push NAME --hub HUB --repo ORG/N   upload a built dataset to the Hugging Face Hub
 
 Run `mmu COMMAND --help` for the details of one command."""
 
@@ -236,6 +239,12 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=_export)
+
+    from mmu.pretrain import cli as pretrain_cli  # light: no torch until the command runs
+    pt = sub.add_parser("pretrain", help="contrastive pretraining of one encoder per modality (CPU, GPU, torchrun)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pretrain_cli.configure_parser(pt)
+    pt.set_defaults(func=pretrain_cli.run)
 
     # --- issue 10: `mmu catalog cite`, `mmu push`, `mmu docs schema` (mmu/cite.py, mmu/publish.py,
     # mmu/specdoc.py; their module imports are light, heavy ones happen inside the commands) ---

@@ -16,7 +16,8 @@ Policies (docs/crossmatch.md):
   ever trained on; rows whose split is stricter than their left position's are counted in
   build.json (`split_conflicts`), and the `split` column is authoritative;
 - `method="host"`: each transient goes to the candidate galaxy of smallest directional light
-  radius distance (Sullivan et al. 2006; Gupta et al. 2016), with a cut-off `max_dlr`.
+  radius distance (Sullivan et al. 2006; Gupta et al. 2016), with a cut-off `max_dlr`; inputs
+  after the host catalogue are matched to the host's position within 1 arcsec.
 """
 from __future__ import annotations
 
@@ -131,14 +132,15 @@ def match_pairs(hub: Path, inputs: list[_Input], radius: float, method: str, max
                                   "dec": base["anchor_dec"]})
             anchor_cat = lsdb.from_dataframe(frame, ra_column="ra", dec_column="dec",
                                              margin_threshold=max(radius * 2, 10.0))
+        host = method == "host" and k == 1  # later members chain by position to the host
         rcols = ["object_id", "ra", "dec", SPLIT_COLUMN]
-        if method == "host":
+        if host:
             rcols += list(host_columns)
         rcat = _open(hub, right.name, rcols, primary_only)
-        df = _nearest(anchor_cat, rcat, radius, 1 if method == "nearest" else 16, progress)
+        df = _nearest(anchor_cat, rcat, radius if method == "nearest" or host else 1.0, 16 if host else 1, progress)
         df = df.rename(columns={"object_id_l": "anchor_id", "object_id_r": "rid"})
         df["dist"] = df.pop("_dist_arcsec")
-        if method == "host":
+        if host:
             east, north = _offsets_arcsec(df["ra_l"], df["dec_l"], df["ra_r"], df["dec_r"])
             r_eff, e1, e2 = (df[f"{c}_r"].to_numpy(float) for c in host_columns)
             dlr = directional_light_radius(east, north, r_eff, e1, e2)
@@ -157,7 +159,7 @@ def match_pairs(hub: Path, inputs: list[_Input], radius: float, method: str, max
         base[f"{p}_object_id"] = idx.map(df["rid"]).astype(object)
         base[f"{p}_split"] = idx.map(df[f"{SPLIT_COLUMN}_r"]).astype(object)
         base[f"{p}_match_dist_arcsec"] = idx.map(df["dist"]).astype(float)
-        if method == "host":
+        if host:
             base[f"{p}_host_dlr"] = idx.map(df["dlr"]).astype(float)
         hit = base[f"{p}_object_id"].notna()
         stats["matched"][p] = int(hit.sum())
@@ -247,7 +249,7 @@ class PairedBuilder(Builder):
                 fields.append(f.with_name(name).with_nullable(k > 0 or f.nullable))
             if k > 0:
                 fields.append(pa.field(f"{prefix}_match_dist_arcsec", pa.float64()))
-                if self.config.method == "host":
+                if self.config.method == "host" and k == 1:
                     fields.append(pa.field(f"{prefix}_host_dlr", pa.float64()))
         return fields
 
@@ -312,7 +314,7 @@ class PairedBuilder(Builder):
             cols[f"{prefix}_{f.name}"] = table.column(f.name)
         if pairs is not None:
             cols[f"{prefix}_match_dist_arcsec"] = pairs.column(f"{prefix}_match_dist_arcsec")
-            if self.config.method == "host":
+            if f"{prefix}_host_dlr" in pairs.column_names:
                 cols[f"{prefix}_host_dlr"] = pairs.column(f"{prefix}_host_dlr")
 
 
@@ -432,12 +434,12 @@ def _write_pairs(hub, out, inputs, pairs: pd.DataFrame, revisions, radius, metho
              "dec": pairs["dec"].to_numpy()}
     table["left_partition"] = _locate(pairs["ra"], pairs["dec"], left_parts)
     member_splits = [pairs[SPLIT_COLUMN].to_numpy()]
-    for i in inputs[1:]:
+    for k, i in enumerate(inputs[1:], start=1):
         p = i.prefix
         ids = pairs[f"{p}_object_id"]
         table[f"{p}_object_id"] = pa.array([None if pd.isna(v) else str(v) for v in ids], pa.string())
         table[f"{p}_match_dist_arcsec"] = pairs[f"{p}_match_dist_arcsec"].to_numpy(float)
-        if method == "host":
+        if method == "host" and k == 1:
             table[f"{p}_host_dlr"] = pairs[f"{p}_host_dlr"].to_numpy(float)
         rp = _partition_files(hub, i.name)
         rdf = _open(hub, i.name, ["object_id", "ra", "dec"]).compute(progress_bar=False)

@@ -17,6 +17,7 @@ import json
 import random
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -32,7 +33,8 @@ FIELDS = {"image": ("flux", "ivar", "mask"),
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers, stable across processes and machines (no `hash()`)."""
-    return int.from_bytes(hashlib.sha256(repr(tuple(int(p) for p in parts)).encode()).digest()[:8], "little") >> 1
+    digest = hashlib.sha256(repr(tuple(int(p) for p in parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 # ---------------------------------------------------------------- exports and the manifest
@@ -90,7 +92,7 @@ class CorruptShard(ValueError):
     pass
 
 
-def iter_shard(path: str, wanted) -> "Iterator[dict]":
+def iter_shard(path: str, wanted) -> Iterator[dict]:
     """Raw samples {"__key__", "__url__", ext: bytes} of a POSIX tar, keeping only the members
     `wanted(ext)` accepts (the others are skipped without reading). Faster than tarfile for the
     many small members of a training shard; checks every header's checksum."""
@@ -402,7 +404,8 @@ def val_batches(cfg, exports: list[Export], rank: int, world: int):
     gathers of the validation loss always pair up; short ranks get fully masked batches."""
     d = cfg.data
     shards = [s for e in exports for s in e.shards(d.val_split)]
-    counts = [min(d.val_max_samples, sum(s.get("samples", 0) for s in shards[r::world])) for r in range(world)]
+    counts = [min(d.val_max_samples, sum(s.get("samples", 0) for s in shards[r::world]))
+              for r in range(world)]
     n_batches = max(1, max(-(-c // d.batch_size) for c in counts))
     mods = cfg.model.modalities
     decoder, collator = SampleDecoder(mods, exports), Collator(mods, d.batch_size)

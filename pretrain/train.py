@@ -233,12 +233,6 @@ def run_training(cfg: PretrainConfig, resume: bool = False) -> dict:
     if existing is not None and not resume:
         raise TrainingError(f"{run_dir} already holds checkpoints (latest {existing.name}); pass "
                             "--resume to continue that run, or set run.dir to a new folder")
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
-    if world > 1:
-        dist.barrier()
-
     model, loss_fn, optimizer, scheduler, scaler, autocast = make_training(cfg, device)
     use_cuda = device.type == "cuda"
 
@@ -268,6 +262,12 @@ def run_training(cfg: PretrainConfig, resume: bool = False) -> dict:
         _rank0_print(rank, f"resuming {run_dir} from {existing.name} (step {start})")
     elif resume:
         _rank0_print(rank, f"--resume: no checkpoint in {ckpt_dir} yet; starting at step 0")
+
+    if rank == 0:  # only now: a refused resume must not overwrite the run's config
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
+    if world > 1:
+        dist.barrier()
 
     if cfg.train.compile and use_cuda:
         for enc in model.encoders.values():

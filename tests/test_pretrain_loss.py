@@ -125,7 +125,8 @@ def test_masked_loss_equals_open_clip_on_valid_rows(kind):
 
 def test_invalid_rows_get_no_gradient_and_no_nan():
     model, batch, loss_fn = reference("infonce", False)
-    emb = {c: torch.nn.functional.normalize(torch.randn(2 * B, 8), dim=-1).requires_grad_() for c in model.kinds}
+    emb = {c: torch.nn.functional.normalize(torch.randn(2 * B, 8), dim=-1).requires_grad_()
+           for c in model.kinds}
     masks = valid_masks(batch, model.kinds)
     loss, stats = loss_fn(emb, masks, {k: v.detach() for k, v in model.logit_scale.items()}, None)
     loss.backward()

@@ -150,8 +150,10 @@ def test_checkpoint_files_api_and_refusal(exports, tmp_path):
 
     other = cfg.model_copy(deep=True)
     other.model.embed_dim = 24
-    with pytest.raises(CheckpointError, match=r"another model.*\n.*model\.embed_dim: checkpoint 16, config 24"):
+    refused = r"another model.*\n.*model\.embed_dim: checkpoint 16, config 24"
+    with pytest.raises(CheckpointError, match=refused):
         T.run_training(other, resume=True)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["embed_dim"] == 16
     with pytest.raises(CheckpointError, match="another model"):
         load_pretrained(path, expect_config=other)
     path.with_name("garbage.pt").write_bytes(b"not a checkpoint")

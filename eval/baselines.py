@@ -1,0 +1,228 @@
+"""`mmu eval baselines`: the rows every leaderboard shows, made only by this command.
+
+- random-weights: the config's model (the trainer's encoders + projections) at initialisation,
+  saved as a real checkpoint (step 0, no training manifest) and evaluated like any other;
+- raw-pca: PCA of the raw inputs as the encoders see them (the trainer's collate + preprocess,
+  flattened), fitted on train rows only (at most `max_fit_rows`, the first by sha256(object_id));
+- supervised: one encoder per input column (the config's, from the trainer's encoder registry)
+  trained end to end on the labels of every task reading that column (multi-output: standardised
+  regression targets with MSE, classes with cross-entropy), train rows only, fixed epochs; its
+  backbone features then go through the same protocols.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mmu.eval.embed import CheckpointEmbedder, _source_sha256
+from mmu.eval.protocols import gallery_order
+from mmu.eval.results import sha256_ids
+from mmu.eval.tasks import iter_samples
+
+
+def random_weights_checkpoint(cfg, out_dir: Path, seed: int = 0) -> Path:
+    import torch
+
+    from mmu.pretrain.checkpoint import save_checkpoint
+    from mmu.pretrain.train import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    state = {"model": model.state_dict(), "config": cfg.to_dict(), "manifest": {},
+             "model_signature": cfg.model_signature(), "step": 0, "baseline": "random-weights", "seed": seed}
+    return save_checkpoint(Path(out_dir), state, step=0, keep=1)
+
+
+class _ConfigInputs:
+    """Collate + preprocess of the config's modality columns (the encoders' exact inputs)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def inputs(self, samples, column):
+        from mmu.pretrain.data import Collator
+        from mmu.pretrain.preprocess import preprocess
+
+        m = self.cfg.model.modalities[column]
+        batch = Collator({column: m}, len(samples))(samples)
+        return preprocess(m.kind, batch[column])
+
+    def preprocessing_id(self, column: str) -> str:
+        from mmu.pretrain import data, preprocess
+
+        spec = self.cfg.model.modalities[column].model_dump()
+        spec.pop("encoder", None)
+        spec.pop("options", None)
+        return hashlib.sha256(json.dumps({"source": _source_sha256(preprocess, data), "input": spec},
+                                         sort_keys=True, default=str).encode()).hexdigest()
+
+    @property
+    def columns(self) -> dict[str, str]:
+        return {c: m.kind for c, m in self.cfg.model.modalities.items()}
+
+
+def _flat(x: dict):
+    key = "pixels" if "pixels" in x else "values"
+    v = x[key] if key == "pixels" else x[key][..., 0]
+    return v.reshape(len(v), -1).numpy().astype(np.float32)
+
+
+def _train_rows(group, column, files_split="train"):
+    ids = sorted({i for d in group for i in d.ids[files_split]})
+    return ids, group[0].files[files_split]
+
+
+class RawPCAEmbedder(_ConfigInputs):
+    kind = "baseline"
+
+    def __init__(self, cfg, n_components: int = 64, max_fit_rows: int = 5000):
+        super().__init__(cfg)
+        self.n_components, self.max_fit_rows = n_components, max_fit_rows
+        self.pca: dict = {}
+        self.fits: dict = {}
+
+    def prepare(self, group, column, model_column):
+        from sklearn.decomposition import PCA
+
+        ids, files = _train_rows(group, column)
+        keep = set(np.asarray(ids)[gallery_order(ids)[:self.max_fit_rows]].tolist())
+        feats = []
+        for oids, samples in iter_samples(files, "train", column):
+            rows = [s for o, s in zip(oids, samples) if o in keep]
+            if rows:
+                feats.append(_flat(self.inputs([_as(s, column, model_column) for s in rows], model_column)))
+        x = np.concatenate(feats)
+        k = min(self.n_components, x.shape[0], x.shape[1])
+        self.pca[model_column] = PCA(n_components=k, svd_solver="full").fit(x)
+        self.fits[model_column] = {"dataset_revision": group[0].manifest.get("content_revision"),
+                                   "column": column, "fit_rows": int(len(x)), "ids_sha256": sha256_ids(keep)}
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps({"baseline": "raw-pca", "n_components": self.n_components,
+                                          "max_fit_rows": self.max_fit_rows, "fits": self.fits},
+                                         sort_keys=True).encode()).hexdigest()
+
+    def describe(self) -> dict:
+        return {"name": "baseline-raw-pca", "fits": self.fits, "config": self.cfg.to_dict(),
+                "training_manifest": None}
+
+    def embed(self, samples, column, which):
+        return self.pca[column].transform(_flat(self.inputs(samples, column))).astype(np.float32)
+
+
+def _as(sample, column, model_column):
+    return sample if column == model_column else {"object_id": sample["object_id"], model_column: sample[column]}
+
+
+class SupervisedEmbedder(_ConfigInputs):
+    kind = "baseline"
+
+    def __init__(self, cfg, epochs: int = 5, batch_size: int = 64, lr: float = 1e-3, seed: int = 0):
+        super().__init__(cfg)
+        self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, lr, seed
+        self.encoders: dict = {}
+        self.fits: dict = {}
+
+    def prepare(self, group, column, model_column):
+        import torch
+        from torch import nn
+
+        from mmu.pretrain.registry import build_encoder
+
+        torch.manual_seed(self.seed)
+        m = self.cfg.model.modalities[model_column]
+        enc = build_encoder(m.encoder, m, **m.options)
+        heads, targets = nn.ModuleList(), []
+        for d in group:
+            lab = dict(zip(d.ids["train"], d.y["train"]))
+            if d.task.type == "regression":
+                v = np.asarray(list(lab.values()), float)
+                mu, sd = v.mean(), v.std() or 1.0
+                targets.append(("regression", {k: (float(y) - mu) / sd for k, y in lab.items()}, None))
+                heads.append(nn.Linear(enc.width, 1))
+            elif d.task.type == "classification":
+                classes = sorted({str(v) for v in d.y["train"]})
+                targets.append(("classification", {k: classes.index(str(y)) for k, y in lab.items()}, classes))
+                heads.append(nn.Linear(enc.width, len(classes)))
+        if not heads:
+            raise ValueError(f"no regression or classification task reads {column}; nothing to supervise")
+        opt = torch.optim.AdamW(list(enc.parameters()) + list(heads.parameters()), lr=self.lr)
+        ids, files = _train_rows(group, column)
+        wanted = set(ids)
+        enc.train()
+        for _ in range(self.epochs):
+            for oids, samples in iter_samples(files, "train", column, self.batch_size):
+                rows = [(o, _as(s, column, model_column)) for o, s in zip(oids, samples) if o in wanted]
+                if not rows:
+                    continue
+                feats = enc(self.inputs([s for _, s in rows], model_column))
+                loss = 0.0
+                for (kind, lab, _), head in zip(targets, heads):
+                    have = [i for i, (o, _) in enumerate(rows) if o in lab]
+                    if not have:
+                        continue
+                    out = head(feats[have])
+                    if kind == "regression":
+                        y = torch.tensor([lab[rows[i][0]] for i in have], dtype=torch.float32)
+                        loss = loss + nn.functional.mse_loss(out[:, 0], y)
+                    else:
+                        y = torch.tensor([lab[rows[i][0]] for i in have], dtype=torch.long)
+                        loss = loss + nn.functional.cross_entropy(out, y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        enc.eval()
+        self.encoders[model_column] = enc
+        buf = io.BytesIO()
+        torch.save(enc.state_dict(), buf)
+        self.fits[model_column] = {"column": column, "tasks": [d.task.name for d in group],
+                                   "ids_sha256": sha256_ids(ids), "weights_sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps({"baseline": "supervised", "epochs": self.epochs, "lr": self.lr,
+                                          "batch_size": self.batch_size, "seed": self.seed, "fits": self.fits},
+                                         sort_keys=True).encode()).hexdigest()
+
+    def describe(self) -> dict:
+        return {"name": "baseline-supervised", "fits": self.fits, "config": self.cfg.to_dict(),
+                "training_manifest": None}
+
+    def embed(self, samples, column, which):
+        import torch
+
+        with torch.no_grad():
+            return self.encoders[column](self.inputs(samples, column)).float().numpy()
+
+
+def run_baselines(cfg, hub, out: Path, *, kinds=("random-weights", "raw-pca", "supervised"),
+                  task_names=None, cache_dir=None, column_map=None, supervised_epochs: int = 5,
+                  log=print) -> dict[str, list[dict]]:
+    """Evaluate each baseline; results go to OUT/baseline-<kind>/."""
+    from mmu.eval.run import model_block, run_tasks
+
+    out = Path(out)
+    done = {}
+    for kind in kinds:
+        if kind == "random-weights":
+            path = random_weights_checkpoint(cfg, out / "baseline-random-weights" / "checkpoint")
+            emb = CheckpointEmbedder(path)
+            emb.kind = "baseline"
+        elif kind == "raw-pca":
+            emb = RawPCAEmbedder(cfg)
+        elif kind == "supervised":
+            emb = SupervisedEmbedder(cfg, epochs=supervised_epochs)
+        else:
+            raise ValueError(f"unknown baseline {kind!r}; one of random-weights, raw-pca, supervised")
+        name = f"baseline-{kind}"
+        which = "projection" if kind == "random-weights" else "backbone"
+        done[kind] = run_tasks(emb, hub, out / name, model=lambda e=emb, n=name, k=kind: model_block(e, n, k),
+                               task_names=task_names, which=which,
+                               cache_dir=cache_dir if kind == "random-weights" else None,
+                               column_map=column_map, log=log)
+    return done

@@ -1,0 +1,117 @@
+"""Figures of standardized rows: image bands as an RGB composite, spectra with masked pixels
+shaded, light curves per band, and a paired object's image next to its spectrum.
+
+    python -m mmu.plots HUB PAIRED_NAME [--object ID] --out pair.png
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def rgb_composite(flux: np.ndarray, bands: list[str], mask: np.ndarray | None = None) -> np.ndarray:
+    """An asinh (Lupton et al. 2004) RGB image from [C,H,W] flux; the reddest band is red."""
+    from astropy.visualization import make_lupton_rgb
+
+    flux = np.where(np.isfinite(flux), flux, 0.0)
+    if mask is not None:
+        flux = np.where(mask, 0.0, flux)
+    c = flux.shape[0]
+    idx = [min(c - 1, 2), min(c - 1, 1), 0] if c >= 3 else [c - 1] * 3
+    if c >= 4:  # g r i z -> (z+i)/2, r, g
+        r, g, b = 0.5 * (flux[3] + flux[2]), flux[1], flux[0]
+    else:
+        r, g, b = (flux[i] for i in idx)
+    scale = np.nanpercentile(np.abs(np.stack([r, g, b])), 99.5) or 1.0
+    return make_lupton_rgb(r / scale, g / scale, b / scale, stretch=0.5, Q=8, minimum=0.0)
+
+
+def plot_spectrum(ax, lam, flux, mask, ivar=None, label=None, smooth: int = 5):
+    lam, flux, mask = np.asarray(lam), np.asarray(flux, float), np.asarray(mask, bool)
+    shown = np.where(mask, np.nan, flux)
+    if smooth > 1:
+        kernel = np.ones(smooth) / smooth
+        good = np.convolve(np.nan_to_num(shown), kernel, "same")
+        norm = np.convolve(np.isfinite(shown).astype(float), kernel, "same")
+        shown = np.where(norm > 0, good / np.maximum(norm, 1e-9), np.nan)
+    ax.plot(lam, shown, lw=0.7, color="k", label=label)
+    if mask.any():  # shade masked runs
+        edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(int), 0]))
+        for a, b in zip(edges[::2], edges[1::2]):
+            ax.axvspan(lam[a], lam[min(b, len(lam) - 1)], color="tab:red", alpha=0.15, lw=0)
+    ax.set_xlabel("vacuum wavelength [Å]")
+    ax.set_ylabel(r"flux [$10^{-17}$ erg s$^{-1}$ cm$^{-2}$ Å$^{-1}$]")
+
+
+BAND_COLORS = {"u": "tab:purple", "g": "tab:blue", "r": "tab:green", "i": "tab:orange",
+               "z": "tab:red", "y": "tab:brown"}
+
+
+def plot_lightcurve(ax, time, band, flux, flux_err, mask):
+    time, flux, flux_err = np.asarray(time), np.asarray(flux), np.asarray(flux_err)
+    band, mask = np.asarray(band).astype(str), np.asarray(mask, bool)
+    for b in sorted(set(band)):
+        sel = (band == b) & ~mask
+        ax.errorbar(time[sel], flux[sel], flux_err[sel], fmt="o", ms=3, lw=0.8,
+                    color=BAND_COLORS.get(b.split("-")[-1], None), label=b)
+    ax.set_xlabel("MJD")
+    ax.set_ylabel("flux")
+    ax.legend(fontsize=7, ncol=3)
+
+
+def plot_pair(row: dict, image_col: str, spectrum_col: str, out: str | Path, title: str = ""):
+    """One paired object: its image cutout next to its spectrum."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img, spec = row[image_col], row[spectrum_col]
+    flux = np.asarray(img["flux"], np.float32)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 2.6]})
+    axes[0].imshow(rgb_composite(flux, img["band"], np.asarray(img["mask"], bool)), origin="lower")
+    n = flux.shape[-1]
+    axes[0].set_title(f"{image_col}: {', '.join(img['band'])}\n{n}×{n} px at {img['scale']:.3f}″/px", fontsize=8)
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    plot_spectrum(axes[1], spec["lambda"], spec["flux"], spec["mask"])
+    axes[1].set_title(f"{spectrum_col} (masked pixels shaded)", fontsize=8)
+    fig.suptitle(title or row.get("object_id", ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None) -> int:
+    import pyarrow.parquet as pq
+
+    from mmu.hub import catalog_dir, read_manifest
+    from mmu.schema import ImageSpec, SpectrumSpec, modalities_of
+
+    p = argparse.ArgumentParser(prog="python -m mmu.plots", description="Plot one paired object's image and spectrum.")
+    p.add_argument("hub")
+    p.add_argument("name", help="a paired catalog with an image and a spectrum column")
+    p.add_argument("--object", default=None, help="object_id (default: the first row with no masked spectrum pixels)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    read_manifest(args.hub, args.name)
+    table = pq.read_table(catalog_dir(args.hub, args.name) / "dataset")
+    mods = modalities_of(table.schema)
+    image_col = next(k for k, v in mods.items() if isinstance(v, ImageSpec))
+    spectrum_col = next(k for k, v in mods.items() if isinstance(v, SpectrumSpec))
+    rows = table.to_pylist()
+    if args.object:
+        row = next(r for r in rows if r["object_id"] == args.object)
+    else:
+        row = max(rows, key=lambda r: np.nanmedian(np.asarray(r[spectrum_col]["flux"], float)))
+    z = row.get(spectrum_col.rsplit("_", 1)[0] + "_z") if "_" in spectrum_col else row.get("z")
+    title = f"{row['object_id']}  (ra {row['ra']:.5f}, dec {row['dec']:.5f}" + (f", z = {z:.3f})" if z is not None else ")")
+    plot_pair(row, image_col, spectrum_col, args.out, title)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

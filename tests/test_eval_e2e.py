@@ -1,0 +1,245 @@
+"""The benchmark end to end on a tiny hub: build two spectrum surveys whose fluxes encode a
+magnitude, cross-match them, export the train split, pretrain a tiny model for a few steps,
+then `mmu eval embed` / `run` / `baselines` / `submit` / `leaderboard` on a task overlay."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from astropy.io import fits
+
+from mmu.build import build
+from mmu.crossmatch import crossmatch
+from mmu.export import export_wds
+
+QUIET = dict(progress=False, log=lambda *a: None)
+NPIX = 64
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    import sklearn.linear_model  # noqa: F401  (load the BLAS libraries before limiting them)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+def write_survey(path: Path, ids, ra, dec, mag, seed):
+    """A TestSpectra FITS file (tests/mmu_testbuilder.py) whose spectra carry the magnitude."""
+    rng = np.random.default_rng(seed)
+    lam = np.linspace(4000, 8000, NPIX).astype(np.float32)
+    shape = 1.0 + 0.3 * np.sin(lam / 300.0)
+    amp = 10 ** (-0.4 * (np.asarray(mag) - 20.0))
+    flux = (amp[:, None] * shape[None] * 10 + rng.normal(0, 0.3, (len(ids), NPIX))).astype(np.float32)
+    cols = [fits.Column("ID", "K", array=np.asarray(ids, np.int64)), fits.Column("RA", "D", array=ra),
+            fits.Column("DEC", "D", array=dec), fits.Column("MAG", "E", array=np.asarray(mag, np.float32)),
+            fits.Column("FLUX", f"{NPIX}E", array=flux), fits.Column("IVAR", f"{NPIX}E", array=np.ones_like(flux))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols, name="SPECTRA"),
+                  fits.ImageHDU(lam, name="WAVE")]).writeto(path, overwrite=True)
+
+
+def task_overlay(revision: str, split_hash: str) -> dict:
+    paired = {"name": "toy_pair", "inputs": ["testsurvey_v1", "othersurvey_v1"],
+              "prefixes": ["testsurvey", "othersurvey"]}
+    common = dict(dataset="testsurvey_v1", dataset_revision=revision, paired=paired, split_hash=split_hash,
+                  min_per_split={"train": 50, "val": 5, "test": 5})
+    return {"tasks": [
+        {**common, "name": "ToyMag.v1", "input_prefix": "testsurvey", "modality": "spectrum",
+         "target": "testsurvey_mag", "filters": ["testsurvey_mag > 0"], "type": "regression",
+         "main_score": "r2", "higher_is_better": True,
+         "protocols": ["linear.v1", "knn16.v1", "knn64-astroclip.v1"]},
+        {**common, "name": "ToyRetrieval.v1", "modality": "spectrum",
+         "input_columns": ["testsurvey_spectrum", "othersurvey_spectrum"], "target": "testsurvey_mag",
+         "type": "retrieval", "main_score": "r@1", "higher_is_better": True, "protocols": ["retrieval.v1"]},
+    ]}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, test_overlay, dask_client):
+    """hub + tasks overlay + exports + a tiny checkpoint trained for a few steps."""
+    root = tmp_path_factory.mktemp("evalworld")
+    rng = np.random.default_rng(3)
+    n = 700
+    ra, dec = rng.uniform(0, 90, n), np.degrees(np.arcsin(rng.uniform(-0.6, 0.6, n)))
+    mag = rng.uniform(18, 22, n)
+    write_survey(root / "raw" / "a" / "spectra-a.fits", np.arange(n), ra, dec, mag, seed=1)
+    off = 0.2 / 3600
+    write_survey(root / "raw" / "b" / "other-b.fits", np.arange(n) + 10**6, (ra + off) % 360, dec, mag, seed=2)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MMU_CATALOG", str(test_overlay))
+    mp.setenv("MMU_CACHE", str(root / "cache"))
+    mp.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    hub = root / "hub"
+    build("testsurvey_v1", root / "raw" / "a", hub, client=dask_client, **QUIET)
+    build("othersurvey_v1", root / "raw" / "b", hub, client=dask_client, **QUIET)
+    pair = crossmatch(["testsurvey_v1", "othersurvey_v1"], hub, "toy_pair", client=dask_client, **QUIET)
+    overlay = root / "tasks.yaml"
+    overlay.write_text(yaml.safe_dump(task_overlay(pair.manifest["content_revision"], pair.manifest["split"]["hash"])))
+    mp.setenv("MMU_CATALOG", os.pathsep.join([str(test_overlay), str(overlay)]))
+    for split in ("train", "val"):
+        export_wds("toy_pair", hub, root / "wds" / split, split=split, shard_size="64kB", shard_multiple=2,
+                   client=dask_client, **QUIET)
+    from mmu.pretrain.config import parse_config
+    from mmu.pretrain.train import run_training
+
+    cfg = parse_config({
+        "name": "toy", "seed": 0,
+        "model": {"embed_dim": 16, "modalities": {
+            "testsurvey_spectrum": {"encoder": "tiny_spectrum", "length": NPIX},
+            "othersurvey_spectrum": {"encoder": "tiny_spectrum", "length": NPIX}}},
+        "data": {"train": [str(root / "wds" / "train")], "val": [str(root / "wds" / "val")], "batch_size": 32,
+                 "num_workers": 0, "shuffle_buffer": 64, "segment_steps": 10, "val_max_samples": 32},
+        "optim": {"lr": 3e-3, "warmup_steps": 2, "weight_decay": 0.0},
+        "train": {"steps": 8, "device": "cpu", "ckpt_every": 8, "progress": False, "tensorboard": False,
+                  "log_every": 4},
+        "run": {"dir": str(root / "run")}})
+    run_training(cfg)
+    from mmu.pretrain.checkpoint import find_latest
+
+    ckpt = find_latest(root / "run" / "checkpoints")
+    yield {"root": root, "hub": hub, "ckpt": ckpt, "cfg": cfg, "revision": pair.manifest["content_revision"],
+           "overlay": overlay}
+    mp.undo()
+
+
+def mmu(*args, env=None, check=True):
+    from mmu.cli import main
+
+    rc = main([str(a) for a in args])
+    if check:
+        assert rc == 0, args
+    return rc
+
+
+def test_run_writes_results_with_provenance(world, tmp_path):
+    out = tmp_path / "results"
+    mmu("eval", "run", "--checkpoint", world["ckpt"], "--hub", world["hub"], "--out", out, "--name", "toy-clip")
+    files = sorted(p.name for p in out.glob("*.json"))
+    assert files == ["ToyMag.v1__knn16.v1.json", "ToyMag.v1__knn64-astroclip.v1.json",
+                     "ToyMag.v1__linear.v1.json", "ToyRetrieval.v1__retrieval.v1.json"]
+    r = json.loads((out / "ToyMag.v1__linear.v1.json").read_text())
+    assert r["comparable"] is True and r["mock"] is False
+    assert r["model"]["name"] == "toy-clip" and r["model"]["sha256"] == world["ckpt"].name.split("-")[1][:12] + \
+        r["model"]["sha256"][12:]
+    assert r["model"]["training_manifest"]["train"][0]["content_revision"] == world["revision"]
+    assert r["task"]["dataset_revision_used"] == world["revision"]
+    assert r["embedding"]["which"] == "projection" and r["embedding"]["dtype"] == "float32"
+    assert set(r["embedding"]["cache_keys"]["testsurvey_spectrum"]) == {"train", "val", "test"}
+    assert r["splits"]["test"]["count"] == len(r["predictions"]["ids"]) > 5
+    assert r["protocol"]["selected"]["penalty"] in r["protocol"]["spec"]["ridge_alphas"]
+    assert set(r["label_fractions"]) == {"0.01", "0.1", "1"}
+    assert r["environment"]["packages"]["scikit-learn"] and r["environment"]["hardware"]["cpus"] >= 1
+    # the flux encodes the magnitude: even a few-step model's embeddings carry it
+    assert r["metrics"]["r2"] > 0.3
+    # test objects are never in the pretraining shards (sky-region splits), measured, not assumed
+    near = r["near_pretraining"]
+    assert near["count"] == 0 and near["indexed_positions"] > 100 and near["reason"] is None
+    ret = json.loads((out / "ToyRetrieval.v1__retrieval.v1.json").read_text())
+    assert set(ret["metrics"]) >= {"r@1", "r@1[testsurvey_spectrum->othersurvey_spectrum]", "median_rank"}
+    # a rerun is served from the embedding cache and gives the same numbers
+    out2 = tmp_path / "again"
+    mmu("eval", "run", "--checkpoint", world["ckpt"], "--hub", world["hub"], "--out", out2, "--name", "toy-clip",
+        "--tasks", "ToyMag.v1", "--protocols", "knn16.v1")
+    a = json.loads((out / "ToyMag.v1__knn16.v1.json").read_text())
+    b = json.loads((out2 / "ToyMag.v1__knn16.v1.json").read_text())
+    assert a["metrics"] == b["metrics"] and a["predictions_sha256"] == b["predictions_sha256"]
+
+
+def test_near_pretraining_counts_test_objects_in_the_shards(world):
+    from mmu.eval.results import near_pretraining
+
+    idx = pq.read_table(world["root"] / "wds" / "train" / "index.parquet")
+    radec = np.c_[np.asarray(idx.column("ra"))[:7], np.asarray(idx.column("dec"))[:7]]
+    radec = np.vstack([radec + [0.5 / 3600, 0], [[200.0, -80.0]]])  # 7 within 0.5", one far away
+    from mmu.pretrain.api import load_pretrained
+
+    manifest = load_pretrained(world["ckpt"]).manifest
+    assert near_pretraining(manifest, radec)["count"] == 7
+    assert near_pretraining({}, radec) == {**near_pretraining({}, radec), "count": None}
+    gone = {"train": [{**manifest["train"][0], "path": "/nonexistent"}]}
+    r = near_pretraining(gone, radec)
+    assert r["count"] is None and "not readable" in r["reason"]
+
+
+def test_embed_command_and_cache_key(world, tmp_path):
+    out = tmp_path / "emb.parquet"
+    mmu("eval", "embed", "--checkpoint", world["ckpt"], "--dataset", "toy_pair", "--hub", world["hub"],
+        "--column", "othersurvey_spectrum", "--out", out, "--which", "backbone", "--split", "test")
+    t = pq.read_table(out)
+    assert t.column_names == ["object_id", "split", "embedding"]
+    assert t.schema.field("embedding").type.value_type == "float"  # float32
+    meta = json.loads(t.schema.metadata[b"mmu_eval"])
+    assert meta["which"] == "backbone" and meta["dataset_revision"] == world["revision"]
+    assert set(t.column("split").to_pylist()) == {"test"}
+
+
+def test_cache_invalidates_when_any_key_part_changes(world, tmp_path):
+    from mmu.eval.embed import CheckpointEmbedder, cache_key, embed_split
+    from mmu.hub import dataset_dir, read_manifest
+
+    parts = dict(model_sha256="a" * 64, dataset="toy_pair", dataset_revision="r1", split="test",
+                 column="testsurvey_spectrum", preprocessing="p1", which="projection")
+    base = cache_key(**parts)
+    for k, other in [("model_sha256", "b" * 64), ("dataset_revision", "r2"), ("split", "val"),
+                     ("preprocessing", "p2"), ("which", "backbone"), ("column", "othersurvey_spectrum"),
+                     ("dataset", "other")]:
+        assert cache_key(**{**parts, k: other}) != base, k
+    assert cache_key(**parts) == base
+    with pytest.raises(ValueError):
+        cache_key(**{**parts, "which": "logits"})
+    # through embed_split: a hit for the same parts, a fresh embedding when one changes
+    emb = CheckpointEmbedder(world["ckpt"])
+    m = read_manifest(world["hub"], "toy_pair")
+    files = [dataset_dir(world["hub"], "toy_pair") / f for f in m["data_files"]["test"]]
+    calls = []
+    real = emb.embed
+    emb.embed = lambda s, c, w: (calls.append(len(s)), real(s, c, w))[1]
+    cache = tmp_path / "cache"
+    ids, x, info = embed_split(emb, files, "toy_pair", m["content_revision"], "test", "testsurvey_spectrum",
+                               "projection", cache)
+    n = len(calls)
+    ids2, x2, info2 = embed_split(emb, files, "toy_pair", m["content_revision"], "test", "testsurvey_spectrum",
+                                  "projection", cache)
+    assert len(calls) == n and info2["cached"] and np.array_equal(x, x2) and list(ids) == list(ids2)
+    embed_split(emb, files, "toy_pair", "another-revision", "test", "testsurvey_spectrum", "projection", cache)
+    assert len(calls) > n
+    n = len(calls)
+    emb.preprocessing_id = lambda c: "changed preprocessing"
+    embed_split(emb, files, "toy_pair", m["content_revision"], "test", "testsurvey_spectrum", "projection", cache)
+    assert len(calls) > n
+    # the preprocessing id follows the trainer's preprocessing source and the input shapes
+    e2 = CheckpointEmbedder(world["ckpt"])
+    pid = e2.preprocessing_id("testsurvey_spectrum")
+    e2.p.config.model.modalities["testsurvey_spectrum"].length = 32
+    assert e2.preprocessing_id("testsurvey_spectrum") != pid
+
+
+def test_baselines(world, tmp_path):
+    from mmu.eval.baselines import run_baselines
+
+    done = run_baselines(world["cfg"], world["hub"], tmp_path, supervised_epochs=2, task_names=["ToyMag.v1"],
+                         log=lambda *a: None)
+    assert set(done) == {"random-weights", "raw-pca", "supervised"}
+    for kind, results in done.items():
+        assert len(results) == 3
+        r = results[0]
+        assert r["model"]["kind"] == "baseline" and r["model"]["baseline"] == kind
+        assert (tmp_path / f"baseline-{kind}" / "ToyMag.v1__linear.v1.json").exists()
+        assert r["near_pretraining"]["count"] is None  # no pretraining shards: null, not 0
+    pca = next(r for r in done["raw-pca"] if r["protocol"]["name"] == "linear.v1")
+    assert pca["metrics"]["r2"] > 0.5  # the raw flux carries the magnitude: not saturated, not useless
+    assert pca["model"]["fits"]["testsurvey_spectrum"]["fit_rows"] == pca["splits"]["train"]["count"]
