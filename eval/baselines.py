@@ -2,8 +2,8 @@
 
 - random-weights: the config's model (the trainer's encoders + projections) at initialisation,
   saved as a real checkpoint (step 0, no training manifest) and evaluated like any other;
-- raw-pca: PCA of the raw inputs as the encoders see them (the trainer's collate + preprocess,
-  flattened), fitted on train rows only (at most `max_fit_rows`, the first by sha256(object_id));
+- raw-pca: PCA of the raw flux (pixels / spectrum / light-curve fluxes, collated to the config's
+  shapes by the trainer's collator, bad values zeroed), fitted on train rows only (at most `max_fit_rows`, the first by sha256(object_id));
 - supervised: one encoder per input column (the config's, from the trainer's encoder registry)
   trained end to end on the labels of every task reading that column (multi-output: standardised
   regression targets with MSE, classes with cross-entropy), train rows only, fixed epochs; its
@@ -43,13 +43,16 @@ class _ConfigInputs:
     def __init__(self, cfg):
         self.cfg = cfg
 
-    def inputs(self, samples, column):
+    def collate(self, samples, column):
         from mmu.pretrain.data import Collator
-        from mmu.pretrain.preprocess import preprocess
 
         m = self.cfg.model.modalities[column]
-        batch = Collator({column: m}, len(samples))(samples)
-        return preprocess(m.kind, batch[column])
+        return Collator({column: m}, len(samples))(samples)[column]
+
+    def inputs(self, samples, column):
+        from mmu.pretrain.preprocess import preprocess
+
+        return preprocess(self.cfg.model.modalities[column].kind, self.collate(samples, column))
 
     def preprocessing_id(self, column: str) -> str:
         from mmu.pretrain import data, preprocess
@@ -66,9 +69,9 @@ class _ConfigInputs:
 
 
 def _flat(x: dict):
-    key = "pixels" if "pixels" in x else "values"
-    v = x[key] if key == "pixels" else x[key][..., 0]
-    return v.reshape(len(v), -1).numpy().astype(np.float32)
+    """Raw flux as collated (cropped / padded to the config's shapes), bad values zeroed."""
+    v = x["flux"].masked_fill(x["mask"], 0.0)
+    return np.nan_to_num(v.reshape(len(v), -1).numpy().astype(np.float32))
 
 
 def _train_rows(group, column, files_split="train"):
@@ -94,7 +97,7 @@ class RawPCAEmbedder(_ConfigInputs):
         for oids, samples in iter_samples(files, "train", column):
             rows = [s for o, s in zip(oids, samples) if o in keep]
             if rows:
-                feats.append(_flat(self.inputs([_as(s, column, model_column) for s in rows], model_column)))
+                feats.append(_flat(self.collate([_as(s, column, model_column) for s in rows], model_column)))
         x = np.concatenate(feats)
         k = min(self.n_components, x.shape[0], x.shape[1])
         self.pca[model_column] = PCA(n_components=k, svd_solver="full").fit(x)
@@ -112,7 +115,7 @@ class RawPCAEmbedder(_ConfigInputs):
                 "training_manifest": None}
 
     def embed(self, samples, column, which):
-        return self.pca[column].transform(_flat(self.inputs(samples, column))).astype(np.float32)
+        return self.pca[column].transform(_flat(self.collate(samples, column))).astype(np.float32)
 
 
 def _as(sample, column, model_column):

@@ -156,7 +156,7 @@ def _plot(rows: list[Row]) -> str:
     w, bar, gap, left = 520, 16, 6, 220
     top = max([r.borda for r in rows] + [1.0])
     h = len(rows) * (bar + gap) + 30
-    parts = [f'<svg id="plot" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+    parts = [f'<svg id="plot" width="{w}" height="{h}" role="img" '
              f'aria-label="Borda points per model">']
     for i, r in enumerate(rows):
         y = 20 + i * (bar + gap)

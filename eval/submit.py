@@ -287,6 +287,9 @@ def commit_git(repo: Path, files: dict[str, bytes], branch: str, message: str, b
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
             _git(wt, "add", "--", *files)
+            if _git(wt, "diff", "--cached", "--quiet", check=False).returncode == 0:
+                raise SubmitError(f"the entry on branch {branch} already holds exactly these results; "
+                                  f"nothing to commit")
             ident = ["-c", "user.name=mmu eval submit", "-c", "user.email=mmu-eval@localhost"]
             if _git(wt, "config", "user.email", check=False).stdout.strip():
                 ident = []
@@ -309,7 +312,7 @@ def submit(results_path: Path, leaderboard: str, *, model: str | None = None, re
     results = read_results(Path(results_path))
     if not results:
         raise SubmitError(f"{results_path}: no mmu-eval-result/1 results files")
-    name = model or results[0][1].get("model", {}).get("name", "")
+    name = model if model is not None else results[0][1].get("model", {}).get("name", "")
     try:
         safe_name(name, "model name")
     except ValueError as e:

@@ -45,6 +45,7 @@ class Rejection:
     row: int | None = None
     object_id: str | None = None
     column: str | None = None
+    file: str | None = None  # the file within a grouped input (a DESI pixel's coadds, a plate)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

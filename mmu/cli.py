@@ -9,6 +9,7 @@ import textwrap
 DESCRIPTION = """\
 mmu: a Multimodal Universe style dataset hub, contrastive pretraining suite and benchmark.
 
+  mmu demo --out demo --size tiny        the whole chain on a mock universe (start here)
   mmu catalog list                       the datasets the hub knows, with licenses
   mmu sim --out RAW --galaxies 1000      write a mock universe in real survey formats
   mmu build NAME --raw RAW --hub HUB     standardize raw survey files into a HATS dataset
@@ -118,6 +119,13 @@ def _export(args) -> int:
     except (ExportError, NotBuilt) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _demo(args) -> int:
+    from mmu.demo import Demo
+
+    Demo(args.out, args.size, workers=args.workers, seed=args.seed, progress=not args.no_progress).run()
     return 0
 
 
@@ -240,6 +248,29 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=_export)
 
+    dm = sub.add_parser(
+        "demo", help="the whole chain on a mock universe: sim, build, crossmatch, export, pretrain",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Run the whole chain offline on the embedded default: a mock universe observed in the
+            real survey formats (mmu sim), every dataset built into a hub, Legacy Survey x DESI
+            x truth and PLAsTiCC x host-galaxy paired catalogs, WebDataset shards, and a small
+            CLIP-style model pretrained on them (on a GPU when there is one). Each finished stage
+            leaves a marker in OUT/stages/: a rerun reuses finished stages and an interrupted demo
+            resumes. Ends with a per-stage time table (also in OUT/demo.json).
+
+            sizes:  tiny    a few hundred galaxies, 12 fields (what the tests run)
+                    small   2,000 galaxies over 120 fields
+                    medium  20,000 galaxies; worth a GPU
+
+            example:  mmu demo --out demo --size tiny"""))
+    dm.add_argument("--out", default="demo", help="output folder (default ./demo)")
+    dm.add_argument("--size", default="tiny", choices=["tiny", "small", "medium"], help="default tiny")
+    dm.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
+    dm.add_argument("--workers", type=int, default=None, help="local Dask worker processes")
+    dm.add_argument("--no-progress", action="store_true", help="no progress bars")
+    dm.set_defaults(func=_demo)
+
     from mmu.pretrain import cli as pretrain_cli  # light: no torch until the command runs
     pt = sub.add_parser("pretrain", help="contrastive pretraining of one encoder per modality (CPU, GPU, torchrun)",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -262,6 +293,12 @@ def make_parser() -> argparse.ArgumentParser:
     schema_doc.set_defaults(func=specdoc.run_docs_schema)
     docs.set_defaults(func=lambda a: (docs.print_help(), 0)[1])
     # --- end issue 10 ---
+    # --- issue 8: `mmu eval embed|run|submit|leaderboard|baselines` (eval/cli.py; no torch or
+    # scikit-learn until a command runs) ---
+    from mmu.eval import cli as eval_cli
+    ev = sub.add_parser("eval", help="the benchmark: embed, run tasks, submit, leaderboard, baselines")
+    eval_cli.configure_parser(ev)
+    # --- end issue 8 ---
     return p
 
 

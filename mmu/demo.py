@@ -31,9 +31,9 @@ class DemoSize:
 
 
 SIZES = {
-    "tiny": DemoSize("tiny", 240, 40, 12, "tiny", 30, 180),
-    "small": DemoSize("small", 2000, 200, 120, "demo_small", 400, 900),
-    "medium": DemoSize("medium", 20000, 2000, 400, "astroclip_like", 5000, 3 * 3600),
+    "tiny": DemoSize("tiny", 240, 40, 12, "demo", 20, 180),
+    "small": DemoSize("small", 2000, 200, 120, "demo", 400, 900),
+    "medium": DemoSize("medium", 20000, 2000, 400, "astroclip", 5000, 3 * 3600),
 }
 
 
@@ -120,6 +120,25 @@ class Demo:
             out[split] = {"samples": idx["samples"], "shards": len(idx["shards"])}
         return out
 
+    def pretrain(self) -> dict:
+        from mmu.pretrain.config import load_config
+        from mmu.pretrain.train import run_training
+
+        config = Path(__file__).resolve().parent.parent / "pretrain" / "configs" / f"{self.size.pretrain_config}.yaml"
+        if not config.exists():  # installed wheel: configs ship inside mmu.pretrain
+            import mmu.pretrain
+            config = Path(mmu.pretrain.__file__).parent / "configs" / f"{self.size.pretrain_config}.yaml"
+        shards = self.out / "shards"
+        overrides = [f"data.train=[{shards / 'train'}]", f"data.val=[{shards / 'val'}]",
+                     f"run.dir={self.out / 'runs' / self.size.pretrain_config}",
+                     f"train.steps={self.size.pretrain_steps}", f"train.progress={str(self.progress).lower()}"]
+        if self.size.name == "tiny":
+            overrides += ["data.batch_size=8", "train.val_every=10", "train.ckpt_every=10", "data.segment_steps=10"]
+        cfg = load_config(str(config), overrides)
+        summary = run_training(cfg, resume=(self.out / "runs" / self.size.pretrain_config).exists())
+        return {"checkpoint": summary.get("checkpoint"), "step": summary.get("step"),
+                "loss": summary.get("last", {}).get("loss"), "val": summary.get("val")}
+
     def _quiet(self, *args):
         pass
 
@@ -137,6 +156,7 @@ class Demo:
                 "crossmatch": self.stage("crossmatch", self.crossmatch_all),
                 "export": self.stage("export", self.export_all),
             }
+            results["pretrain"] = self.stage("pretrain", self.pretrain)
         finally:
             self.client.close()
             if cluster is not None:

@@ -202,8 +202,17 @@ def _check_image(p, name, flat, fields, ok):
     p.add(ok & (_per_row_count(badband, boff) > 0), f"{name}.band",
           "band names must be '<survey>-<band>' lower case")
     psf, poff = flat["psf_fwhm"]
+    mask, moff = flat["mask"]
+    # a band with no coverage (every pixel masked) legitimately has no PSF (DR10: psfsize_i = 0)
+    per_band = np.diff(moff) // np.maximum(np.diff(poff), 1)
+    band_masked = np.zeros(len(psf), bool)
+    for i in np.flatnonzero(ok & (np.diff(poff) > 0)):
+        nb = poff[i + 1] - poff[i]
+        m = mask[moff[i]:moff[i + 1]].astype(bool).reshape(nb, per_band[i])
+        band_masked[poff[i]:poff[i + 1]] = m.all(axis=1)
     with np.errstate(invalid="ignore"):
-        p.add(ok & (_per_row_count(~(psf.astype(float) > 0), poff) > 0), f"{name}.psf_fwhm",
-              "psf_fwhm not positive")
+        bad_psf = ~(psf.astype(float) > 0) & ~band_masked
+        p.add(ok & (_per_row_count(bad_psf, poff) > 0), f"{name}.psf_fwhm",
+              "psf_fwhm not positive in a band with unmasked pixels")
         scale = fields["scale"].to_numpy(zero_copy_only=False).astype(float)
         p.add(ok & ~(scale > 0), f"{name}.scale", "pixel scale not positive")

@@ -149,6 +149,14 @@ def test_validator_variable_spectra_lightcurves_and_images():
     fields = [img.field(i) if img.type[i].name != "psf_fwhm" else psf for i in range(img.type.num_fields)]
     img2 = pa.StructArray.from_arrays(fields, fields=list(img.type), mask=pa.array([False, False, True]))
     got = _problems(t.set_column(t.column_names.index("image"), "image", img2), {"image": IMG})
-    assert got == {(1, "image.psf_fwhm"): "psf_fwhm not positive", (2, "image"): "modality is missing"}
+    reason = "psf_fwhm not positive in a band with unmasked pixels"
+    assert got == {(1, "image.psf_fwhm"): reason, (2, "image"): "modality is missing"}
     assert _problems(t.set_column(t.column_names.index("image"), "image", img2), {"image": IMG},
-                     allow_null_modalities=True) == {(1, "image.psf_fwhm"): "psf_fwhm not positive"}
+                     allow_null_modalities=True) == {(1, "image.psf_fwhm"): reason}
+    # a band without coverage (all pixels masked) may have no PSF, as in DR10 (psfsize_i = 0)
+    n = 2
+    flux = np.ones((n, 2, 5, 4), np.float32)
+    mask = np.zeros(flux.shape, bool)
+    mask[1, 0] = True
+    uncovered = image_array(IMG, flux, np.ones_like(flux), mask, np.array([[1.0, 1.0], [0.0, 1.2]]), 0.262)
+    assert _problems(pa.table({**common(n), "image": uncovered}), {"image": IMG}) == {}
