@@ -74,13 +74,31 @@ def _flat(x: dict):
     return np.nan_to_num(v.reshape(len(v), -1).numpy().astype(np.float32))
 
 
-def _train_rows(group, column, files_split="train"):
-    ids = sorted({i for d in group for i in d.ids[files_split]})
-    return ids, group[0].files[files_split]
+def _train_batches(group, model_column, batch_rows=256):
+    """(object ids, samples renamed to `model_column`) of the train rows of every task in `group`,
+    dataset by dataset, each object once; and the sorted ids."""
+    per_dataset: dict = {}
+    for d, column in group:
+        key = (d.task.hub_name, column)
+        entry = per_dataset.setdefault(key, (d.files["train"], set()))
+        entry[1].update(d.ids["train"].tolist())
+    all_ids = sorted({i for _, ids in per_dataset.values() for i in ids})
+
+    def batches():
+        seen = set()
+        for (name, column), (files, wanted) in per_dataset.items():
+            for oids, samples in iter_samples(files, "train", column, batch_rows):
+                rows = [(o, _as(s, column, model_column)) for o, s in zip(oids, samples)
+                        if o in wanted and o not in seen]
+                seen.update(o for o, _ in rows)
+                if rows:
+                    yield [o for o, _ in rows], [s for _, s in rows]
+    return batches, all_ids
 
 
 class RawPCAEmbedder(_ConfigInputs):
     kind = "baseline"
+    aligned = False  # one PCA per column: no shared space, so no retrieval
 
     def __init__(self, cfg, n_components: int = 64, max_fit_rows: int = 5000):
         super().__init__(cfg)
@@ -88,21 +106,22 @@ class RawPCAEmbedder(_ConfigInputs):
         self.pca: dict = {}
         self.fits: dict = {}
 
-    def prepare(self, group, column, model_column):
+    def prepare(self, group, model_column):
         from sklearn.decomposition import PCA
 
-        ids, files = _train_rows(group, column)
+        batches, ids = _train_batches(group, model_column)
         keep = set(np.asarray(ids)[gallery_order(ids)[:self.max_fit_rows]].tolist())
         feats = []
-        for oids, samples in iter_samples(files, "train", column):
+        for oids, samples in batches():
             rows = [s for o, s in zip(oids, samples) if o in keep]
             if rows:
-                feats.append(_flat(self.collate([_as(s, column, model_column) for s in rows], model_column)))
+                feats.append(_flat(self.collate(rows, model_column)))
         x = np.concatenate(feats)
         k = min(self.n_components, x.shape[0], x.shape[1])
         self.pca[model_column] = PCA(n_components=k, svd_solver="full").fit(x)
-        self.fits[model_column] = {"dataset_revision": group[0].manifest.get("content_revision"),
-                                   "column": column, "fit_rows": int(len(x)), "ids_sha256": sha256_ids(keep)}
+        self.fits[model_column] = {"datasets": sorted({f"{d.task.hub_name}@{d.manifest.get('content_revision')}"
+                                                       for d, _ in group}),
+                                   "fit_rows": int(len(x)), "ids_sha256": sha256_ids(keep)}
 
     @property
     def sha256(self) -> str:
@@ -124,6 +143,7 @@ def _as(sample, column, model_column):
 
 class SupervisedEmbedder(_ConfigInputs):
     kind = "baseline"
+    aligned = False  # one encoder per column: no shared space, so no retrieval
 
     def __init__(self, cfg, epochs: int = 5, batch_size: int = 64, lr: float = 1e-3, seed: int = 0):
         super().__init__(cfg)
@@ -131,7 +151,7 @@ class SupervisedEmbedder(_ConfigInputs):
         self.encoders: dict = {}
         self.fits: dict = {}
 
-    def prepare(self, group, column, model_column):
+    def prepare(self, group, model_column):
         import torch
         from torch import nn
 
@@ -141,7 +161,7 @@ class SupervisedEmbedder(_ConfigInputs):
         m = self.cfg.model.modalities[model_column]
         enc = build_encoder(m.encoder, m, **m.options)
         heads, targets = nn.ModuleList(), []
-        for d in group:
+        for d, _ in group:
             lab = dict(zip(d.ids["train"], d.y["train"]))
             if d.task.type == "regression":
                 v = np.asarray(list(lab.values()), float)
@@ -153,16 +173,13 @@ class SupervisedEmbedder(_ConfigInputs):
                 targets.append(("classification", {k: classes.index(str(y)) for k, y in lab.items()}, classes))
                 heads.append(nn.Linear(enc.width, len(classes)))
         if not heads:
-            raise ValueError(f"no regression or classification task reads {column}; nothing to supervise")
+            raise ValueError(f"no regression or classification task reads {model_column}; nothing to supervise")
         opt = torch.optim.AdamW(list(enc.parameters()) + list(heads.parameters()), lr=self.lr)
-        ids, files = _train_rows(group, column)
-        wanted = set(ids)
+        batches, ids = _train_batches(group, model_column, self.batch_size)
         enc.train()
         for _ in range(self.epochs):
-            for oids, samples in iter_samples(files, "train", column, self.batch_size):
-                rows = [(o, _as(s, column, model_column)) for o, s in zip(oids, samples) if o in wanted]
-                if not rows:
-                    continue
+            for oids, samples in batches():
+                rows = list(zip(oids, samples))
                 feats = enc(self.inputs([s for _, s in rows], model_column))
                 loss = 0.0
                 for (kind, lab, _), head in zip(targets, heads):
@@ -183,7 +200,7 @@ class SupervisedEmbedder(_ConfigInputs):
         self.encoders[model_column] = enc
         buf = io.BytesIO()
         torch.save(enc.state_dict(), buf)
-        self.fits[model_column] = {"column": column, "tasks": [d.task.name for d in group],
+        self.fits[model_column] = {"tasks": [d.task.name for d, _ in group],
                                    "ids_sha256": sha256_ids(ids), "weights_sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
 
     @property

@@ -215,9 +215,10 @@ def model_card_metadata(row: Row) -> dict:
                 continue
             results.append(EvalResult(
                 task_type=f"{t['type']}", task_name=f"{task} ({proto})", dataset_type=t["hub_dataset"],
-                dataset_name=t["hub_dataset"], dataset_revision=t["dataset_revision"], dataset_split="test",
+                dataset_name=t["hub_dataset"], dataset_config=f"{task}/{proto}",  # one group per column
+                dataset_revision=t["dataset_revision"], dataset_split="test",
                 metric_type=metric, metric_value=value, metric_name=f"{metric} ({proto})",
-                verified=row.verified, source_name="mmu eval", source_url=None))
+                verified=row.verified))
     return {"model-index": eval_results_to_model_index(row.model, results)} if results else {}
 
 

@@ -169,7 +169,7 @@ class LinearProbe(Protocol):
             va, why_va = subsample(val.y, f, rng, task.type == "classification")
             why = why_tr or why_va
             if why:
-                entry["nan_reason"] = f"seed {seed}: {why}"
+                entry["nan_reason"] = entry["nan_reason"] or f"seed {seed}: {why}"
                 for m in metric_names:
                     entry["metrics"][m]["values"].append(None)
                 entry["n_train"].append(len(tr))
@@ -215,7 +215,7 @@ def subsample(y, fraction: float, rng, stratified: bool) -> tuple[np.ndarray, st
         members = np.flatnonzero(ys == c)
         k = int(np.floor(fraction * len(members)))
         if k < 1:
-            return np.arange(0), (f"class {c!r} has {len(members)} rows; a {fraction:g} stratified "
+            return np.arange(0), (f"class {str(c)!r} has {len(members)} rows; a {fraction:g} stratified "
                                   f"subsample keeps none (at least one per class is required)")
         rows.append(rng.choice(members, k, replace=False))
     return np.sort(np.concatenate(rows)), None

@@ -1,8 +1,9 @@
 """`mmu eval run`: every (task, protocol) of the catalog for one model -> one results JSON each.
 
 Embeddings are computed once per (dataset, split, column) and shared by the tasks reading that
-column; a model (or baseline) that must be fitted first (PCA, supervised encoders) gets the task
-data of its column through `prepare` before anything is embedded.
+column; a model (or baseline) that must be fitted first (PCA, supervised encoders) gets, per model
+column, the task data of every task it serves (`prepare(group, model_column)`, group = [(task
+data, dataset column)], possibly from several datasets) before anything is embedded.
 """
 from __future__ import annotations
 
@@ -38,20 +39,32 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
     selected = catalog_tasks(task_names)
     if not selected:
         raise ProtocolError("the catalog has no benchmark tasks (catalog.yaml `tasks:`)")
+    model_columns = getattr(embedder, "columns", None)
+    colmaps = {}
+    for t in list(selected):
+        if t.type == "retrieval" and not getattr(embedder, "aligned", True):
+            log(f"skipping {t.name}: this model's modality embeddings share no space (retrieval needs one)")
+            selected.remove(t)
+            continue
+        try:
+            colmaps[t.name] = (map_columns(model_columns, t.columns, t.modality, column_map)
+                               if model_columns else {c: c for c in t.columns})
+        except KeyError as e:
+            if task_names:  # asked for by name: say why it cannot run
+                raise
+            log(f"skipping {t.name}: {e.args[0]}")
+            selected.remove(t)
     datas: dict[str, TaskData] = {t.name: open_task(t, hub) for t in selected}
     for d in datas.values():
         if not d.comparable:
             log(f"warning: {d.task.name} will not be comparable: {'; '.join(d.not_comparable)}")
-    model_columns = getattr(embedder, "columns", None)
-    colmaps = {t.name: (map_columns(model_columns, t.columns, t.modality, column_map)
-                        if model_columns else {c: c for c in t.columns}) for t in selected}
     if hasattr(embedder, "prepare"):
-        groups = defaultdict(list)
+        groups = defaultdict(list)  # model column -> [(task data, dataset column)], across datasets
         for t in selected:
             for c in t.columns:
-                groups[(t.hub_name, c)].append(datas[t.name])
-        for (name, column), group in groups.items():
-            embedder.prepare(group, column, colmaps[group[0].task.name][column])
+                groups[colmaps[t.name][c]].append((datas[t.name], c))
+        for model_column, group in groups.items():
+            embedder.prepare(group, model_column)
     if callable(model):  # a baseline's model block exists only once it is fitted
         model = model()
     cache: dict = {}

@@ -137,8 +137,11 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
         keep &= np.asarray(target.is_valid(), bool)
         yv = np.asarray(target.to_numpy(zero_copy_only=False))
         if task.type == "regression":
-            yv = yv.astype(float)
-            keep &= np.isfinite(np.where(np.asarray(target.is_valid(), bool), yv, np.nan))
+            yv = np.where(np.asarray(target.is_valid(), bool), yv, np.nan).astype(float)
+            if task.target_transform == "log10":
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    yv = np.where(yv > 0, np.log10(np.where(yv > 0, yv, 1.0)), np.nan)
+            keep &= np.isfinite(yv)
         elif task.type == "classification":
             yv = yv.astype(str)
         order = np.argsort(np.asarray(t.column("object_id").to_pylist(), dtype=object)[keep].astype(str), kind="stable")

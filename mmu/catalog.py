@@ -141,6 +141,8 @@ class TaskEntry(_Strict):
     input_columns: list[str] = Field(default_factory=list, description=(
         "modality columns read; default `<input_prefix>_<modality>` (retrieval: two columns)"))
     target: str
+    target_transform: Literal["none", "log10"] = Field(
+        default="none", description="applied to the target column; log10 drops values <= 0")
     filters: list[str] = Field(default_factory=list)
     split_hash: str
     min_per_split: dict[Literal["train", "val", "test"], int] = Field(default_factory=dict)

@@ -8,7 +8,8 @@ validation, resumption, HATS partitioning, card and build.json as any dataset.
 Policies (docs/crossmatch.md):
 - chaining: A B C matches B to A's positions, then C to B's (A's where B is missing);
 - one-to-one: a right object is used at most once; when several left objects share their
-  nearest right neighbour, the closest pair wins and the others count as unmatched;
+  nearest right neighbour, the closest pair wins and the others count as unmatched (host
+  association is many-to-one: a galaxy may host several transients);
 - legitimate repeats (a DESI TARGETID in several coadds, a Legacy Survey source in two bricks):
   only rows flagged `primary` / `brick_primary` take part unless `primary_only=False`;
 - inner join by default; `keep_unmatched` keeps left objects with the missing modality null;
@@ -149,9 +150,11 @@ def match_pairs(hub: Path, inputs: list[_Input], radius: float, method: str, max
             df = df.drop_duplicates("anchor_id", keep="first")
         else:
             df["dlr"] = np.nan
-        # one-to-one: the closest left object keeps a shared right neighbour
+        # one-to-one: the closest left object keeps a shared right neighbour -- except for hosts:
+        # a galaxy can host several transients
         before = len(df)
-        df = df.sort_values(["rid", "dist", "anchor_id"]).drop_duplicates("rid", keep="first")
+        if not host:
+            df = df.sort_values(["rid", "dist", "anchor_id"]).drop_duplicates("rid", keep="first")
         stats["many_to_one_dropped"][right.prefix] = int(before - len(df))
         df = df.set_index("anchor_id")
         p = right.prefix
@@ -159,6 +162,8 @@ def match_pairs(hub: Path, inputs: list[_Input], radius: float, method: str, max
         base[f"{p}_object_id"] = idx.map(df["rid"]).astype(object)
         base[f"{p}_split"] = idx.map(df[f"{SPLIT_COLUMN}_r"]).astype(object)
         base[f"{p}_match_dist_arcsec"] = idx.map(df["dist"]).astype(float)
+        base[f"{p}_ra_"] = idx.map(df["ra_r"]).astype(float)
+        base[f"{p}_dec_"] = idx.map(df["dec_r"]).astype(float)
         if host:
             base[f"{p}_host_dlr"] = idx.map(df["dlr"]).astype(float)
         hit = base[f"{p}_object_id"].notna()
@@ -442,14 +447,10 @@ def _write_pairs(hub, out, inputs, pairs: pd.DataFrame, revisions, radius, metho
         if method == "host" and k == 1:
             table[f"{p}_host_dlr"] = pairs[f"{p}_host_dlr"].to_numpy(float)
         rp = _partition_files(hub, i.name)
-        rdf = _open(hub, i.name, ["object_id", "ra", "dec"]).compute(progress_bar=False)
-        pos = pd.DataFrame({"ra": np.asarray(rdf["ra"], float), "dec": np.asarray(rdf["dec"], float)},
-                           index=np.asarray(rdf["object_id"], dtype=object))
         hit = ids.notna().to_numpy()
         loc = np.full(len(pairs), None, dtype=object)
-        if hit.any():
-            sel = pos.loc[ids[hit].to_numpy()]
-            loc[hit] = _locate(sel["ra"].to_numpy(), sel["dec"].to_numpy(), rp)
+        if hit.any():  # the right row's own partition, from its position in the match
+            loc[hit] = _locate(pairs[f"{p}_ra_"].to_numpy()[hit], pairs[f"{p}_dec_"].to_numpy()[hit], rp)
         table[f"{p}_partition"] = pa.array(list(loc), pa.string())
         member_splits.append(pairs[f"{p}_split"].to_numpy())
     paired = [most_restrictive(*[s for s in row if isinstance(s, str)]) for row in zip(*member_splits)]

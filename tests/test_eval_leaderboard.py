@@ -187,12 +187,10 @@ def test_submit_merge_render_round_trip(tmp_path, monkeypatch):
     from threadpoolctl import threadpool_limits
 
     cat = {"lock": lock, "overlay": overlay, "catalog": load_catalog()}
-    repo = S.board.__wrapped__(tmp_path) if hasattr(S.board, "__wrapped__") else None
-    if repo is None:
-        repo = tmp_path / "board"
-        subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
-                        "--allow-empty", "-m", "init"], check=True)
+    repo = tmp_path / "board"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "init"], check=True)
     with threadpool_limits(1):
         for model, seed in (("clip-a", 0), ("clip-b", 4)):
             res = S.make_results(tmp_path / model, cat, model=model, seed=seed)

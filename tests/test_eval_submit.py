@@ -4,7 +4,6 @@ duplicates, non-comparable and unverified baseline results are refused; the hf:/
 pull request on the local recorded Hub endpoint, and offline writes nothing."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -70,7 +69,7 @@ def make_results(out: Path, catalog, model="toy-model", seed=0, kind="checkpoint
     from test_eval_protocols import signal_splits
 
     cat = catalog["catalog"]
-    for t in cat.tasks:
+    for t in [t for t in cat.tasks if t.dataset == "toysurvey_v1"]:  # the overlay's tasks
         classes = ["a", "b", "c"] if t.type == "classification" else None
         splits = signal_splits(n=(120, 40, 40), seed=3, classes=classes)
         if seed:  # another model: other embeddings of the same objects
