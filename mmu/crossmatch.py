@@ -153,7 +153,7 @@ def match_pairs(hub: Path, inputs: list[_Input], radius: float, method: str, max
         # one-to-one: the closest left object keeps a shared right neighbour -- except for hosts:
         # a galaxy can host several transients
         before = len(df)
-        if not host:
+        if method == "nearest":  # after a host step, later members follow the (shared) host
             df = df.sort_values(["rid", "dist", "anchor_id"]).drop_duplicates("rid", keep="first")
         stats["many_to_one_dropped"][right.prefix] = int(before - len(df))
         df = df.set_index("anchor_id")
