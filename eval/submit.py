@@ -277,8 +277,14 @@ def commit_git(repo: Path, files: dict[str, bytes], branch: str, message: str, b
             _git(repo, "worktree", "add", str(wt), branch)
         elif has_base:
             _git(repo, "worktree", "add", "-b", branch, str(wt), base)
-        else:  # an empty repository: an orphan branch
-            _git(repo, "worktree", "add", "--orphan", "-b", branch, str(wt))
+        else:  # an empty repository: start the branch at an empty root commit (any git version;
+            # `worktree add --orphan` needs git >= 2.42)
+            empty_tree = subprocess.run(["git", "-C", str(repo), "mktree"], input="", capture_output=True,
+                                        text=True, check=True).stdout.strip()
+            ident = ["-c", "user.name=mmu eval submit", "-c", "user.email=mmu-eval@localhost"]
+            root = _git(repo, *ident, "commit-tree", empty_tree, "-m", "Start the leaderboard").stdout.strip()
+            _git(repo, "update-ref", f"refs/heads/{branch}", root)
+            _git(repo, "worktree", "add", str(wt), branch)
         try:
             for rel, data in files.items():
                 target = (wt / rel).resolve()

@@ -1,7 +1,8 @@
 """`mmu demo`: the whole chain on the embedded default, with a report to look at.
 
-sim -> build every dataset -> crossmatch -> export -> pretrain -> eval with baselines -> submit
-to a local git leaderboard -> render it -> report.html. One Dask client serves every stage;
+sim -> build every dataset -> crossmatch -> export -> pretrain -> eval (against a random-weight
+encoder of the same architecture, on a local task overlay pinned to this run's builds) -> submit
+to a local git leaderboard -> render it. (The report page of issue 9 is not written yet.) One Dask client serves every stage;
 each finished stage leaves a marker in OUT/stages/, so a rerun reuses finished stages and an
 interrupted demo resumes (the build engine's own manifests make rebuilt stages no-ops too).
 """
@@ -15,6 +16,8 @@ from typing import Callable
 
 from mmu.hub import atomic_write_json
 
+PAIRS = "mock_ls_desi_v1"  # Legacy Survey x DESI x truth: training pairs and the spectrum tasks
+EVAL_TASKS = ("MockRedshiftImage.v1", "MockLogMassImage.v1", "MockRedshiftSpectrum.v1")
 DATASETS = ("legacysurvey_dr10_south", "desi_dr1", "sdss_dr17", "plasticc_2018", "sim_truth_v1",
             "sim_truth_transients_v1")
 
@@ -94,8 +97,10 @@ class Demo:
         from mmu.crossmatch import crossmatch
         from mmu.hub import dataset_dir
 
+        # the paired catalogs the mock benchmark tasks read (catalog.yaml `tasks:` -> paired.name)
         plans = {
-            "demo_ls_desi": dict(names=["legacysurvey_dr10_south", "desi_dr1", "sim_truth_v1"]),
+            PAIRS: dict(names=["legacysurvey_dr10_south", "desi_dr1", "sim_truth_v1"]),
+            "mock_ls_truth_v1": dict(names=["legacysurvey_dr10_south", "sim_truth_v1"]),
             "demo_sn_hosts": dict(names=["plasticc_2018", "legacysurvey_dr10_south", "sim_truth_v1"],
                                   method="host", radius_arcsec=10.0),
         }
@@ -114,7 +119,7 @@ class Demo:
 
         out = {}
         for split in ("train", "val"):
-            idx = export_wds("demo_ls_desi", self.hub, self.out / "shards" / split, split=split,
+            idx = export_wds(PAIRS, self.hub, self.out / "shards" / split, split=split,
                              shard_size="32MB", shard_multiple=2, overwrite=True, client=self.client,
                              progress=self.progress, log=self._quiet)
             out[split] = {"samples": idx["samples"], "shards": len(idx["shards"])}
@@ -139,6 +144,124 @@ class Demo:
         return {"checkpoint": summary.get("checkpoint"), "step": summary.get("step"),
                 "loss": summary.get("last", {}).get("loss"), "val": summary.get("val")}
 
+    def task_overlay(self) -> Path:
+        """The demo's tasks: the mock benchmark's, renamed `Demo*.vN`, pinned to this run's own
+        builds (content revisions, a lock file in OUT) and with minimum counts scaled to its size.
+        Results on them are local: never comparable with the public board."""
+        import yaml
+
+        from mmu.catalog import load_catalog
+        from mmu.hub import read_manifest
+
+        cat = load_catalog()
+        lock = {"benchmark": f"demo-{self.size.name}", "datasets": {}}
+        tasks = []
+        for name in EVAL_TASKS:
+            t = cat.task(name).model_dump(mode="json")
+            hub_name = t["paired"]["name"] if t.get("paired") else t["dataset"]
+            m = read_manifest(self.hub, hub_name)
+            lock["datasets"][hub_name] = {"content_revision": m["content_revision"], "rows": m["rows"]}
+            t.update(name="Demo" + name.removeprefix("Mock"), dataset_revision=m["content_revision"],
+                     description=f"[demo {self.size.name}, local] {t.get('description', '')}",
+                     min_per_split={"train": 10, "val": 1, "test": 3},
+                     sim={"seed": self.seed, "galaxies": self.size.galaxies, "transients": self.size.transients,
+                          "footprint": f"fields:{self.size.fields}"},
+                     lock=str(self.out / "demo.lock"))
+            tasks.append({k: v for k, v in t.items() if v is not None})
+        atomic_write_json(self.out / "demo.lock", lock)
+        path = self.out / "demo-tasks.yaml"
+        path.write_text(yaml.safe_dump({"tasks": tasks}, sort_keys=False))
+        return path
+
+    def _pin_tasks(self, names: list[str]) -> None:
+        """Add the id sets and test labels of each demo task to demo.lock (as the mock
+        benchmark's lock pins them), so a submission to the demo board is checked the same way."""
+        import json
+
+        from mmu.catalog import load_catalog
+        from mmu.eval.results import sha256_ids, sha256_json
+        from mmu.eval.tasks import open_task
+
+        lock_path = self.out / "demo.lock"
+        lock = json.loads(lock_path.read_text())
+        lock["tasks"] = {}
+        cat = load_catalog()
+        for name in names:
+            t = cat.task(name)
+            d = open_task(t, self.hub)
+            labels = None
+            if t.type != "retrieval":
+                ys = [str(v) if t.type == "classification" else float(v) for v in d.y["test"]]
+                labels = sha256_json(sorted(zip(map(str, d.ids["test"]), ys), key=lambda p: p[0]))
+            lock["tasks"][name] = {"dataset": t.hub_name, "content_revision": t.dataset_revision,
+                                   "splits": {s: {"count": int(len(d.ids[s])), "ids_sha256": sha256_ids(d.ids[s])}
+                                              for s in ("train", "val", "test")},
+                                   "test_labels_sha256": labels}
+        atomic_write_json(lock_path, lock)
+
+    def evaluate(self, checkpoint: str) -> dict:
+        """The pretrained model and a random-weight encoder of the same architecture on the
+        image and spectrum tasks (linear.v1). Demo builds are not the canonical mock revisions,
+        so every result is marked `comparable: false`."""
+        from mmu.eval.baselines import run_baselines
+        from mmu.eval.embed import CheckpointEmbedder
+        from mmu.eval.run import model_block, run_tasks
+
+        import os
+
+        from mmu.catalog import _load
+        overlay = self.task_overlay()
+        previous = os.environ.get("MMU_CATALOG")
+        os.environ["MMU_CATALOG"] = os.pathsep.join(p for p in (previous, str(overlay)) if p)
+        _load.cache_clear()
+        names = ["Demo" + n.removeprefix("Mock") for n in EVAL_TASKS]
+        self._pin_tasks(names)
+        results_dir = self.out / "results"
+        try:
+            emb = CheckpointEmbedder(checkpoint)
+            ours = run_tasks(emb, self.hub, results_dir / "pretrained", model=model_block(emb, name="demo-pretrained"),
+                             task_names=names, protocol_names=["linear.v1"], cache_dir=self.out / "cache",
+                             log=self._quiet)
+            base = run_baselines(emb.p.config, self.hub, results_dir, kinds=("random-weights",),
+                                 task_names=names, cache_dir=self.out / "cache", log=self._quiet)
+            board = self.leaderboard(results_dir / "pretrained", names)
+        finally:
+            if previous is None:
+                os.environ.pop("MMU_CATALOG", None)
+            else:
+                os.environ["MMU_CATALOG"] = previous
+            _load.cache_clear()
+        rows = {}
+        for label, results in (("pretrained", ours), ("random-weights", base.get("random-weights", []))):
+            for r in results:
+                rows.setdefault(r["task"]["name"], {})[label] = {
+                    "main_score": r["main_score"]["name"], "value": r["main_score"]["value"],
+                    "n_test": r["splits"]["test"]["count"], "comparable": r["comparable"]}
+        return {"results_dir": str(results_dir), "tasks": rows, "leaderboard": board}
+
+    def leaderboard(self, results: Path, task_names: list[str]) -> dict:
+        """Submit the pretrained model's results to a local git leaderboard (validated and
+        recomputed like any submission) and render it, marked as a demo board."""
+        import subprocess
+
+        from mmu.eval.leaderboard import aggregate, columns, html_page, markdown, read_board
+        from mmu.eval.submit import submit
+
+        repo = self.out / "leaderboard"
+        if not (repo / ".git").exists():
+            repo.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+        branch = "submit/demo-pretrained"
+        submit(results, str(repo), model="demo-pretrained", replace=True, branch=branch, log=self._quiet)
+        cols = [c for c in columns() if c[0] in task_names and c[1] == "linear.v1"]
+        rows = aggregate(read_board(str(repo), ref=branch), cols)
+        site = self.out / "site"
+        site.mkdir(parents=True, exist_ok=True)
+        title = "mmu demo leaderboard (demo run, not comparable with the public board)"
+        (site / "leaderboard.md").write_text(f"# {title}\n\n" + markdown(rows, cols))
+        (site / "index.html").write_text(html_page(rows, cols, title=title))
+        return {"repo": str(repo), "site": str(site / "index.html"), "models": len(rows)}
+
     def _quiet(self, *args):
         pass
 
@@ -157,6 +280,8 @@ class Demo:
                 "export": self.stage("export", self.export_all),
             }
             results["pretrain"] = self.stage("pretrain", self.pretrain)
+            ckpt = results["pretrain"]["checkpoint"]
+            results["eval"] = self.stage("eval", lambda: self.evaluate(ckpt))
         finally:
             self.client.close()
             if cluster is not None:
