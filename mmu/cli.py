@@ -135,6 +135,14 @@ def _sim(args) -> int:
     return run(args)
 
 
+def _dask_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default: up to 2)")
+    p.add_argument("--scheduler", default=None,
+                   help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                        "(a distributed or dask-jobqueue SLURM cluster)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmu", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,13 +188,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("name", help="dataset name from `mmu catalog list`")
     b.add_argument("--raw", required=True, help="directory holding the survey's raw files")
     b.add_argument("--hub", required=True, help="hub directory; the dataset goes to HUB/NAME")
-    b.add_argument("--workers", type=int, default=None,
-                   help="local Dask worker processes (default: up to 2)")
-    b.add_argument("--scheduler", default=None,
-                   help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 "
-                        "(a distributed or dask-jobqueue SLURM cluster)")
+    _dask_arguments(b)
     b.add_argument("--strict", action="store_true", help="fail if any input or row is rejected")
-    b.add_argument("--no-progress", action="store_true", help="no progress bars")
     b.set_defaults(func=_build)
 
     x = sub.add_parser(
@@ -218,9 +221,7 @@ def make_parser() -> argparse.ArgumentParser:
     x.add_argument("--include-secondary", action="store_true",
                    help="also match rows not flagged primary/brick_primary (legitimate repeats)")
     x.add_argument("--overwrite", action="store_true", help="replace an existing paired catalog")
-    x.add_argument("--workers", type=int, default=None, help="local Dask worker processes")
-    x.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
-    x.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _dask_arguments(x)
     x.set_defaults(func=_crossmatch)
 
     e = sub.add_parser(
@@ -243,19 +244,20 @@ def make_parser() -> argparse.ArgumentParser:
                    help="round the shard count up to a multiple of this (ranks x loader workers; default 8)")
     e.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     e.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
-    e.add_argument("--workers", type=int, default=None, help="local Dask worker processes")
-    e.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
-    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _dask_arguments(e)
     e.set_defaults(func=_export)
 
     dm = sub.add_parser(
-        "demo", help="the whole chain on a mock universe: sim, build, crossmatch, export, pretrain",
+        "demo", help="the whole chain on a mock universe: sim, build, crossmatch, export, pretrain, eval",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.dedent("""\
             Run the whole chain offline on the embedded default: a mock universe observed in the
             real survey formats (mmu sim), every dataset built into a hub, Legacy Survey x DESI
-            x truth and PLAsTiCC x host-galaxy paired catalogs, WebDataset shards, and a small
-            CLIP-style model pretrained on them (on a GPU when there is one). Each finished stage
+            x truth and PLAsTiCC x host-galaxy paired catalogs, WebDataset shards, a small
+            CLIP-style model pretrained on them (on a GPU when there is one), evaluated against a
+            random-weight encoder on the demo's own tasks and submitted to a local git
+            leaderboard rendered in OUT/site (a demo board, not comparable with the public
+            one). Each finished stage
             leaves a marker in OUT/stages/: a rerun reuses finished stages and an interrupted demo
             resumes. Ends with a per-stage time table (also in OUT/demo.json).
 

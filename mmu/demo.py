@@ -2,7 +2,7 @@
 
 sim -> build every dataset -> crossmatch -> export -> pretrain -> eval (against a random-weight
 encoder of the same architecture, on a local task overlay pinned to this run's builds) -> submit
-to a local git leaderboard -> render it. (The report page of issue 9 is not written yet.) One Dask client serves every stage;
+to a local git leaderboard -> render it -> OUT/report.html. One Dask client serves every stage;
 each finished stage leaves a marker in OUT/stages/, so a rerun reuses finished stages and an
 interrupted demo resumes (the build engine's own manifests make rebuilt stages no-ops too).
 """
@@ -234,6 +234,8 @@ class Demo:
         rows = {}
         for label, results in (("pretrained", ours), ("random-weights", base.get("random-weights", []))):
             for r in results:
+                if r["protocol"]["name"] != "linear.v1":  # baselines run every protocol of a task
+                    continue
                 rows.setdefault(r["task"]["name"], {})[label] = {
                     "main_score": r["main_score"]["name"], "value": r["main_score"]["value"],
                     "n_test": r["splits"]["test"]["count"], "comparable": r["comparable"]}
@@ -290,9 +292,12 @@ class Demo:
         summary = {"size": asdict(self.size), "seed": self.seed, "stages_s": self.times, "total_s": total,
                    "results": results}
         atomic_write_json(self.out / "demo.json", summary)
+        from mmu.report import write_report
+        summary["report"] = str(write_report(self.out, summary))
         self.log("")
         self.log("stage         seconds")
         for k, v in self.times.items():
             self.log(f"{k:<13} {v:7.1f}")
         self.log(f"{'total':<13} {total:7.1f}")
+        self.log(f"\nreport: {summary['report']}")
         return summary

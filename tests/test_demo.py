@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from html.parser import HTMLParser
 
 import pytest
 
@@ -40,4 +41,51 @@ def test_tiny_demo_runs_the_chain_and_a_rerun_reuses_every_stage(tmp_path):
         assert all(v["comparable"] and v["n_test"] > 0 for v in t.values())
     page = (out / "site" / "index.html").read_text()
     assert "not comparable with the public board" in page and "demo-pretrained" in page
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 3  # examples, training curve, z scatter
+    assert "http://" not in report and "https://" not in report
+    assert "DemoRedshiftImage.v1" in report and "not comparable with the public board" in report
     assert second.stdout.count("reusing") == 6
+    # the report as a browser renders it: the probe table's rows are the demo's results
+    from test_eval_leaderboard import chromium
+    exe = chromium()
+    dom = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--no-first-run", f"--user-data-dir={tmp_path / '.chr'}", "--dump-dom",
+                          (out / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    cells = _table_cells(dom.stdout, "probes")
+    assert {r[0] for r in cells} == set(tasks)
+    for name, _, pretrained, random, n_test in cells:
+        assert float(pretrained) == pytest.approx(tasks[name]["pretrained"]["value"], abs=5e-4)
+        assert float(random) == pytest.approx(tasks[name]["random-weights"]["value"], abs=5e-4)
+        assert int(n_test) == tasks[name]["pretrained"]["n_test"]
+
+
+def _table_cells(page: str, table_id: str) -> list[list[str]]:
+    class Cells(HTMLParser):
+        rows: list = []
+        inside = in_cell = False
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.inside = dict(attrs).get("id") == table_id
+            elif self.inside and tag == "tr":
+                self.rows.append([])
+            elif self.inside and tag == "td":
+                self.in_cell = True
+                self.rows[-1].append("")
+
+        def handle_endtag(self, tag):
+            if tag == "td":
+                self.in_cell = False
+            elif tag == "table":
+                self.inside = False
+
+        def handle_data(self, data):
+            if self.in_cell:
+                self.rows[-1][-1] += data
+
+    parser = Cells()
+    parser.rows = []
+    parser.feed(page)
+    return [r for r in parser.rows if r]
