@@ -35,7 +35,7 @@ from mmu.hashing import ChecksumCache, content_revision, file_sha256, row_digest
 from mmu.hub import MANIFEST, STAGING, atomic_write_json, dataset_dir, replace_dir
 from mmu.schema import SCHEMA_VERSION, SPLIT_COLUMN, SPLITS, modalities_of
 from mmu.splits import SplitDefinition
-from mmu.validate import SchemaMismatch, conform, validate_rows
+from mmu.validate import RowProblem, SchemaMismatch, conform, validate_rows
 
 ENGINE_VERSION = "1"
 SIM_MANIFEST = "mmu-sim.json"
@@ -89,7 +89,6 @@ def standardize_input(builder_ref: str, options: dict, item: RawInput, out_dir: 
         return json.loads(marker_path.read_text())
     builder = get_builder(builder_ref).from_options(options)
     schema = builder.schema()
-    std_schema = schema  # split is already a common column
     modalities = builder.modalities()
     splits = SplitDefinition(order=split["order"], seed=split["seed"], **split["fractions"],
                              method=split["method"])
@@ -114,14 +113,14 @@ def standardize_input(builder_ref: str, options: dict, item: RawInput, out_dir: 
                     splits.assign(np.nan_to_num(part.column("ra").to_numpy(zero_copy_only=False).astype(float)),
                                   np.clip(np.nan_to_num(part.column("dec").to_numpy(zero_copy_only=False).astype(float)), -90, 90)),
                     pa.string()))
-            table = conform(part, std_schema)
+            table = conform(part, schema)  # `split` is a common column
             problems = validate_rows(table, modalities, builder.nullable_modalities)
             bad = {p.row for p in problems}
             oid = table.column("object_id").to_pylist()
             for i, o in enumerate(oid):  # duplicates across this input's chunks
                 if i not in bad and o in seen:
                     bad.add(i)
-                    problems.append(_dup_problem(i, o))
+                    problems.append(RowProblem(i, "object_id", "duplicate object_id within this input", o))
                 elif i not in bad:
                     seen.add(o)
             for p in problems:
@@ -169,11 +168,6 @@ def standardize_input(builder_ref: str, options: dict, item: RawInput, out_dir: 
         marker["digests"] = f"{stem}.digests.parquet"
     atomic_write_json(marker_path, marker)
     return marker
-
-
-def _dup_problem(i, o):
-    from mmu.validate import RowProblem
-    return RowProblem(i, "object_id", "duplicate object_id within this input", o)
 
 
 def _checksums(paths: list[str], cache_file: str) -> dict[str, str]:

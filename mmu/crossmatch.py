@@ -22,7 +22,7 @@ Policies (docs/crossmatch.md):
 """
 from __future__ import annotations
 
-import re
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +34,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmu.builder import Builder, BuilderConfig, RawInput
+from mmu.catalog import NAME_RE
 from mmu.hub import MANIFEST, STAGING, NotBuilt, catalog_dir, dataset_dir, read_manifest
-from mmu.schema import COMMON_COLUMNS, INDEX_COLUMN, SPLIT_COLUMN, modalities_of
-from mmu.splits import SplitDefinition, most_restrictive
+from mmu.schema import INDEX_COLUMN, SPLIT_COLUMN, modalities_of
+from mmu.splits import most_restrictive
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-STANDARD = [c.name for c in COMMON_COLUMNS]
 
 
 class CrossmatchError(ValueError):
@@ -282,8 +281,9 @@ class PairedBuilder(Builder):
         take = pa.array([order[o] for o in pairs.column("object_id").to_pylist()])
         left = left.take(take)
         cols = {c: pairs.column(c) for c in ("object_id", "ra", "dec")}
-        cols["survey"] = pa.array(["+".join(sorted(set(self._surveys())))] * pairs.num_rows)
-        cols["release"] = pa.array([self._release()] * pairs.num_rows)
+        survey, release = self._survey_release
+        cols["survey"] = pa.array([survey] * pairs.num_rows)
+        cols["release"] = pa.array([release] * pairs.num_rows)
         cols[SPLIT_COLUMN] = pairs.column("paired_split")
         self._add_prefixed(cols, left, cfg.prefixes[0], None)
         for k, (name, prefix) in enumerate(zip(cfg.inputs[1:], cfg.prefixes[1:]), start=1):
@@ -291,11 +291,11 @@ class PairedBuilder(Builder):
             self._add_prefixed(cols, rows, prefix, pairs)
         yield pa.table(cols)
 
-    def _surveys(self):
-        return [read_manifest(self.config.hub, n)["survey"] for n in self.config.inputs]
-
-    def _release(self):
-        return "+".join(read_manifest(self.config.hub, n)["release"] for n in self.config.inputs)
+    @functools.cached_property
+    def _survey_release(self) -> tuple[str, str]:
+        manifests = [read_manifest(self.config.hub, n) for n in self.config.inputs]
+        return ("+".join(sorted({m["survey"] for m in manifests})),
+                "+".join(m["release"] for m in manifests))
 
     def _right_rows(self, hub, name, pairs, prefix) -> pa.Table:
         """The right rows in pair order (null rows where unmatched)."""

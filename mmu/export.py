@@ -13,7 +13,6 @@ globally with an external shuffle whose memory is bounded by one partition and o
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import shutil
@@ -109,7 +108,6 @@ def _scatter(path: str, split: str, seed: int, n_shards: int, order: dict, bucke
     """Rows of one partition -> bucket files per shard; checks the constants really are."""
     table = pq.read_table(path)
     table = table.filter(pc.equal(table.column(SPLIT_COLUMN), split))
-    modalities = modalities_of(table.schema)
     ok = {}
     for name, value in constants.items():
         col, field = name.split(".", 1)
@@ -130,7 +128,6 @@ def _scatter(path: str, split: str, seed: int, n_shards: int, order: dict, bucke
             w.write_table(part)
         tmp.replace(d / f"{tag}.arrow")
         written += part.num_rows
-    del modalities
     return {"rows": written, "constant": ok}
 
 

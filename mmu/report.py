@@ -144,7 +144,7 @@ def write_report(out: Path, summary: dict) -> Path:
         parts.append("</table>")
         board = summary["results"]["eval"].get("leaderboard", {}).get("site")
         if board:
-            parts.append(f"<p>Leaderboard: <a href=\"site/index.html\">site/index.html</a></p>")
+            parts.append("<p>Leaderboard: <a href=\"site/index.html\">site/index.html</a></p>")
     scatter = _z_scatter(out / "results")
     if scatter:
         parts += ["<h2>Redshift from images</h2>", f'<img alt="redshift predicted vs true" src="{scatter}">']

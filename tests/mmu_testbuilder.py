@@ -30,7 +30,7 @@ class TestSpectraConfig(BuilderConfig):
     with_shape: bool = False  # galaxies with Tractor-style shape_r/e1/e2 (for host association)
 
 
-class TestSpectra(Builder):  # noqa: pytest should not collect this
+class TestSpectra(Builder):  # not a test class: pytest must not collect it
     __test__ = False
     name = "testspectra"
     version = "1"

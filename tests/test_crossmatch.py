@@ -48,7 +48,6 @@ def make_pair_raw(root: Path, seed=11):
     pole = np.c_[rng.uniform(0, 360, 40), rng.uniform(88.8, 89.95, 40)]
     border = _border_points(rng, 60, 60.0, 20.0, 3.0)
     left = np.vstack([wrap, pole, border])
-    n = len(left)
     # a many-to-one case: a second left object 0.4" from the first one
     twin = left[:1] + [0.4 / 3600 / np.cos(np.radians(left[0, 1])), 0]
     twin[:, 0] %= 360
@@ -146,7 +145,7 @@ def test_paired_catalog_is_a_valid_hub_dataset(paired):
 
 def test_keep_unmatched_keeps_left_rows_with_null_modality(paired, dask_client):
     tmp, hub, (left, lid, right, rid), result = paired
-    r = crossmatch(["testsurvey_v1", "othersurvey_v1"], hub, "test_x_other_all", keep_unmatched=True,
+    crossmatch(["testsurvey_v1", "othersurvey_v1"], hub, "test_x_other_all", keep_unmatched=True,
                    client=dask_client, **QUIET)
     t = _table(hub, "test_x_other_all")
     assert t.num_rows == len(lid)

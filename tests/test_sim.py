@@ -6,8 +6,6 @@ own readers (desispec, specutils) and with plain astropy/fitsio.
 from __future__ import annotations
 
 import glob
-import gzip
-import io
 import json
 from pathlib import Path
 

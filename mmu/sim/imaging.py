@@ -13,7 +13,6 @@ import numpy as np
 
 from mmu.sim import fitsio_util, morphology
 from mmu.sim.config import DECAM_BANDS, SimConfig, rng_for
-from mmu.sim.footprint import brick_info
 
 RELEASE = 10000  # DR10 south (DECam), see docs/sim.md
 MASKBITS = {"NPRIMARY": 0, "BRIGHT": 1, "SATUR_G": 2, "SATUR_R": 3, "SATUR_Z": 4, "ALLMASK_G": 5,

@@ -63,7 +63,6 @@ def _selection_grid(cfg: SimConfig):
     zc = 0.5 * (z_edges[1:] + z_edges[:-1])
     mc = 0.5 * (m_edges[1:] + m_edges[:-1])
     dvdz = cosmo.differential_comoving_volume(zc).value  # Mpc^3 / sr
-    dl = cosmo.luminosity_distance(zc).value
     _, _, _, mremain, *_ = sed.templates()
     zk = np.linspace(cfg.z_min, cfg.z_max, 24)
     avk = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
