@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ._common import (column_or_null, common_columns, download, has_column, native, open_fits,
-                              require_columns)
+from ._common import (FetchError, column_or_null, common_columns, download, has_column, native,
+                      open_fits, report, require_columns)
 from mmu.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
 from mmu.schema import ImageSpec, image_array
 
@@ -232,8 +232,11 @@ class LegacySurvey(Builder):
     # ---------------------------------------------------------------------------------------
 
     def fetch(self, raw, limit=None, bricks: list[str] | None = None):
-        """Download tractor catalogues and coadds of `bricks` (default: the first `limit` bricks
-        of the region's survey-bricks summary is not parsed here; pass brick names)."""
+        """Download the tractor catalogue, maskbits and per-band image + invvar coadds of each
+        brick in `bricks` (the first `limit` of them) into RAW/legacysurvey/dr10/<region>/. The
+        region's brick list is not parsed here: pass brick names (e.g. '1126p222'). A brick the
+        archive lacks a file of (HTTP 404: not in this region, or no coverage in a band) is
+        skipped with a report; `mmu build` then rejects it by name if part of it was fetched."""
         if not bricks:
             raise ValueError("legacysurvey fetch needs brick names, e.g. bricks=['1126p222']")
         base = ARCHIVE.format(region=self.config.region)
@@ -241,9 +244,14 @@ class LegacySurvey(Builder):
         got = []
         for brick in bricks[:limit] if limit else bricks:
             rel = f"tractor/{brick[:3]}/tractor-{brick}.fits"
-            got.append(download(base + rel, root / rel))
-            for f in self._coadd_files(root / rel, brick).values():
-                got.append(download(base + f.relative_to(root).as_posix(), f))
+            try:
+                got.append(download(base + rel, root / rel))
+                for f in self._coadd_files(root / rel, brick).values():
+                    got.append(download(base + f.relative_to(root).as_posix(), f))
+            except FetchError as e:
+                if e.status != 404:
+                    raise
+                report("skip", what=f"brick {brick}", reason=f"not in the archive: {e}")
         return got
 
 

@@ -23,7 +23,9 @@ from mmu.schema import SpectrumSpec, spectrum_array
 
 FILE_RE = re.compile(r"^spec-([0-9]{4,})-([0-9]{5})-([0-9]{4})\.fits$")
 LN10 = np.log(10.0)
-ARCHIVE = "https://data.sdss.org/sas/dr17/sdss/spectro/redux/{run2d}/spectra/lite/"
+# spec-lite files: SDSS-I/II reductions (run2d 26, 103, 104) under sdss/, BOSS/eBOSS (v5_*) under eboss/
+ARCHIVE = "https://data.sdss.org/sas/dr17/{tree}/spectro/redux/{run2d}/spectra/lite/"
+LEGACY_RUN2D = ("26", "103", "104")
 COADD_COLUMNS = ["flux", "loglam", "ivar", "and_mask", "wdisp"]
 SPECOBJ_COLUMNS = ["PLATE", "MJD", "FIBERID", "PLUG_RA", "PLUG_DEC", "Z", "Z_ERR", "ZWARNING",
                    "CLASS", "SUBCLASS"]
@@ -119,9 +121,13 @@ class Sdss(Builder):
             cols[name] = pa.concat_arrays([r["meta"][name] for r in rows]).cast(t)
         return pa.table(cols)
 
-    def fetch(self, raw, limit=None, run2d: str = "v5_13_2"):
-        """Download spec-lite files plate by plate from the DR17 SAS (`limit` files)."""
-        base = ARCHIVE.format(run2d=run2d)
+    def fetch(self, raw, limit=None, run2d: str = "26"):
+        """Download spec-lite files plate by plate from the DR17 SAS (`limit` files) into
+        RAW/sdss/dr17/spectra/<plate>/. run2d 26 (default), 103, 104: the SDSS-I/II spectra, whose
+        metadata HDU is SPECOBJ (what `read` expects); v5_13_2: BOSS/eBOSS, whose files carry
+        SPALL instead."""
+        tree = "sdss" if str(run2d) in LEGACY_RUN2D else "eboss"
+        base = ARCHIVE.format(tree=tree, run2d=run2d)
         got = []
         for plate in list_links(base, r"[0-9]{4,}/"):
             for name in list_links(base + plate, r"spec-[0-9-]+\.fits"):
