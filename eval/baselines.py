@@ -222,8 +222,9 @@ class SupervisedEmbedder(_ConfigInputs):
 
 def run_baselines(cfg, hub, out: Path, *, kinds=("random-weights", "raw-pca", "supervised"),
                   task_names=None, cache_dir=None, column_map=None, supervised_epochs: int = 5,
-                  log=print) -> dict[str, list[dict]]:
-    """Evaluate each baseline; results go to OUT/baseline-<kind>/."""
+                  protocol_names=None, log=print) -> dict[str, list[dict]]:
+    """Evaluate each baseline (every protocol of each task, or `protocol_names`); results go to
+    OUT/baseline-<kind>/."""
     from mmu.eval.run import model_block, run_tasks
 
     out = Path(out)
@@ -242,7 +243,7 @@ def run_baselines(cfg, hub, out: Path, *, kinds=("random-weights", "raw-pca", "s
         name = f"baseline-{kind}"
         which = "projection" if kind == "random-weights" else "backbone"
         done[kind] = run_tasks(emb, hub, out / name, model=lambda e=emb, n=name, k=kind: model_block(e, n, k),
-                               task_names=task_names, which=which,
+                               task_names=task_names, protocol_names=protocol_names, which=which,
                                cache_dir=cache_dir if kind == "random-weights" else None,
                                column_map=column_map, log=log)
     return done

@@ -137,3 +137,29 @@ def close(a, b, rel: float = 1e-9, abs_: float = 1e-12) -> bool:
     if a is None or b is None:
         return a is None and b is None
     return math.isclose(float(a), float(b), rel_tol=rel, abs_tol=abs_)
+
+
+def paired_bootstrap(y, pred_a, pred_b, metric: str = "r2", n_boot: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """The difference metric(a) − metric(b) of two regressors' predictions of the same test
+    objects, with a percentile confidence interval from resampling the objects (the same
+    resample for both, so their shared test-set noise cancels). Resamples whose metric is
+    undefined (a constant truth) are dropped and counted."""
+    fn = REGRESSION[metric]
+    y, a, b = (np.asarray(v, float) for v in (y, pred_a, pred_b))
+    if not (len(y) == len(a) == len(b)) or len(y) < 2:
+        raise ValueError(f"paired bootstrap needs >= 2 objects with both predictions; got {len(y)}, "
+                         f"{len(a)}, {len(b)}")
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        d = fn(y[i], a[i]) - fn(y[i], b[i])
+        if np.isfinite(d):
+            deltas.append(d)
+    if not deltas:
+        raise ValueError("paired bootstrap: the metric is undefined on every resample")
+    lo, hi = np.percentile(deltas, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return {"metric": metric, "a": float(fn(y, a)), "b": float(fn(y, b)), "delta": float(fn(y, a) - fn(y, b)),
+            "ci": [float(lo), float(hi)], "level": level, "n": int(len(y)), "n_boot": n_boot,
+            "n_undefined": n_boot - len(deltas), "seed": seed}

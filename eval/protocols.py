@@ -108,7 +108,11 @@ class LinearProbe(Protocol):
 
         scaler = _Scaler(x)
         if kind == "regression":
-            model = Ridge(alpha=penalty).fit(scaler(x), y)
+            from scipy.linalg import LinAlgWarning
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", LinAlgWarning)  # the grid's smallest penalties on
+                model = Ridge(alpha=penalty).fit(scaler(x), y)  # collinear features: val decides
             return lambda q: {"pred": model.predict(scaler(q)).astype(float)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence warnings at the extremes of the grid

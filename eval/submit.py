@@ -293,7 +293,9 @@ def commit_git(repo: Path, files: dict[str, bytes], branch: str, message: str, b
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
             _git(wt, "add", "--", *files)
-            if _git(wt, "diff", "--cached", "--quiet", check=False).returncode == 0:
+            # the same results again (only submission.json's timestamp would differ): refuse
+            results_only = [p for p in files if not p.endswith(SUBMISSION)] or list(files)
+            if _git(wt, "diff", "--cached", "--quiet", "--", *results_only, check=False).returncode == 0:
                 raise SubmitError(f"the entry on branch {branch} already holds exactly these results; "
                                   f"nothing to commit")
             ident = ["-c", "user.name=mmu eval submit", "-c", "user.email=mmu-eval@localhost"]

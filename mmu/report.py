@@ -1,9 +1,11 @@
 """The demo's `report.html`: one static page (figures embedded as PNG, no http(s) resources) of
-what a run did — example objects, the training curve, probe results against the baseline,
-redshift predicted vs true, and the stage time table."""
+what a run did — example objects, the training curve, probe results against the baselines and
+the redshift margin over random weights, redshift predicted vs true, retrieval examples (an image
+and its nearest spectra), an embedding map coloured by redshift, and the stage time table."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -12,12 +14,19 @@ from pathlib import Path
 import numpy as np
 
 
-def _png(fig) -> str:
+FIGURES: Path | None = None  # set by write_report: each figure is also saved there as NAME.png
+
+
+def _png(fig, name: str) -> str:
+    """The figure as a data: URI (the page embeds it; no file or http(s) resource needed)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
+    if FIGURES is not None:
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        (FIGURES / f"{name}.png").write_bytes(buf.getvalue())
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -32,8 +41,12 @@ def _examples(hub: Path, pairs: str, hosts: str, n: int = 3) -> list[str]:
 
     figs = []
     table = pq.read_table(catalog_dir(hub, pairs) / "dataset",
-                          columns=["object_id", "legacysurvey_image", "desi_spectrum", "sim_truth_z"])
-    rows = table.slice(0, n).to_pylist()
+                          columns=["object_id", "legacysurvey_image", "desi_spectrum", "sim_truth_z"]).slice(0, 200)
+    # the highest-S/N spectra among the first 200 pairs (a faint galaxy's spectrum shows little)
+    spec = table.column("desi_spectrum").combine_chunks()
+    snr = [np.nanmedian(np.abs(np.asarray(f)) * np.sqrt(np.clip(np.asarray(iv), 0, None)))
+           for f, iv in zip(spec.field("flux").to_pylist(), spec.field("ivar").to_pylist())]
+    rows = table.take(np.argsort(snr)[::-1][:n]).to_pylist()
     if rows:
         fig, axes = plt.subplots(len(rows), 2, figsize=(10, 2.6 * len(rows)),
                                  gridspec_kw={"width_ratios": [1, 3]}, squeeze=False)
@@ -45,9 +58,9 @@ def _examples(hub: Path, pairs: str, hosts: str, n: int = 3) -> list[str]:
             a.set_yticks([])
             a.set_title(f"{r['object_id']}  z = {r['sim_truth_z']:.3f}", fontsize=8)
             s = r["desi_spectrum"]
-            plot_spectrum(b, s["lambda"], s["flux"], s["mask"])
+            plot_spectrum(b, s["lambda"], s["flux"], s["mask"], smooth=11)
         fig.tight_layout()
-        figs.append(_png(fig))
+        figs.append(_png(fig, "examples"))
     try:
         lc = pq.read_table(catalog_dir(hub, hosts) / "dataset", columns=["object_id", "plasticc_lightcurve",
                                                                           "plasticc_true_target"]).slice(0, 2)
@@ -61,7 +74,7 @@ def _examples(hub: Path, pairs: str, hosts: str, n: int = 3) -> list[str]:
             plot_lightcurve(ax, c["time"], c["band"], c["flux"], c["flux_err"], c["mask"])
             ax.set_title(f"{r['object_id']} (class {r['plasticc_true_target']})", fontsize=8)
         fig.tight_layout()
-        figs.append(_png(fig))
+        figs.append(_png(fig, "lightcurves"))
     return figs
 
 
@@ -88,7 +101,7 @@ def _training_curve(log: Path) -> str | None:
     ax.set_ylabel("contrastive loss")
     ax.legend()
     fig.tight_layout()
-    return _png(fig)
+    return _png(fig, "training_curve")
 
 
 def _z_scatter(results_dir: Path) -> str | None:
@@ -115,12 +128,159 @@ def _z_scatter(results_dir: Path) -> str | None:
     ax.set_ylabel("predicted z (linear probe on image embeddings)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return _png(fig, "redshift_scatter")
+
+
+MODELS = {"pretrained": "pretrained", "random-weights": "random weights", "raw-pca": "raw PCA",
+          "supervised": "supervised"}
+PAIRS = "mock_ls_desi_v1"
+
+
+def _margin_html(m: dict, size: str) -> str:
+    verdict = ("met" if m["met"] else "not met")
+    lines = [f"<div id='margin'><h3>Does pretraining help?</h3><p>Redshift from images ({m['task']}, "
+             f"{m['protocol']}): R² <b>{m['a']:.3f}</b> with the pretrained image embedding against "
+             f"{m['b']:.3f} with the same encoder at random weights, a gain of <b>{m['delta']:+.3f}</b> "
+             f"(paired bootstrap over the {m['n']} test objects, {round(100 * m['level'])}% interval "
+             f"{m['ci'][0]:+.3f} to {m['ci'][1]:+.3f}).</p>"]
+    if size == "tiny":
+        lines.append("<p>A <code>tiny</code> run is a smoke test of the chain: too few objects and steps to "
+                     "learn much. <code>--size small</code> must show a gain of at least "
+                     f"{m['required_gain']:.2f} with the interval above 0.</p>")
+    else:
+        lines.append(f"<p>Target: gain ≥ {m['required_gain']:.2f} with the interval above 0 — "
+                     f"<b class='{verdict.replace(' ', '-')}'>{verdict}</b>.</p>")
+    return "".join(lines) + "</div>"
+
+
+def _result(results_dir: Path, sub: str, task_prefix: str, protocol: str) -> dict | None:
+    files = sorted((results_dir / sub).glob(f"{task_prefix}*{protocol.split('.')[0]}*.json"))
+    return json.loads(files[0].read_text()) if files else None
+
+
+def _rows(hub: Path, name: str, ids, columns: list[str]) -> dict:
+    import pyarrow.dataset as pads
+
+    from mmu.hub import catalog_dir
+
+    ds = pads.dataset(str(catalog_dir(hub, name) / "dataset"), format="parquet", partitioning="hive")
+    t = ds.to_table(columns=["object_id", *columns], filter=pads.field("object_id").isin(list(ids)))
+    return {r["object_id"]: r for r in t.to_pylist()}
+
+
+def _retrieval(hub: Path, results_dir: Path, queries: int = 3, shown: int = 3) -> str | None:
+    """Three test images (query) and the pretrained model's nearest spectra in the test gallery."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmu.plots import plot_spectrum, rgb_composite
+
+    res = _result(results_dir, "pretrained", "DemoRetrievalImageSpectrum", "retrieval.v1")
+    if res is None:
+        return None
+    pred = res["predictions"]
+    direction = next((d for d in pred["directions"] if d.startswith("legacysurvey_image->")), None)
+    if direction is None:
+        return None
+    d = pred["directions"][direction]
+    top = next(v for k, v in d.items() if k.startswith("top"))
+    # the first queries in the gallery's fixed order: not picked for looking good
+    picks = list(range(min(queries, len(pred["ids"]))))
+    need = {pred["ids"][i] for i in picks} | {o for i in picks for o in top[i][:shown]}
+    rows = _rows(hub, PAIRS, need, ["legacysurvey_image", "desi_spectrum", "sim_truth_z"])
+    fig, axes = plt.subplots(len(picks), 1 + shown, figsize=(3.2 * (1 + shown), 2.4 * len(picks)),
+                             gridspec_kw={"width_ratios": [1] + [1.6] * shown}, squeeze=False)
+    for row_axes, i in zip(axes, picks):
+        q = rows[pred["ids"][i]]
+        img = q["legacysurvey_image"]
+        a = row_axes[0]
+        a.imshow(rgb_composite(np.asarray(img["flux"], np.float32), img["band"], np.asarray(img["mask"], bool)),
+                 origin="lower")
+        a.set_xticks([])
+        a.set_yticks([])
+        a.set_title(f"query image, z = {q['sim_truth_z']:.3f}\npartner ranked {d['ranks'][i]}", fontsize=8)
+        for k, (ax, oid) in enumerate(zip(row_axes[1:], top[i][:shown])):
+            r = rows[oid]
+            s = r["desi_spectrum"]
+            plot_spectrum(ax, s["lambda"], s["flux"], s["mask"], smooth=31)
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            ax.tick_params(labelsize=6)
+            mark = " (its own spectrum)" if oid == pred["ids"][i] else ""
+            ax.set_title(f"#{k + 1}: z = {r['sim_truth_z']:.3f}{mark}", fontsize=8)
+    fig.tight_layout()
+    return _png(fig, "retrieval")
+
+
+def _embedding_map(hub: Path, results_dir: Path, cache: Path, max_points: int = 2000) -> str | None:
+    """t-SNE of the image embeddings (every split) of the pretrained model and of the random-weight
+    encoder, coloured by true redshift."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    from mmu.eval.embed import read_embeddings
+
+    panels = []
+    for label, sub in (("pretrained", "pretrained"), ("random weights", "baseline-random-weights")):
+        res = _result(results_dir, sub, "DemoRedshiftImage", "linear.v1")
+        if res is None:
+            continue
+        keys = next(iter(res["embedding"]["cache_keys"].values()))
+        ids, embs = [], []
+        for split in ("train", "val", "test"):
+            path = cache / keys[split][:2] / f"{keys[split]}.parquet"
+            if not path.exists():
+                break
+            i, e, _ = read_embeddings(path)
+            ids += list(i)
+            embs.append(e)
+        else:
+            panels.append((label, np.asarray(ids), np.concatenate(embs)))
+    if not panels:
+        return None
+    z = _rows(hub, "mock_ls_truth_v1", set(panels[0][1].tolist()), ["sim_truth_z"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4), squeeze=False)
+    for ax, (label, ids, emb) in zip(axes[0], panels):
+        keep = np.array([i in z for i in ids])
+        ids, emb = ids[keep], emb[keep]
+        order = np.argsort([hashlib.sha256(i.encode()).hexdigest() for i in ids])[:max_points]
+        xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(emb[order])
+        zz = np.array([z[i]["sim_truth_z"] for i in ids[order]])
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=zz, s=4, cmap="viridis")
+        ax.set_title(f"{label} ({len(order)} galaxies)", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("image embeddings, t-SNE", fontsize=10)
+    fig.colorbar(sc, ax=axes[0].tolist(), label="true z", shrink=0.9)
+    return _png(fig, "embedding_map")
 
 
 def write_report(out: Path, summary: dict) -> Path:
-    """OUT/report.html from a finished demo's summary (demo.json)."""
+    """OUT/report.html from a finished demo's summary (demo.json); its figures also as
+    OUT/figures/*.png and its numbers as OUT/report.json."""
+    from mmu.hub import atomic_write_json
+
+    global FIGURES
     out = Path(out)
+    FIGURES = out / "figures"
+    try:
+        page = _write_report(out, summary)
+    finally:
+        FIGURES = None
+    ev = summary["results"].get("eval", {})
+    atomic_write_json(out / "report.json", {
+        "format": "mmu-demo-report/1", "size": summary["size"]["name"], "seed": summary["seed"],
+        "note": "demo run on mock data: not comparable with the public board",
+        "margin": ev.get("margin"), "probes": ev.get("tasks"), "leaderboard": ev.get("leaderboard"),
+        "stages_s": summary["stages_s"], "reused": summary.get("reused", []), "total_s": summary["total_s"],
+        "report": str(page), "figures": sorted(p.name for p in (out / "figures").glob("*.png"))})
+    return page
+
+
+def _write_report(out: Path, summary: dict) -> Path:
     hub = out / "hub"
     esc = html.escape
     parts = [f"<h1>mmu demo ({esc(summary['size']['name'])}) — a mock universe, end to end</h1>",
@@ -130,32 +290,53 @@ def write_report(out: Path, summary: dict) -> Path:
     curve = _training_curve(Path(summary["results"]["pretrain"]["checkpoint"]).parent.parent / "log.jsonl")
     if curve:
         parts += ["<h2>Training</h2>", f'<img alt="training curve" src="{curve}">']
-    tasks = summary["results"].get("eval", {}).get("tasks", {})
+    ev = summary["results"].get("eval", {})
+    tasks = ev.get("tasks", {})
     if tasks:
-        parts += ["<h2>Probes (linear.v1, test split)</h2>",
-                  "<table id='probes'><tr><th>task</th><th>metric</th><th>pretrained</th>"
-                  "<th>random weights</th><th>test objects</th></tr>"]
+        labels = [k for k in MODELS if any(k in row for row in tasks.values())]
+        parts += ["<h2>Probes (test split)</h2>",
+                  "<table id='probes'><tr><th>task</th><th>protocol</th><th>metric</th>"
+                  + "".join(f"<th>{esc(MODELS[k])}</th>" for k in labels) + "<th>test objects</th></tr>"]
+        fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
         for name, row in tasks.items():
-            p, b = row.get("pretrained", {}), row.get("random-weights", {})
-            fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-            parts.append(f"<tr><td>{esc(name)}</td><td>{esc(str(p.get('main_score', '')))}</td>"
-                         f"<td>{fmt(p.get('value'))}</td><td>{fmt(b.get('value'))}</td>"
-                         f"<td>{p.get('n_test', '')}</td></tr>")
-        parts.append("</table>")
-        board = summary["results"]["eval"].get("leaderboard", {}).get("site")
+            first = next(iter(row.values()))
+            best = max((v["value"] for v in row.values() if v.get("value") is not None), default=None)
+            cells = []
+            for k in labels:
+                v = row.get(k, {}).get("value")
+                cell = fmt(v) if k in row else "—"
+                cells.append(f"<td><b>{cell}</b></td>" if v is not None and v == best else f"<td>{cell}</td>")
+            parts.append(f"<tr><td>{esc(name)}</td><td>{esc(first.get('protocol', 'linear.v1'))}</td>"
+                         f"<td>{esc(str(first.get('main_score', '')))}</td>{''.join(cells)}"
+                         f"<td>{first.get('n_test', '')}</td></tr>")
+        parts.append("</table><p>Higher is better for every score here; the best of each row is bold. "
+                     "— : not applicable (PCA and supervised encoders share no embedding space, so "
+                     "they cannot retrieve across modalities).</p>")
+        if ev.get("margin"):
+            parts.append(_margin_html(ev["margin"], summary["size"]["name"]))
+        board = ev.get("leaderboard", {}).get("site")
         if board:
             parts.append("<p>Leaderboard: <a href=\"site/index.html\">site/index.html</a></p>")
     scatter = _z_scatter(out / "results")
     if scatter:
         parts += ["<h2>Redshift from images</h2>", f'<img alt="redshift predicted vs true" src="{scatter}">']
+    for title, fig, alt in (("Retrieval: an image and its nearest spectra", _retrieval(hub, out / "results"),
+                             "retrieval examples"),
+                            ("Embedding map", _embedding_map(hub, out / "results", out / "cache"),
+                             "embedding map coloured by redshift")):
+        if fig:
+            parts += [f"<h2>{title}</h2>", f'<img alt="{alt}" src="{fig}">']
     parts += ["<h2>Stages</h2>", "<table id='stages'><tr><th>stage</th><th>seconds</th></tr>"]
+    reused = set(summary.get("reused", []))
     for k, v in summary["stages_s"].items():
-        parts.append(f"<tr><td>{esc(k)}</td><td>{v:.1f}</td></tr>")
+        note = " (an earlier run; reused)" if k in reused else ""
+        parts.append(f"<tr><td>{esc(k)}</td><td>{v:.1f}{note}</td></tr>")
     parts.append(f"<tr><td><b>total</b></td><td><b>{summary['total_s']:.1f}</b></td></tr></table>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>mmu demo report</title>"
             "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
-            "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>")
+            "img{max-width:100%}#margin{background:#f4f6fb;padding:2px 12px;margin:1em 0}"
+            ".met{color:#176f2c}.not-met{color:#b00020}</style></head><body>" + "\n".join(parts) + "</body></html>")
     path = out / "report.html"
     path.write_text(page)
     return path

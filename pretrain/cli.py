@@ -22,8 +22,8 @@ def run(args) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         summary = run_training(cfg, resume=args.resume)
-    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     if summary.get("checkpoint"):
         print(json.dumps({"checkpoint": summary["checkpoint"], "step": summary["step"],

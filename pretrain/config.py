@@ -28,7 +28,8 @@ class ModalityConfig(_Strict):
 
     kind: Literal["image", "spectrum", "lightcurve"] | None = Field(
         default=None, description="image / spectrum / lightcurve; default: from the column name")
-    encoder: str = Field(description="a registered encoder name (see `mmu.pretrain.registry`)")
+    encoder: str = Field(description="a registered encoder name, or `module:name` for one registered "
+                                     "by your own module (see `mmu.pretrain.registry`)")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the encoder")
     channels: int | None = Field(default=None, description="image: number of bands C")
     size: int | None = Field(default=None, description="image: cutout side H = W in pixels")

@@ -1,5 +1,7 @@
 """The encoder registry: `@register_encoder("name", kind="image")` on a factory, so adding an
-encoder is a one-file change. A factory takes the modality config (shapes) and keyword options
+encoder is a one-file change. A config names a built-in encoder (`encoder: convnet`) or one in
+any importable module as `module:name` (`encoder: my_encoders:spectrum_cnn`; importing the
+module registers it, in training and in evaluation alike). A factory takes the modality config (shapes) and keyword options
 and returns an `nn.Module` with a `width` attribute whose forward maps the preprocessed modality
 dict to features [B, width].
 """
@@ -42,12 +44,33 @@ def list_encoders() -> dict[str, EncoderEntry]:
     return dict(_ENCODERS)
 
 
-def build_encoder(name: str, modality, **options):
-    """Instantiate encoder `name` for a `ModalityConfig`; its kind must match."""
+def resolve_encoder(name: str) -> EncoderEntry:
+    """The registry entry of `name` or of `module:name` (importing the module first)."""
     entries = list_encoders()
+    if ":" in name:
+        import importlib
+
+        module, _, short = name.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise KeyError(f"encoder {name!r}: cannot import module {module!r} ({e}); is it on "
+                           "PYTHONPATH (or installed)?") from None
+        entries = list_encoders()
+        found = [e for e in entries.values() if e.name == short and e.factory.__module__ == module]
+        if not found:
+            raise KeyError(f"encoder {name!r}: module {module!r} registers no encoder named {short!r} "
+                           f"(decorate its factory with @register_encoder({short!r}, kind=...))")
+        return found[0]
     if name not in entries:
-        raise KeyError(f"unknown encoder {name!r}; registered: {', '.join(sorted(entries))}")
-    entry = entries[name]
+        raise KeyError(f"unknown encoder {name!r}; registered: {', '.join(sorted(entries))} "
+                       "(an encoder in your own module: `module:name`)")
+    return entries[name]
+
+
+def build_encoder(name: str, modality, **options):
+    """Instantiate encoder `name` (or `module:name`) for a `ModalityConfig`; its kind must match."""
+    entry = resolve_encoder(name)
     if entry.kind != modality.kind:
         raise ValueError(f"encoder {name!r} reads {entry.kind}, but the modality is a {modality.kind}")
     return entry.factory(modality, **options)

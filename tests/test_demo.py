@@ -33,18 +33,46 @@ def test_tiny_demo_runs_the_chain_and_a_rerun_reuses_every_stage(tmp_path):
     assert "total" in first.stdout and "pretrain" in first.stdout
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    # evaluated on the demo's own task overlay, against a random-weight encoder, and submitted
-    tasks = summary["results"]["eval"]["tasks"]
-    assert set(tasks) == {"DemoRedshiftImage.v1", "DemoLogMassImage.v1", "DemoRedshiftSpectrum.v1"}
-    for t in tasks.values():
-        assert set(t) == {"pretrained", "random-weights"}
+    assert "(earlier run, reused)" in second.stdout
+    # evaluated on the demo's own task overlay, against the three baselines, and submitted
+    ev = summary["results"]["eval"]
+    tasks = ev["tasks"]
+    assert set(tasks) == {"DemoRedshiftImage.v1", "DemoLogMassImage.v1", "DemoRedshiftSpectrum.v1",
+                          "DemoRetrievalImageSpectrum.v1"}
+    for name, t in tasks.items():
+        aligned_only = name.startswith("DemoRetrieval")  # PCA / supervised share no embedding space
+        assert set(t) == ({"pretrained", "random-weights"} if aligned_only else
+                          {"pretrained", "random-weights", "raw-pca", "supervised"})
         assert all(v["comparable"] and v["n_test"] > 0 for v in t.values())
+    # the margin is recomputed from the two results files (same test objects, same order)
+    m = ev["margin"]
+    res = {k: json.loads((out / "results" / k / "DemoRedshiftImage.v1__linear.v1.json").read_text())
+           for k in ("pretrained", "baseline-random-weights")}
+    from mmu.eval.metrics import r2
+    p, b = res["pretrained"]["predictions"], res["baseline-random-weights"]["predictions"]
+    assert p["ids"] == b["ids"] and m["n"] == len(p["ids"])
+    assert m["delta"] == pytest.approx(r2(p["y"], p["fits"]["main"]["pred"]) - r2(b["y"], b["fits"]["main"]["pred"]))
+    assert m["ci"][0] <= m["delta"] <= m["ci"][1]
+    # the board: every model submitted on its own branch, merged, the baselines verified by a re-run
+    board_log = subprocess.run(["git", "-C", str(out / "leaderboard"), "log", "--format=%s", "main"],
+                               capture_output=True, text=True, check=True).stdout
+    for model in ("demo-pretrained", "baseline-random-weights", "baseline-raw-pca", "baseline-supervised"):
+        assert f"Merge submit/{model}" in board_log
+    for k in ("random-weights", "raw-pca", "supervised"):
+        meta = json.loads(subprocess.run(
+            ["git", "-C", str(out / "leaderboard"), "show", f"main:results/baseline-{k}/submission.json"],
+            capture_output=True, text=True, check=True).stdout)
+        assert meta["verified"] is True
     page = (out / "site" / "index.html").read_text()
     assert "not comparable with the public board" in page and "demo-pretrained" in page
+    assert "baseline-supervised" in page
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") >= 3  # examples, training curve, z scatter
+    # examples, light curves, training curve, z scatter, retrieval, embedding map
+    assert report.count("data:image/png;base64,") >= 6
     assert "http://" not in report and "https://" not in report
     assert "DemoRedshiftImage.v1" in report and "not comparable with the public board" in report
+    assert f"{m['delta']:+.3f}" in report
+    assert json.loads((out / "report.json").read_text())["margin"] == m
     assert second.stdout.count("reusing") == 6
     # the report as a browser renders it: the probe table's rows are the demo's results
     from test_eval_leaderboard import chromium
@@ -55,10 +83,31 @@ def test_tiny_demo_runs_the_chain_and_a_rerun_reuses_every_stage(tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     cells = _table_cells(dom.stdout, "probes")
     assert {r[0] for r in cells} == set(tasks)
-    for name, _, pretrained, random, n_test in cells:
-        assert float(pretrained) == pytest.approx(tasks[name]["pretrained"]["value"], abs=5e-4)
-        assert float(random) == pytest.approx(tasks[name]["random-weights"]["value"], abs=5e-4)
+    for name, protocol, _, *values, n_test in cells:
+        for label, shown in zip(("pretrained", "random-weights", "raw-pca", "supervised"), values):
+            if label in tasks[name]:
+                assert float(shown) == pytest.approx(tasks[name][label]["value"], abs=5e-4)
+            else:
+                assert shown == "—"
+        assert protocol == tasks[name]["pretrained"]["protocol"]
         assert int(n_test) == tasks[name]["pretrained"]["n_test"]
+
+
+@pytest.mark.slow
+def test_small_demo_learns_redshift_from_images_above_random_weights(tmp_path):
+    """The issue's bar for `--size small` (about 2,000 galaxies in 120 fields, a 2-core CPU): the
+    pretrained image embedding's linear-probe R² on redshift beats the same encoder at random
+    weights by >= 0.10, with the lower end of a paired-bootstrap 95% interval above 0."""
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "mmu", "demo", "--out", str(out), "--size", "small", "--no-progress"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    m = json.loads((out / "report.json").read_text())["margin"]
+    assert m["n"] >= 150, m  # enough test galaxies for the interval to mean something
+    assert m["delta"] >= 0.10 and m["ci"][0] > 0, m
+    assert m["met"] is True
+    report = (out / "report.html").read_text()
+    assert "class='met'" in report
 
 
 def _table_cells(page: str, table_id: str) -> list[list[str]]:

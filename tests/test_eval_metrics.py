@@ -66,3 +66,29 @@ def test_compute_dispatch_and_nan_as_none():
     assert out["r@1"] == pytest.approx(0.5) and out["median_rank"] == pytest.approx(1.5)
     with pytest.raises(ValueError, match="unknown metric"):
         M.compute("regression", ["rmse"], {"y": [1], "pred": [1]})
+
+
+def test_paired_bootstrap_interval():
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=300)
+    good = y + rng.normal(scale=0.3, size=300)
+    bad = y + rng.normal(scale=1.0, size=300)
+    out = M.paired_bootstrap(y, good, bad, n_boot=500, seed=1)
+    assert out["delta"] == pytest.approx(M.r2(y, good) - M.r2(y, bad))
+    assert 0 < out["ci"][0] < out["delta"] < out["ci"][1]
+    # the same resamples, computed naively
+    r = np.random.default_rng(1)
+    naive = []
+    for _ in range(500):
+        i = r.integers(0, 300, 300)
+        naive.append(M.r2(y[i], good[i]) - M.r2(y[i], bad[i]))
+    assert out["ci"] == pytest.approx(list(np.percentile(naive, [2.5, 97.5])))
+    # identical predictions: no difference, a zero-width interval; swapped: mirrored
+    assert M.paired_bootstrap(y, good, good, n_boot=200)["ci"] == [0.0, 0.0]
+    swapped = M.paired_bootstrap(y, bad, good, n_boot=500, seed=1)
+    assert swapped["ci"] == pytest.approx([-out["ci"][1], -out["ci"][0]])
+
+
+def test_paired_bootstrap_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="both predictions"):
+        M.paired_bootstrap([1.0, 2.0, 3.0], [1.0, 2.0], [1.0, 2.0, 3.0])

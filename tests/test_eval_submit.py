@@ -187,7 +187,7 @@ def test_labels_and_mock_pins(catalog, board, tmp_path):
         submit(c, str(board), **q())
 
 
-def test_names_duplicates_and_replace(catalog, board, tmp_path):
+def test_names_duplicates_and_replace(catalog, board, tmp_path, monkeypatch):
     res = make_results(tmp_path / "r", catalog)
     for bad in ("../evil", "a/b", ".hidden", "..", "x" * 81, ""):
         with pytest.raises(SubmitError, match="not allowed"):
@@ -196,7 +196,10 @@ def test_names_duplicates_and_replace(catalog, board, tmp_path):
     git(board, "-c", "user.name=t", "-c", "user.email=t@t", "merge", "-q", "submit/toy-model")
     with pytest.raises(SubmitError, match="--replace"):
         submit(res, str(board), **q())
-    with pytest.raises(SubmitError, match="nothing to commit"):
+    # the same results a second later: still nothing new (submission.json's timestamp alone differs)
+    import mmu.eval.submit as submit_module
+    with monkeypatch.context() as m, pytest.raises(SubmitError, match="nothing to commit"):
+        m.setattr(submit_module.time, "strftime", lambda fmt, t=None: "2099-01-01T00:00:00Z")
         submit(res, str(board), replace=True, branch="submit/toy-model", **q())
     newer = make_results(tmp_path / "newer", catalog, seed=2)  # same name, another checkpoint
     out = submit(newer, str(board), model="toy-model", replace=True, branch="submit/toy-model-2", **q())

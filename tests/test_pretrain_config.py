@@ -75,3 +75,31 @@ def test_every_modality_must_be_in_a_pair():
         parse_config(raw)
     raw["model"]["pairs"].append(["desi_spectrum", "plasticc_lightcurve"])
     assert len(parse_config(raw).model.pair_list()) == 2
+
+
+def test_encoder_from_your_own_module(tmp_path, monkeypatch):
+    """`encoder: module:name` imports the module (which registers the encoder) on demand, so a
+    config, and a checkpoint holding it, work with any `mmu` command without a launcher."""
+    (tmp_path / "my_mmu_encoders.py").write_text(
+        "import torch\n"
+        "from mmu.pretrain.registry import register_encoder\n\n"
+        "class Mean(torch.nn.Module):\n"
+        "    width = 3\n"
+        "    def forward(self, x):\n"
+        "        return x['values'].mean(1)\n\n"
+        "@register_encoder('spectrum_mean', kind='spectrum')\n"
+        "def spectrum_mean(modality, **options):\n"
+        "    return Mean()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = load_config(config_dir() / "tiny_cpu.yaml", ["model.modalities.spectrum.encoder=my_mmu_encoders:spectrum_mean"])
+    from mmu.pretrain.model import MultimodalCLIP
+
+    model = MultimodalCLIP(cfg.model, cfg.loss)
+    assert type(model.encoders["spectrum"]).__name__ == "Mean"
+    assert model.projections["spectrum"].in_features == 3
+    with pytest.raises(KeyError, match="registers no encoder named 'nope'"):
+        build_encoder("my_mmu_encoders:nope", cfg.model.modalities["spectrum"])
+    with pytest.raises(KeyError, match="cannot import module 'not_a_module_xyz'"):
+        build_encoder("not_a_module_xyz:spectrum_mean", cfg.model.modalities["spectrum"])
+    with pytest.raises(ValueError, match="reads spectrum"):
+        build_encoder("my_mmu_encoders:spectrum_mean", cfg.model.modalities["image"])

@@ -72,7 +72,12 @@ class SimConfig:
     # --- DESI spectroscopy --------------------------------------------------------------
     bgs_r_limit: float = 19.5
     bgs_faint_r_limit: float = 20.175
+    #: BGS faint also needs an r-band fibre magnitude brighter than this
+    bgs_faint_rfib_limit: float = 21.5
     desi_completeness: float = 0.85
+    #: effective exposure time relative to the survey's nominal one (bright 180 s, dark 1000 s);
+    #: noise per pixel scales as its -1/2 power, COADD_EXPTIME in proportion
+    desi_efftime_factor: float = 1.0
     #: fraction of fields that also have SV3 coverage; there, targets are observed in sv3 with
     #: this probability (and still in main with desi_completeness) -> repeated TARGETIDs
     sv3_field_fraction: float = 0.35

@@ -53,7 +53,7 @@ def select_targets(tractor: pd.DataFrame, cfg: SimConfig) -> pd.DataFrame:
     g, r, i, z = (dered_mags(cat, b) for b in "griz")
     rfib = dered_mags(cat, "r", "fiberflux")
     bgs_bright = r < cfg.bgs_r_limit
-    bgs_faint = (r >= cfg.bgs_r_limit) & (r < cfg.bgs_faint_r_limit) & (rfib < 21.5)
+    bgs_faint = (r >= cfg.bgs_r_limit) & (r < cfg.bgs_faint_r_limit) & (rfib < cfg.bgs_faint_rfib_limit)
     lrg = (z < 20.4) & (r - z > 1.0) & (r - i > 0.45) & (z > 16.0)
     elg = ((g > 20.0) & (g < 23.4) & (r - z > 0.15) & (g - r < 1.15 * (r - z) - 0.15)
            & (g - r < -1.2 * (r - z) + 1.6))
@@ -101,12 +101,12 @@ def coadd_paths(out_root: Path, survey: str, program: str, hpix: int) -> tuple[P
     return d / f"coadd-{survey}-{program}-{hpix}.fits", d / f"redrock-{survey}-{program}-{hpix}.fits"
 
 
-def _fibermap_columns(obs: pd.DataFrame, survey: str, program: str, rng) -> list[tuple]:
+def _fibermap_columns(obs: pd.DataFrame, survey: str, program: str, rng, depth: float = 1.0) -> list[tuple]:
     n = len(obs)
     f32 = lambda c: obs[c].to_numpy(np.float32)  # noqa: E731
     prefix = "SV3_" if survey == "sv3" else ""
     numexp = rng.integers(1, 5, n).astype(np.int16)
-    exptime = (numexp * (300.0 if program == "dark" else 180.0)).astype(np.float32)
+    exptime = (numexp * (300.0 if program == "dark" else 180.0) * depth).astype(np.float32)
     cols = [
         ("TARGETID", "K", obs["TARGETID"].to_numpy(np.int64)),
         ("COADD_FIBERSTATUS", "J", np.zeros(n, np.int32)),
@@ -166,13 +166,14 @@ def write_healpix(seed: int, key: tuple, obs: pd.DataFrame, truth: pd.DataFrame,
     rng = rng_for(seed, "desi-spectra", survey, program, int(hpix))
     n = len(obs)
     rows = truth.loc[obs["galaxy_id"].to_numpy()]
-    efftime = NOMINAL_EFFTIME[program] * (1.5 if survey == "sv3" else 1.0) * 10 ** rng.normal(0, 0.15, n)
+    efftime = (NOMINAL_EFFTIME[program] * (1.5 if survey == "sv3" else 1.0) * cfg.desi_efftime_factor
+               * 10 ** rng.normal(0, 0.15, n))
     calib = 1.0 + rng.normal(0, 0.02, n)  # spectrophotometric calibration error
     sky_rng = rng_for(0, "desi-sky")  # the instrument: same sky lines in every simulation
     common = [("SURVEY", survey, ""), ("PROGRAM", program, ""), ("SPGRP", "healpix", ""),
               ("SPGRPVAL", int(hpix), ""), ("HPXNSIDE", 64, ""), ("HPXPIXEL", int(hpix), ""),
               ("HPXNEST", True, ""), ("SPECPROD", "iron", "")]
-    fm_cols = _fibermap_columns(obs, survey, program, rng)
+    fm_cols = _fibermap_columns(obs, survey, program, rng, cfg.desi_efftime_factor)
     hdus = [fitsio_util.primary(seed, common), fitsio_util.table(fm_cols, "FIBERMAP")]
     snr2 = np.zeros(n)
     npix_total = 0
