@@ -74,6 +74,9 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
         t0 = time.perf_counter()
         splits, keys = {}, {}
         for s in ("train", "val", "test"):
+            if t.type == "retrieval" and s != "test":  # retrieval reads the test gallery only
+                splits[s] = Split(data.ids[s], data.y[s], np.zeros((len(data.ids[s]), 0), np.float32))
+                continue
             xs = []
             for c in t.columns:
                 k = (t.hub_name, data.manifest.get("content_revision"), s, c)
@@ -93,7 +96,7 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
             proto = get_protocol(pname)
             t1 = time.perf_counter()
             outcome = proto.run(t, splits, t.metric_names)
-            dim = int(splits["train"].x.shape[1])
+            dim = int(splits["test"].x.shape[1])
             emb_info = {"which": which, "dtype": "float32", "dim": dim, "columns": colmaps[t.name],
                         "cache_keys": keys, "preprocessing": {c: cache[(t.hub_name, data.manifest.get("content_revision"),
                                                                          "test", c)][2]["preprocessing"]

@@ -52,7 +52,7 @@ class DemoSize:
 
 SIZES = {
     "tiny": DemoSize("tiny", 240, 40, 12, "demo", 20, 1, 180),
-    "small": DemoSize("small", 2000, 200, 120, "demo", 400, 5, 900),
+    "small": DemoSize("small", 2000, 200, 120, "demo", 400, 4, 900),
     "medium": DemoSize("medium", 20000, 2000, 400, "astroclip", 5000, 10, 3 * 3600),
 }
 

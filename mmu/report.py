@@ -213,7 +213,7 @@ def _retrieval(hub: Path, results_dir: Path, queries: int = 3, shown: int = 3) -
     return _png(fig, "retrieval")
 
 
-def _embedding_map(hub: Path, results_dir: Path, cache: Path, max_points: int = 2000) -> str | None:
+def _embedding_map(hub: Path, results_dir: Path, cache: Path, max_points: int = 1500) -> str | None:
     """t-SNE of the image embeddings (every split) of the pretrained model and of the random-weight
     encoder, coloured by true redshift."""
     import matplotlib

@@ -25,12 +25,19 @@ def _good(x: dict, ivar_key: str | None = "ivar") -> torch.Tensor:
 
 
 def normalize_image(x: dict, softening: float = 1.0) -> dict:
-    """arcsinh(flux / (softening * sigma_band)): linear within the noise, logarithmic for bright
-    sources; sigma_band = (mean ivar over a cutout's good pixels)^-1/2 per band. Bad pixels -> 0."""
+    """arcsinh(flux / (softening * sigma)): linear within the noise, logarithmic for bright
+    sources. sigma is one number per cutout, the geometric mean over its bands of
+    sigma_band = (mean ivar over the band's good pixels)^-1/2: unit-free (any survey's flux units)
+    and the same for every band, so band ratios — colours — survive the scaling (a per-band
+    sigma would add each brick's depth scatter to every colour). Bad pixels -> 0."""
     good = _good(x)
     g = good.to(x["flux"].dtype)
-    mean_ivar = (x["ivar"].clamp_min(0) * g).sum((-2, -1)) / g.sum((-2, -1)).clamp_min(1)
-    sigma = mean_ivar.clamp_min(EPS).rsqrt()[..., None, None]
+    n_good = g.sum((-2, -1))
+    mean_ivar = (x["ivar"].clamp_min(0) * g).sum((-2, -1)) / n_good.clamp_min(1)
+    has = (n_good > 0) & (mean_ivar > 0)
+    log_sigma = torch.where(has, -0.5 * torch.log(mean_ivar.clamp_min(EPS)), torch.zeros_like(mean_ivar))
+    log_sigma = log_sigma.sum(-1, keepdim=True) / has.sum(-1, keepdim=True).clamp_min(1)
+    sigma = log_sigma.exp()[..., None, None]
     flux = torch.where(good, x["flux"], torch.zeros_like(x["flux"]))
     return {"pixels": torch.asinh(flux / (softening * sigma)) * g}
 
