@@ -145,9 +145,9 @@ class Demo:
             out[split] = {"samples": idx["samples"], "shards": len(idx["shards"])}
         return out
 
-    def pretrain(self) -> dict:
+    def pretrain_config(self):
+        """The size's pretraining config, pointed at this run's shards and run folder."""
         from mmu.pretrain.config import load_config
-        from mmu.pretrain.train import run_training
 
         config = Path(__file__).resolve().parent.parent / "pretrain" / "configs" / f"{self.size.pretrain_config}.yaml"
         if not config.exists():  # installed wheel: configs ship inside mmu.pretrain
@@ -159,7 +159,12 @@ class Demo:
                      f"train.steps={self.size.pretrain_steps}", f"train.progress={str(self.progress).lower()}"]
         if self.size.name == "tiny":
             overrides += ["data.batch_size=8", "train.val_every=10", "train.ckpt_every=10", "data.segment_steps=10"]
-        cfg = load_config(str(config), overrides)
+        return load_config(str(config), overrides)
+
+    def pretrain(self) -> dict:
+        from mmu.pretrain.train import run_training
+
+        cfg = self.pretrain_config()
         summary = run_training(cfg, resume=(self.out / "runs" / self.size.pretrain_config).exists())
         return {"checkpoint": summary.get("checkpoint"), "step": summary.get("step"),
                 "loss": summary.get("last", {}).get("loss"), "val": summary.get("val")}

@@ -138,3 +138,21 @@ def _table_cells(page: str, table_id: str) -> list[list[str]]:
     parser.rows = []
     parser.feed(page)
     return [r for r in parser.rows if r]
+
+
+@pytest.mark.parametrize("size", ["tiny", "small", "medium"])
+def test_every_size_trains_on_what_the_demo_builds(size, tmp_path):
+    """Each size's pretraining config reads the demo's paired catalog as built: its modality
+    columns, a crop no larger than the Legacy Survey cutouts, the DESI grid's length (medium
+    cannot be run on a CPU in CI; this is what can be checked of it without one)."""
+    from mmu.builders.desi import NPIX
+    from mmu.catalog import load_catalog
+    from mmu.demo import SIZES, Demo
+
+    cfg = Demo(tmp_path / "demo", size).pretrain_config()
+    assert set(cfg.model.modalities) == {"legacysurvey_image", "desi_spectrum"}
+    cutout = load_catalog().dataset("legacysurvey_dr10_south").builder_config["cutout_size"]
+    assert cfg.model.modalities["legacysurvey_image"].size <= cutout
+    assert cfg.model.modalities["desi_spectrum"].length == NPIX
+    assert cfg.train.steps == SIZES[size].pretrain_steps
+    assert cfg.data.train == [str(tmp_path / "demo" / "shards" / "train")]
