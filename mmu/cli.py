@@ -506,8 +506,8 @@ def make_parser() -> argparse.ArgumentParser:
             (also in OUT/demo.json).
 
             sizes (times on a 2-core CPU without a GPU):
-              tiny    240 galaxies in 12 fields, ~3 min: a smoke test of the chain (what the tests run)
-              small   2,000 galaxies in 120 fields, ~12 min: the pretrained image embedding must
+              tiny    240 galaxies in 12 fields, ~2 min: a smoke test of the chain (what the tests run)
+              small   2,000 galaxies in 120 fields, ~13 min: the pretrained image embedding must
                       beat random weights on redshift by R^2 >= 0.10 (paired bootstrap interval
                       above 0; stated in report.json and the report)
               medium  20,000 galaxies in 400 fields, the astroclip config: worth a GPU
