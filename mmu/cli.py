@@ -490,7 +490,7 @@ def make_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_export)
 
     dm = sub.add_parser(
-        "demo", help="the whole chain on a mock universe: sim, build, crossmatch, export, pretrain, eval",
+        "demo", help="the whole chain on a mock universe: sim, build, crossmatch, export, pretrain, eval, board, report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.dedent("""\
             Run the whole chain offline on the embedded default: a mock universe observed in the
