@@ -58,30 +58,13 @@ def make_hub(work: Path, tasks, workers: int | None) -> Path:
     return hub
 
 
-def lock_entries(hub: Path, tasks) -> dict:
-    from mmu.eval.results import sha256_ids, sha256_json
-    from mmu.eval.tasks import open_task
-    from mmu.hub import read_manifest
+def _lock_entries(hub: Path, tasks) -> dict:
+    from mmu.eval.submit import lock_entries
 
-    out = {"datasets": {}, "tasks": {}}
-    for t in tasks:
-        m = read_manifest(hub, t.hub_name)
-        if t.paired:
-            got = [p for p in m.get("prefixes", [])]
-            if got and got != t.paired.prefixes:
-                raise SystemExit(f"{t.hub_name}: prefixes {got} are not the task's {t.paired.prefixes}")
-        out["datasets"][t.hub_name] = {"content_revision": m["content_revision"], "rows": m["rows"],
-                                       "inputs_revisions": m.get("inputs_revisions")}
-        d = open_task(t.model_copy(update={"dataset_revision": m["content_revision"]}), hub)
-        labels = None
-        if t.type != "retrieval":
-            ys = [str(v) if t.type == "classification" else float(v) for v in d.y["test"]]
-            labels = sha256_json(sorted(zip(map(str, d.ids["test"]), ys), key=lambda p: p[0]))
-        out["tasks"][t.name] = {"dataset": t.hub_name, "content_revision": m["content_revision"],
-                                "splits": {s: {"count": int(len(d.ids[s])), "ids_sha256": sha256_ids(d.ids[s])}
-                                           for s in ("train", "val", "test")},
-                                "test_labels_sha256": labels}
-    return out
+    try:
+        return lock_entries(hub, tasks)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def main(argv=None) -> int:
@@ -101,7 +84,7 @@ def main(argv=None) -> int:
             "sim": tasks[0].sim, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"system": platform.system(), "machine": platform.machine(),
                         "python": platform.python_version()},
-            **lock_entries(hub, tasks), "seconds": round(time.time() - t0, 1)}
+            **_lock_entries(hub, tasks), "seconds": round(time.time() - t0, 1)}
     Path(a.out).write_text(json.dumps(lock, indent=1, sort_keys=True) + "\n")
     print(f"wrote {a.out}")
     for name, d in lock["datasets"].items():

@@ -119,7 +119,8 @@ _REPORTER: contextvars.ContextVar = contextvars.ContextVar("mmu_fetch_reporter",
 def fetch_reporter(report):
     """Within the block, `download` and `list_links` call `report(event, **info)`: events
     "list" (url, count), "exists" (url, dest, size), "start" (url, dest, offset, total),
-    "bytes" (n), "done" (url, dest, size, offset, seconds), "skip" (what, reason)."""
+    "bytes" (n), "done" (url, dest, size, offset, seconds), "skip" (what, reason), and "note"
+    (text) for what a builder's `fetch` wants the user to know."""
     token = _REPORTER.set(report)
     try:
         yield

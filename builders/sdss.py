@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ._common import (column_or_null, common_columns, download, list_links, native, open_fits,
-                              require_columns, require_hdu)
+                              report, require_columns, require_hdu)
 from mmu.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
 from mmu.schema import SpectrumSpec, spectrum_array
 
@@ -127,6 +127,10 @@ class Sdss(Builder):
         metadata HDU is SPECOBJ (what `read` expects); v5_13_2: BOSS/eBOSS, whose files carry
         SPALL instead."""
         tree = "sdss" if str(run2d) in LEGACY_RUN2D else "eboss"
+        if tree == "eboss":
+            report("note", text=f"run2d {run2d} is a BOSS/eBOSS reduction; its spec files carry an SPALL "
+                                "HDU, and the sdss builder reads SDSS-I/II files (SPECOBJ): `mmu build` "
+                                "will reject them")
         base = ARCHIVE.format(tree=tree, run2d=run2d)
         got = []
         for plate in list_links(base, r"[0-9]{4,}/"):

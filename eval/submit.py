@@ -42,6 +42,34 @@ def labels_sha256(predictions: dict) -> str | None:
     return sha256_json(pairs)
 
 
+def lock_entries(hub: Path, tasks) -> dict:
+    """What a lock file pins for `tasks` on a built hub: each dataset's content revision and rows,
+    each task's id sets per split and test-label hash (what `validate` checks a mock task's
+    results against). A task is opened at the hub's revision of its dataset."""
+    from mmu.eval.tasks import open_task
+    from mmu.hub import read_manifest
+
+    out = {"datasets": {}, "tasks": {}}
+    for t in tasks:
+        m = read_manifest(hub, t.hub_name)
+        if t.paired:
+            got = list(m.get("prefixes", []))
+            if got and got != t.paired.prefixes:
+                raise ValueError(f"{t.hub_name}: prefixes {got} are not the task's {t.paired.prefixes}")
+        out["datasets"][t.hub_name] = {"content_revision": m["content_revision"], "rows": m["rows"],
+                                       "inputs_revisions": m.get("inputs_revisions")}
+        d = open_task(t.model_copy(update={"dataset_revision": m["content_revision"]}), hub)
+        labels = None
+        if t.type != "retrieval":
+            ys = [str(v) if t.type == "classification" else float(v) for v in d.y["test"]]
+            labels = sha256_json(sorted(zip(map(str, d.ids["test"]), ys), key=lambda p: p[0]))
+        out["tasks"][t.name] = {"dataset": t.hub_name, "content_revision": m["content_revision"],
+                                "splits": {s: {"count": int(len(d.ids[s])), "ids_sha256": sha256_ids(d.ids[s])}
+                                           for s in ("train", "val", "test")},
+                                "test_labels_sha256": labels}
+    return out
+
+
 def load_lock(path: Path) -> dict | None:
     try:
         return json.loads(Path(path).read_text())

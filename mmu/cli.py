@@ -203,6 +203,8 @@ class _FetchProgress:
             resumed = f", resumed at {_size(i['offset'])}" if i["offset"] else ""
             print(f"  [{self.files}] {self._rel(i['dest'])}  {_size(i['size'])}  "
                   f"({_size(rate)}/s{resumed})", file=self.out, flush=True)
+        elif event == "note":
+            print(f"note: {i['text']}", file=sys.stderr, flush=True)
         elif event == "skip":
             self.skipped.append(f"{i['what']}: {i['reason']}")
             print(f"  skipped {i['what']}: {i['reason']}", file=self.out, flush=True)
@@ -283,10 +285,6 @@ def _fetch(args) -> int:
     raw = Path(args.raw).resolve()
     raw.mkdir(parents=True, exist_ok=True)
     unit, size = FETCH_NOTES.get(builder.name, ("N raw inputs", entry.raw.size or "size unknown"))
-    if builder.name == "sdss" and opts.get("run2d") not in (None, "26", "103", "104"):
-        print(f"note: run2d {opts['run2d']} is a BOSS/eBOSS reduction; its spec files carry an SPALL "
-              "HDU, and the sdss builder reads SDSS-I/II files (SPECOBJ): `mmu build` will reject "
-              "them", file=sys.stderr)
     limit = f"--limit {args.limit}: {unit.replace('N', str(args.limit))}" if args.limit else \
         "no --limit: everything"
     print(f"fetch {entry.name} from {entry.raw.archive}\n  into {raw}\n  {limit}; {size}", flush=True)

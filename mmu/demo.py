@@ -201,27 +201,13 @@ class Demo:
     def _pin_tasks(self, names: list[str]) -> None:
         """Add the id sets and test labels of each demo task to demo.lock (as the mock
         benchmark's lock pins them), so a submission to the demo board is checked the same way."""
-        import json
-
         from mmu.catalog import load_catalog
-        from mmu.eval.results import sha256_ids, sha256_json
-        from mmu.eval.tasks import open_task
+        from mmu.eval.submit import lock_entries
 
         lock_path = self.out / "demo.lock"
-        lock = json.loads(lock_path.read_text())
-        lock["tasks"] = {}
         cat = load_catalog()
-        for name in names:
-            t = cat.task(name)
-            d = open_task(t, self.hub)
-            labels = None
-            if t.type != "retrieval":
-                ys = [str(v) if t.type == "classification" else float(v) for v in d.y["test"]]
-                labels = sha256_json(sorted(zip(map(str, d.ids["test"]), ys), key=lambda p: p[0]))
-            lock["tasks"][name] = {"dataset": t.hub_name, "content_revision": t.dataset_revision,
-                                   "splits": {s: {"count": int(len(d.ids[s])), "ids_sha256": sha256_ids(d.ids[s])}
-                                              for s in ("train", "val", "test")},
-                                   "test_labels_sha256": labels}
+        lock = json.loads(lock_path.read_text())
+        lock["tasks"] = lock_entries(self.hub, [cat.task(n) for n in names])["tasks"]
         atomic_write_json(lock_path, lock)
 
     def evaluate(self, checkpoint: str) -> dict:

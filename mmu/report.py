@@ -13,35 +13,37 @@ from pathlib import Path
 
 import numpy as np
 
+from mmu.demo import PAIRS
 
-FIGURES: Path | None = None  # set by write_report: each figure is also saved there as NAME.png
 
-
-def _png(fig, name: str) -> str:
-    """The figure as a data: URI (the page embeds it; no file or http(s) resource needed)."""
+def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    if FIGURES is not None:
-        FIGURES.mkdir(parents=True, exist_ok=True)
-        (FIGURES / f"{name}.png").write_bytes(buf.getvalue())
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
 
 
-def _examples(hub: Path, pairs: str, hosts: str, n: int = 3) -> list[str]:
+def _dataset(hub: Path, name: str):
+    """A built dataset's HATS partitions as one pyarrow dataset (read lazily)."""
+    import pyarrow.dataset as pads
+
+    from mmu.hub import catalog_dir
+
+    return pads.dataset(str(catalog_dir(hub, name) / "dataset"), format="parquet", partitioning="hive")
+
+
+def _examples(hub: Path, pairs: str, hosts: str, n: int = 3) -> list[tuple[str, bytes]]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pyarrow.parquet as pq
 
-    from mmu.hub import catalog_dir
     from mmu.plots import plot_lightcurve, plot_spectrum, rgb_composite
 
     figs = []
-    table = pq.read_table(catalog_dir(hub, pairs) / "dataset",
-                          columns=["object_id", "legacysurvey_image", "desi_spectrum", "sim_truth_z"]).slice(0, 200)
+    table = _dataset(hub, pairs).head(200, columns=["object_id", "legacysurvey_image", "desi_spectrum",
+                                                    "sim_truth_z"])
     # the highest-S/N spectra among the first 200 pairs (a faint galaxy's spectrum shows little)
     spec = table.column("desi_spectrum").combine_chunks()
     snr = [np.nanmedian(np.abs(np.asarray(f)) * np.sqrt(np.clip(np.asarray(iv), 0, None)))
@@ -60,10 +62,9 @@ def _examples(hub: Path, pairs: str, hosts: str, n: int = 3) -> list[str]:
             s = r["desi_spectrum"]
             plot_spectrum(b, s["lambda"], s["flux"], s["mask"], smooth=11)
         fig.tight_layout()
-        figs.append(_png(fig, "examples"))
+        figs.append(("examples", _png(fig)))
     try:
-        lc = pq.read_table(catalog_dir(hub, hosts) / "dataset", columns=["object_id", "plasticc_lightcurve",
-                                                                          "plasticc_true_target"]).slice(0, 2)
+        lc = _dataset(hub, hosts).head(2, columns=["object_id", "plasticc_lightcurve", "plasticc_true_target"])
     except (FileNotFoundError, KeyError, ValueError):
         return figs
     rows = lc.to_pylist()
@@ -74,11 +75,11 @@ def _examples(hub: Path, pairs: str, hosts: str, n: int = 3) -> list[str]:
             plot_lightcurve(ax, c["time"], c["band"], c["flux"], c["flux_err"], c["mask"])
             ax.set_title(f"{r['object_id']} (class {r['plasticc_true_target']})", fontsize=8)
         fig.tight_layout()
-        figs.append(_png(fig, "lightcurves"))
+        figs.append(("lightcurves", _png(fig)))
     return figs
 
 
-def _training_curve(log: Path) -> str | None:
+def _training_curve(log: Path) -> bytes | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -101,10 +102,10 @@ def _training_curve(log: Path) -> str | None:
     ax.set_ylabel("contrastive loss")
     ax.legend()
     fig.tight_layout()
-    return _png(fig, "training_curve")
+    return _png(fig)
 
 
-def _z_scatter(results_dir: Path) -> str | None:
+def _z_scatter(results_dir: Path) -> bytes | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -128,12 +129,11 @@ def _z_scatter(results_dir: Path) -> str | None:
     ax.set_ylabel("predicted z (linear probe on image embeddings)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig, "redshift_scatter")
+    return _png(fig)
 
 
 MODELS = {"pretrained": "pretrained", "random-weights": "random weights", "raw-pca": "raw PCA",
           "supervised": "supervised"}
-PAIRS = "mock_ls_desi_v1"
 
 
 def _margin_html(m: dict, size: str) -> str:
@@ -161,14 +161,11 @@ def _result(results_dir: Path, sub: str, task_prefix: str, protocol: str) -> dic
 def _rows(hub: Path, name: str, ids, columns: list[str]) -> dict:
     import pyarrow.dataset as pads
 
-    from mmu.hub import catalog_dir
-
-    ds = pads.dataset(str(catalog_dir(hub, name) / "dataset"), format="parquet", partitioning="hive")
-    t = ds.to_table(columns=["object_id", *columns], filter=pads.field("object_id").isin(list(ids)))
+    t = _dataset(hub, name).to_table(columns=["object_id", *columns], filter=pads.field("object_id").isin(list(ids)))
     return {r["object_id"]: r for r in t.to_pylist()}
 
 
-def _retrieval(hub: Path, results_dir: Path, queries: int = 3, shown: int = 3) -> str | None:
+def _retrieval(hub: Path, results_dir: Path, queries: int = 3, shown: int = 3) -> bytes | None:
     """Three test images (query) and the pretrained model's nearest spectra in the test gallery."""
     import matplotlib
     matplotlib.use("Agg")
@@ -210,10 +207,10 @@ def _retrieval(hub: Path, results_dir: Path, queries: int = 3, shown: int = 3) -
             mark = " (its own spectrum)" if oid == pred["ids"][i] else ""
             ax.set_title(f"#{k + 1}: z = {r['sim_truth_z']:.3f}{mark}", fontsize=8)
     fig.tight_layout()
-    return _png(fig, "retrieval")
+    return _png(fig)
 
 
-def _embedding_map(hub: Path, results_dir: Path, cache: Path, max_points: int = 1500) -> str | None:
+def _embedding_map(hub: Path, results_dir: Path, cache: Path, max_points: int = 1500) -> bytes | None:
     """t-SNE of the image embeddings (every split) of the pretrained model and of the random-weight
     encoder, coloured by true redshift."""
     import matplotlib
@@ -255,7 +252,7 @@ def _embedding_map(hub: Path, results_dir: Path, cache: Path, max_points: int = 
         ax.set_yticks([])
     fig.suptitle("image embeddings, t-SNE", fontsize=10)
     fig.colorbar(sc, ax=axes[0].tolist(), label="true z", shrink=0.9)
-    return _png(fig, "embedding_map")
+    return _png(fig)
 
 
 def write_report(out: Path, summary: dict) -> Path:
@@ -263,33 +260,38 @@ def write_report(out: Path, summary: dict) -> Path:
     OUT/figures/*.png and its numbers as OUT/report.json."""
     from mmu.hub import atomic_write_json
 
-    global FIGURES
     out = Path(out)
-    FIGURES = out / "figures"
-    try:
-        page = _write_report(out, summary)
-    finally:
-        FIGURES = None
+    page, figures = _write_report(out, summary)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    for name, png in figures.items():
+        (out / "figures" / f"{name}.png").write_bytes(png)
     ev = summary["results"].get("eval", {})
     atomic_write_json(out / "report.json", {
         "format": "mmu-demo-report/1", "size": summary["size"]["name"], "seed": summary["seed"],
         "note": "demo run on mock data: not comparable with the public board",
         "margin": ev.get("margin"), "probes": ev.get("tasks"), "leaderboard": ev.get("leaderboard"),
         "stages_s": summary["stages_s"], "reused": summary.get("reused", []), "total_s": summary["total_s"],
-        "report": str(page), "figures": sorted(p.name for p in (out / "figures").glob("*.png"))})
+        "report": str(page), "figures": sorted(f"{name}.png" for name in figures)})
     return page
 
 
-def _write_report(out: Path, summary: dict) -> Path:
+def _write_report(out: Path, summary: dict) -> tuple[Path, dict[str, bytes]]:
+    """The page (written) and its figures by name (PNG bytes), each also embedded in the page."""
     hub = out / "hub"
     esc = html.escape
+    figures: dict[str, bytes] = {}
+
+    def img(name: str, png: bytes, alt: str) -> str:
+        figures[name] = png
+        return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
     parts = [f"<h1>mmu demo ({esc(summary['size']['name'])}) — a mock universe, end to end</h1>",
              "<p><b>Demo run on mock data: not comparable with the public board.</b></p>"]
-    for src in _examples(hub, "mock_ls_desi_v1", "demo_sn_hosts"):
-        parts.append(f'<img alt="example objects" src="{src}">')
+    for name, png in _examples(hub, PAIRS, "demo_sn_hosts"):
+        parts.append(img(name, png, "example objects"))
     curve = _training_curve(Path(summary["results"]["pretrain"]["checkpoint"]).parent.parent / "log.jsonl")
     if curve:
-        parts += ["<h2>Training</h2>", f'<img alt="training curve" src="{curve}">']
+        parts += ["<h2>Training</h2>", img("training_curve", curve, "training curve")]
     ev = summary["results"].get("eval", {})
     tasks = ev.get("tasks", {})
     if tasks:
@@ -319,13 +321,13 @@ def _write_report(out: Path, summary: dict) -> Path:
             parts.append("<p>Leaderboard: <a href=\"site/index.html\">site/index.html</a></p>")
     scatter = _z_scatter(out / "results")
     if scatter:
-        parts += ["<h2>Redshift from images</h2>", f'<img alt="redshift predicted vs true" src="{scatter}">']
-    for title, fig, alt in (("Retrieval: an image and its nearest spectra", _retrieval(hub, out / "results"),
-                             "retrieval examples"),
-                            ("Embedding map", _embedding_map(hub, out / "results", out / "cache"),
-                             "embedding map coloured by redshift")):
-        if fig:
-            parts += [f"<h2>{title}</h2>", f'<img alt="{alt}" src="{fig}">']
+        parts += ["<h2>Redshift from images</h2>", img("redshift_scatter", scatter, "redshift predicted vs true")]
+    for title, name, png, alt in (("Retrieval: an image and its nearest spectra", "retrieval",
+                                   _retrieval(hub, out / "results"), "retrieval examples"),
+                                  ("Embedding map", "embedding_map", _embedding_map(hub, out / "results", out / "cache"),
+                                   "embedding map coloured by redshift")):
+        if png:
+            parts += [f"<h2>{title}</h2>", img(name, png, alt)]
     parts += ["<h2>Stages</h2>", "<table id='stages'><tr><th>stage</th><th>seconds</th></tr>"]
     reused = set(summary.get("reused", []))
     for k, v in summary["stages_s"].items():
@@ -339,4 +341,4 @@ def _write_report(out: Path, summary: dict) -> Path:
             ".met{color:#176f2c}.not-met{color:#b00020}</style></head><body>" + "\n".join(parts) + "</body></html>")
     path = out / "report.html"
     path.write_text(page)
-    return path
+    return path, figures
