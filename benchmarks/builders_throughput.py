@@ -6,7 +6,7 @@ the engine's share of the build time.
 
 For each dataset it measures
   * `read`: the builder alone, in this process (list_inputs + read of every input, rows only);
-  * `build(1)`, `build(2)`: `mmu.build.build` on a LocalCluster of 1 and 2 worker processes
+  * `build(1)`, `build(2)`: `mmu.engine.build.build` on a LocalCluster of 1 and 2 worker processes
     (one thread each), into a fresh hub each time; the manifest's standardize / partition times.
 objects/s per worker = rows / read seconds; scaling = standardize(1) / standardize(2); engine
 share = 1 - read / build(1) total. Worker imports are warmed up before timing. Not a test:
@@ -27,8 +27,8 @@ DATASETS = ["legacysurvey_dr10_south", "desi_dr1", "sdss_dr17", "plasticc_2018",
 
 
 def read_only(name: str, raw: Path) -> tuple[int, float]:
-    from mmu.builder import Rejection, get_builder
-    from mmu.catalog import load_catalog
+    from mmu.engine.builder import Rejection, get_builder
+    from mmu.registry.catalog import load_catalog
 
     entry = load_catalog().dataset(name)
     builder = get_builder(entry.builder).from_options(entry.builder_config)
@@ -45,12 +45,12 @@ def _warm():
     import hats  # noqa: F401
     import hats_import.pipeline  # noqa: F401
 
-    import mmu.build  # noqa: F401
+    import mmu.engine.build  # noqa: F401
     import mmu.builders  # noqa: F401
 
 
 def timed_build(name: str, raw: Path, workers: int) -> dict:
-    from mmu.build import build, make_client
+    from mmu.engine.build import build, make_client
 
     hub = Path(tempfile.mkdtemp(prefix=f"bench-hub-{workers}-"))
     client, cluster = make_client(workers)

@@ -58,9 +58,9 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/mmu-bench-xm")
     args = p.parse_args()
 
-    from mmu.build import build
-    from mmu.crossmatch import crossmatch
-    from mmu.export import export_wds
+    from mmu.engine.build import build
+    from mmu.pairing.crossmatch import crossmatch
+    from mmu.shards.export import export_wds
     from mmu.sim import simulate
 
     work = Path(args.work)

@@ -28,7 +28,7 @@ LOCK = Path(__file__).resolve().parent / "mock-v1.lock"
 
 
 def mock_tasks(lock_name: str):
-    from mmu.catalog import load_catalog
+    from mmu.registry.catalog import load_catalog
 
     return [t for t in load_catalog().tasks if t.mock and Path(t.lock).name == lock_name]
 

@@ -67,7 +67,7 @@ def time_embedding(cfg, device: str, n: int, batch: int) -> dict:
 
 
 def time_probes(n: int, dim: int, seed: int = 0) -> dict:
-    from mmu.catalog import TaskEntry
+    from mmu.registry.catalog import TaskEntry
     from mmu.eval.protocols import KNN16_V1, LINEAR_V1, Split
 
     rng = np.random.default_rng(seed)

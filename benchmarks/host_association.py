@@ -47,8 +47,8 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/mmu-bench-host")
     args = p.parse_args()
 
-    from mmu.build import build, make_client
-    from mmu.crossmatch import crossmatch
+    from mmu.engine.build import build, make_client
+    from mmu.pairing.crossmatch import crossmatch
     from mmu.sim import simulate
 
     work = Path(args.work)

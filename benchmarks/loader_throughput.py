@@ -1,6 +1,6 @@
 """Training-sample read rate, per core: decoded samples/s for the AstroCLIP sample (a 4x96x96 image
 with ivar and mask + a 7,781-pixel spectrum with ivar and mask, ~400 KB), from shards written by
-`mmu.wds` (target >= 1,000/s per core). One process, one thread, warm page cache.
+`mmu.shards.format` (target >= 1,000/s per core). One process, one thread, warm page cache.
 
     python benchmarks/loader_throughput.py [--samples 600] [--out DIR]
 
@@ -21,7 +21,7 @@ import numpy as np
 
 
 def write_shards(out: Path, n_samples: int, n_shards: int) -> None:
-    from mmu.wds import encode_sample, sample_key, shard_name, write_tar
+    from mmu.shards.format import encode_sample, sample_key, shard_name, write_tar
 
     rng = np.random.default_rng(0)
     lam = np.linspace(3600, 9824, 7781).astype(np.float32)

@@ -1,7 +1,7 @@
 """Trainer throughput on one device for the AstroCLIP-like config (pretrain/configs/astroclip.yaml):
 samples/s, step time, peak memory and model FLOP utilisation,
   (a) compute only: one fixed-shape batch already on the device, the real `train_step`;
-  (b) fed by the real loader: shards written with `mmu.wds` (real array shapes), `train_loader`
+  (b) fed by the real loader: shards written with `mmu.shards.format` (real array shapes), `train_loader`
       with <= 4 workers, the same `train_step`;
 each in fp32 eager and (on a GPU) bf16 autocast + compiled encoders.
 

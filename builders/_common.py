@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from mmu.builder import InputRejected
+from mmu.engine.builder import InputRejected
 
 
 @contextlib.contextmanager

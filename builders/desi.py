@@ -19,8 +19,8 @@ import pyarrow as pa
 
 from ._common import (column_or_null, common_columns, download, has_column, list_links,
                               native, open_fits, require_columns, require_hdu)
-from mmu.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
-from mmu.schema import SpectrumSpec, spectrum_array
+from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
+from mmu.model.schema import SpectrumSpec, spectrum_array
 
 WAVE_MIN, WAVE_STEP, NPIX = 3600.0, 0.8, 7781  # 3600 .. 9824 Å, the common DESI coadd grid
 GRID = WAVE_MIN + WAVE_STEP * np.arange(NPIX)

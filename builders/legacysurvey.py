@@ -17,8 +17,8 @@ import pyarrow as pa
 
 from ._common import (FetchError, column_or_null, common_columns, download, has_column, native,
                       open_fits, report, require_columns)
-from mmu.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
-from mmu.schema import ImageSpec, image_array
+from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
+from mmu.model.schema import ImageSpec, image_array
 
 TRACTOR_RE = re.compile(r"^tractor-([0-9]{4}[pm][0-9]{3})\.fits$")
 # MASKBITS that make a pixel bad in one band: SATUR_<band> and ALLMASK_<band> (DR10 adds i)

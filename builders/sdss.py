@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from ._common import (column_or_null, common_columns, download, list_links, native, open_fits,
                               report, require_columns, require_hdu)
-from mmu.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
-from mmu.schema import SpectrumSpec, spectrum_array
+from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
+from mmu.model.schema import SpectrumSpec, spectrum_array
 
 FILE_RE = re.compile(r"^spec-([0-9]{4,})-([0-9]{5})-([0-9]{4})\.fits$")
 LN10 = np.log(10.0)

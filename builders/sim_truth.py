@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmu.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
+from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
 
 F, I, S, B = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 

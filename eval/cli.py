@@ -112,7 +112,7 @@ def _fail(e) -> int:
 
 def run_embed(args) -> int:
     from mmu.eval.embed import CheckpointEmbedder, embed_split, map_columns, write_embeddings
-    from mmu.hub import dataset_dir, read_manifest
+    from mmu.hub.layout import dataset_dir, read_manifest
 
     try:
         emb = CheckpointEmbedder(args.checkpoint, device=args.device)

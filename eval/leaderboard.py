@@ -49,7 +49,7 @@ def read_board(leaderboard: str, ref: str = "HEAD") -> dict[str, bytes]:
 
 
 def columns(catalog=None) -> list[tuple]:
-    from mmu.catalog import load_catalog
+    from mmu.registry.catalog import load_catalog
 
     catalog = catalog or load_catalog()
     return [(t.name, p, t.main_score, t.higher_is_better) for t in catalog.tasks if not t.superseded_by

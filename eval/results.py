@@ -250,7 +250,7 @@ def _json_default(v):
 
 
 def write_result(out_dir: Path, result: dict) -> Path:
-    from mmu.hub import atomic_write_json
+    from mmu.hub.layout import atomic_write_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

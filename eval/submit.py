@@ -47,7 +47,7 @@ def lock_entries(hub: Path, tasks) -> dict:
     each task's id sets per split and test-label hash (what `validate` checks a mock task's
     results against). A task is opened at the hub's revision of its dataset."""
     from mmu.eval.tasks import open_task
-    from mmu.hub import read_manifest
+    from mmu.hub.layout import read_manifest
 
     out = {"datasets": {}, "tasks": {}}
     for t in tasks:
@@ -78,7 +78,7 @@ def load_lock(path: Path) -> dict | None:
 
 
 def _lock_path(task) -> Path:
-    from mmu.catalog import default_catalog_path
+    from mmu.registry.catalog import default_catalog_path
 
     return default_catalog_path().parent / task.lock
 
@@ -136,7 +136,7 @@ def _compare(where, claimed: dict, got: dict) -> list[str]:
 def validate(results: list[tuple[Path, dict]], catalog=None, board: dict | None = None) -> list[str]:
     """Every problem of a result set ([] = valid). `board`: {(task): labels_sha256} of results
     already on the leaderboard."""
-    from mmu.catalog import load_catalog
+    from mmu.registry.catalog import load_catalog
 
     catalog = catalog or load_catalog()
     problems = []

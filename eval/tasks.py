@@ -18,9 +18,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from mmu.catalog import TaskEntry, load_catalog
-from mmu.hub import dataset_dir, read_manifest
-from mmu.schema import SPLIT_COLUMN, SPLITS
+from mmu.registry.catalog import TaskEntry, load_catalog
+from mmu.hub.layout import dataset_dir, read_manifest
+from mmu.model.schema import SPLIT_COLUMN, SPLITS
 
 _OPS = {"==": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge, "<": operator.lt,
         ">": operator.gt}
@@ -164,8 +164,8 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
 def iter_samples(files: list[Path], split: str, column: str, batch_rows: int = 256):
     """Batches of (object_ids, samples) of one modality column for the rows of `split`; a sample
     is `{"object_id", column: {field: ndarray}}`, as the trainer's collator takes it."""
-    from mmu.export import _row_arrays  # the exporter's struct -> per-row arrays, reused as is
-    from mmu.schema import modalities_of
+    from mmu.shards.export import row_arrays  # the exporter's struct -> per-row arrays, reused as is
+    from mmu.model.schema import modalities_of
 
     for path in files:
         pf = pq.ParquetFile(path)
@@ -177,7 +177,7 @@ def iter_samples(files: list[Path], split: str, column: str, batch_rows: int = 2
             mods = {k: v for k, v in modalities_of(t.schema).items() if k == column}
             if column not in mods:
                 raise TaskError(f"{path}: column {column!r} is not a modality column")
-            arrays = _row_arrays(t, mods, {})
+            arrays = row_arrays(t, mods, {})
             oids = [str(o) for o in t.column("object_id").to_pylist()]
             samples = []
             for oid, a in zip(oids, arrays):

@@ -9,7 +9,7 @@
 
 A sample is `{"object_id": str, column: {field: ndarray} or None}` with the fields of the data
 model (image flux/ivar/mask; spectrum flux/ivar/mask/lambda; light curve time/band/flux/flux_err/
-mask) — what `mmu.wds.decode_sample` returns, or a Parquet row's modality struct. Normalisation
+mask) — what `mmu.shards.format.decode_sample` returns, or a Parquet row's modality struct. Normalisation
 happens inside `embed` (`mmu.pretrain.preprocess.preprocess`), exactly as in training.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Pretrained:
     def collate(self, samples: list[dict | None], constants: dict | None = None) -> dict:
         """Decoded samples -> one batch of len(samples) rows, shapes as in training.
         `constants`: fields left out of the samples, e.g. an export index's
-        `{"desi_spectrum.lambda": [...]}` (`mmu.wds.read_index(dir)["constants"]`)."""
+        `{"desi_spectrum.lambda": [...]}` (`mmu.shards.format.read_index(dir)["constants"]`)."""
         consts = {k: np.asarray(v) for k, v in (constants or {}).items()}
         return Collator(self.config.model.modalities, max(1, len(samples)))(
             [_normalise_sample(s, consts) for s in samples])
@@ -67,7 +67,7 @@ class Pretrained:
 def _normalise_sample(s, constants: dict):
     if s is None:
         return None
-    if "object_id" not in s:  # mmu.wds.decode_sample output
+    if "object_id" not in s:  # mmu.shards.format.decode_sample output
         s = {**s, "object_id": (s.get("meta") or {}).get("object_id", s.get("__key__", ""))}
     for key, value in constants.items():
         column, _, field = key.rpartition(".")

@@ -1,4 +1,4 @@
-"""The training data stream: `mmu export-wds` shards (format in `mmu.wds`) -> fixed-shape batches
+"""The training data stream: `mmu export-wds` shards (format in `mmu.shards.format`) -> fixed-shape batches
 with validity masks, as a deterministic function of (seed, rank, step).
 
 Each rank owns the shards `sorted(shards)[rank::world]`; within a rank, P = max(1, num_workers)
@@ -24,7 +24,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from mmu.wds import INDEX_JSON
+from mmu.shards.format import INDEX_JSON
 
 FIELDS = {"image": ("flux", "ivar", "mask"),
           "spectrum": ("flux", "ivar", "mask", "lambda"),

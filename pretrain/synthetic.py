@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmu.wds import INDEX_JSON, INDEX_PARQUET, encode_sample, sample_key, shard_name, write_tar
+from mmu.shards.format import INDEX_JSON, INDEX_PARQUET, encode_sample, sample_key, shard_name, write_tar
 
 LSST_BANDS = ["lsst-u", "lsst-g", "lsst-r", "lsst-i", "lsst-z", "lsst-y"]
 

@@ -63,7 +63,7 @@ def with_overlay(test_overlay, monkeypatch):
     monkeypatch.setenv("MMU_CATALOG", str(test_overlay))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    from mmu.catalog import load_catalog
+    from mmu.registry.catalog import load_catalog
     return load_catalog()
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 from astropy.io import fits
 
-from mmu.builder import Builder, BuilderConfig, InputRejected, RawInput
-from mmu.schema import SpectrumSpec, spectrum_array
+from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput
+from mmu.model.schema import SpectrumSpec, spectrum_array
 
 NPIX = 64
 

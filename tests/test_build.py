@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 
-from mmu.build import BuildError, PartitionSettings, build
-from mmu.splits import SplitDefinition
+from mmu.engine.build import BuildError, PartitionSettings, build
+from mmu.model.splits import SplitDefinition
 from mmu_testbuilder import NPIX, write_spectra_file
 
 FIELDS = [(10.0, 5.0), (40.0, -20.0), (200.0, 30.0), (300.0, 60.0), (120.0, -70.0), (359.5, 0.5)]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from mmu.builder import InputRejected, get_builder
+from mmu.engine.builder import InputRejected, get_builder
 from test_builder_helpers import assert_opens, hub_table, link_tree, read_all
 
 ARMS = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
@@ -210,7 +210,7 @@ def test_target_without_redshift_is_rejected(tmp_path, builder):
 @pytest.fixture(scope="module")
 def built(sim_raw, tmp_path_factory, dask_client):
     """One engine build: the mock observatory's DESI coadds plus hand-written bad ones."""
-    from mmu.build import build
+    from mmu.engine.build import build
 
     tmp = tmp_path_factory.mktemp("desi")
     raw = link_tree(sim_raw, tmp / "raw", "desi")

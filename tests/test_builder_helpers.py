@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmu.builder import Rejection
+from mmu.engine.builder import Rejection
 
 
 def link_tree(sim_raw: Path, dst: Path, *subdirs: str) -> Path:

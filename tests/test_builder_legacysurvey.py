@@ -13,7 +13,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from mmu.builder import InputRejected, get_builder
+from mmu.engine.builder import InputRejected, get_builder
 from test_builder_helpers import assert_opens, hub_table, link_tree, read_all
 
 BANDS = ("g", "r", "i", "z")
@@ -178,7 +178,7 @@ def test_bad_brick_rejected_by_name(tmp_path, kwargs, words):
 def built(sim_raw, tmp_path_factory, dask_client):
     """One engine build (catalog config: g,r,i,z, 96 px): the mock observatory's bricks plus
     hand-written bad ones."""
-    from mmu.build import build
+    from mmu.engine.build import build
 
     tmp = tmp_path_factory.mktemp("legacysurvey")
     raw = link_tree(sim_raw, tmp / "raw", "legacysurvey")

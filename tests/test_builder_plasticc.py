@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmu.builder import InputRejected, get_builder
+from mmu.engine.builder import InputRejected, get_builder
 from test_builder_helpers import assert_opens, hub_table, link_tree, read_all
 
 
@@ -124,7 +124,7 @@ def test_duplicate_orphan_and_bad_passband_rows(tmp_path):
 @pytest.fixture(scope="module")
 def built(sim_raw, tmp_path_factory, dask_client):
     """One engine build: the mock observatory's PLAsTiCC CSVs plus hand-written bad ones."""
-    from mmu.build import build
+    from mmu.engine.build import build
 
     tmp = tmp_path_factory.mktemp("plasticc")
     raw = link_tree(sim_raw, tmp / "raw", "plasticc")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from mmu.builder import InputRejected, RawInput, get_builder
+from mmu.engine.builder import InputRejected, RawInput, get_builder
 from test_builder_helpers import assert_opens, hub_table, link_tree, read_all
 
 NPIX = 500
@@ -118,7 +118,7 @@ def test_truncated_and_corrupt_files(tmp_path, builder):
 def built(sim_raw, tmp_path_factory, dask_client):
     """One engine build: the mock observatory's SDSS plates plus hand-written bad spectra (NaN
     flux, all-zero ivar, dec out of range, a true duplicate, a corrupt file)."""
-    from mmu.build import build
+    from mmu.engine.build import build
 
     tmp = tmp_path_factory.mktemp("sdss")
     raw = link_tree(sim_raw, tmp / "raw", "sdss")

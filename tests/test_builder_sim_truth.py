@@ -8,13 +8,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmu.builder import InputRejected, get_builder
+from mmu.engine.builder import InputRejected, get_builder
 from test_builder_helpers import assert_opens, hub_table, link_tree, read_all
 
 
 @pytest.fixture(scope="module")
 def built(sim_raw, tmp_path_factory, dask_client):
-    from mmu.build import build
+    from mmu.engine.build import build
 
     tmp = tmp_path_factory.mktemp("sim_truth")
     raw = link_tree(sim_raw, tmp / "raw", "sim_truth")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mmu.catalog import load_catalog
-from mmu.cite import CiteError, collect, main, parse_bibtex, render_bibtex
+from mmu.registry.catalog import load_catalog
+from mmu.registry.cite import CiteError, collect, main, parse_bibtex, render_bibtex
 
 SURVEYS = ["legacysurvey_dr10_south", "desi_dr1", "sdss_dr17", "plasticc_2018"]
 REPO = Path(__file__).resolve().parent.parent
@@ -137,7 +137,7 @@ def test_paired_datasets_and_results_cite_their_inputs(tmp_path, capsys):
     hub = tmp_path / "hub"
     (hub / "desi_x_ls").mkdir(parents=True)
     (hub / "desi_x_ls" / "build.json").write_text(json.dumps(
-        {"name": "desi_x_ls", "build_key": "ab12", "paired": True,  # as mmu/crossmatch.py writes it
+        {"name": "desi_x_ls", "build_key": "ab12", "paired": True,  # as mmu/pairing/crossmatch.py writes it
          "inputs_datasets": ["desi_dr1", "legacysurvey_dr10_south"]}))
     (hub / "triple").mkdir()
     (hub / "triple" / "build.json").write_text(json.dumps(

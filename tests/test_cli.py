@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mmu.catalog import load_catalog
+from mmu.registry.catalog import load_catalog
 
 
 def mmu(*args, check=True):
@@ -46,7 +46,7 @@ def test_build_of_unknown_dataset_is_a_clear_error(tmp_path):
 
 
 def test_import_mmu_does_not_import_torch_or_dask_distributed():
-    code = "import sys, mmu, mmu.schema, mmu.catalog, mmu.build, mmu.cli; " \
+    code = "import sys, mmu, mmu.model.schema, mmu.registry.catalog, mmu.engine.build, mmu.cli; " \
            "print(sorted(m for m in ('torch', 'distributed', 'mmu.pretrain', 'mmu.eval') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

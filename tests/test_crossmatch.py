@@ -12,12 +12,12 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord, match_coordinates_sky
 
-from mmu.build import build
-from mmu.crossmatch import CrossmatchError, crossmatch, directional_light_radius
-from mmu.export import ExportError, export_wds
-from mmu.schema import modalities_of
-from mmu.splits import SplitDefinition
-from mmu.validate import validate_rows
+from mmu.engine.build import build
+from mmu.pairing.crossmatch import CrossmatchError, crossmatch, directional_light_radius
+from mmu.shards.export import ExportError, export_wds
+from mmu.model.schema import modalities_of
+from mmu.model.splits import SplitDefinition
+from mmu.model.validate import validate_rows
 from mmu_testbuilder import write_spectra_file
 
 SPLIT = SplitDefinition()
@@ -245,7 +245,7 @@ def test_host_association_prefers_the_smallest_directional_light_radius(with_ove
 def test_export_streams_shuffled_batches_with_an_index(paired, tmp_path, dask_client):
     import webdataset as wds
 
-    from mmu.wds import decode_sample, read_index
+    from mmu.shards.format import decode_sample, read_index
     tmp, hub, truth, result = paired
     out = tmp_path / "shards"
     idx = export_wds("test_x_other", hub, out, split="train", shard_size="4KB", seed=3, client=dask_client, **QUIET)

@@ -93,7 +93,7 @@ def test_tiny_demo_runs_the_chain_and_a_rerun_reuses_every_stage(tmp_path):
         assert int(n_test) == tasks[name]["pretrained"]["n_test"]
 
 
-@pytest.mark.slow
+@pytest.mark.benchmark
 def test_small_demo_learns_redshift_from_images_above_random_weights(tmp_path):
     """The issue's bar for `--size small` (about 2,000 galaxies in 120 fields, a 2-core CPU): the
     pretrained image embedding's linear-probe R² on redshift beats the same encoder at random
@@ -146,8 +146,8 @@ def test_every_size_trains_on_what_the_demo_builds(size, tmp_path):
     columns, a crop no larger than the Legacy Survey cutouts, the DESI grid's length (medium
     cannot be run on a CPU in CI; this is what can be checked of it without one)."""
     from mmu.builders.desi import NPIX
-    from mmu.catalog import load_catalog
-    from mmu.demo import SIZES, Demo
+    from mmu.registry.catalog import load_catalog
+    from mmu.demo.run import SIZES, Demo
 
     cfg = Demo(tmp_path / "demo", size).pretrain_config()
     assert set(cfg.model.modalities) == {"legacysurvey_image", "desi_spectrum"}

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from astropy.io import fits
 
-from mmu.build import build
-from mmu.crossmatch import crossmatch
-from mmu.export import export_wds
+from mmu.engine.build import build
+from mmu.pairing.crossmatch import crossmatch
+from mmu.shards.export import export_wds
 
 QUIET = dict(progress=False, log=lambda *a: None)
 NPIX = 64
@@ -188,7 +188,7 @@ def test_embed_command_and_cache_key(world, tmp_path):
 
 def test_cache_invalidates_when_any_key_part_changes(world, tmp_path):
     from mmu.eval.embed import CheckpointEmbedder, cache_key, embed_split
-    from mmu.hub import dataset_dir, read_manifest
+    from mmu.hub.layout import dataset_dir, read_manifest
 
     parts = dict(model_sha256="a" * 64, dataset="toy_pair", dataset_revision="r1", split="test",
                  column="testsurvey_spectrum", preprocessing="p1", which="projection")

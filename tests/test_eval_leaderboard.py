@@ -183,7 +183,7 @@ def test_submit_merge_render_round_trip(tmp_path, monkeypatch):
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump(S.overlay_yaml(lock)))
     monkeypatch.setenv("MMU_CATALOG", str(overlay))
-    from mmu.catalog import load_catalog
+    from mmu.registry.catalog import load_catalog
     from threadpoolctl import threadpool_limits
 
     cat = {"lock": lock, "overlay": overlay, "catalog": load_catalog()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmu.catalog import TaskEntry
+from mmu.registry.catalog import TaskEntry
 from mmu.eval import protocols as P
 
 

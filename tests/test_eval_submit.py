@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mmu.catalog import load_catalog
+from mmu.registry.catalog import load_catalog
 from mmu.eval import protocols as P
 from mmu.eval.results import make_result, sha256_ids, write_result
 from mmu.eval.submit import SubmitError, labels_sha256, submit

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from mmu.catalog import TaskEntry, default_catalog_path, parse_catalog
+from mmu.registry.catalog import TaskEntry, default_catalog_path, parse_catalog
 from mmu.eval import metrics as M
 from mmu.eval.protocols import KNN, LinearProbe, Retrieval, get_protocol
 from mmu.eval.tasks import parse_filter

@@ -26,8 +26,8 @@ from test_builder_legacysurvey import write_brick
 from test_builder_plasticc import write_csvs
 from test_builder_sdss import spec_name, write_spec
 
-from mmu.builder import get_builder
-from mmu.catalog import load_catalog
+from mmu.engine.builder import get_builder
+from mmu.registry.catalog import load_catalog
 from mmu.cli import main
 
 

@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PROBE = (
     "import json, sys, mmu, mmu.builders, mmu.pretrain, mmu.eval\n"
-    "from mmu.catalog import default_catalog_path, load_catalog\n"
+    "from mmu.registry.catalog import default_catalog_path, load_catalog\n"
     "print(json.dumps({'mmu': mmu.__file__, 'builders': mmu.builders.__file__,"
     " 'pretrain': mmu.pretrain.__file__, 'eval': mmu.eval.__file__,"
     " 'catalog': str(default_catalog_path()), 'datasets': len(load_catalog().datasets),"
@@ -39,8 +39,13 @@ def wheel_install(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     # build from a copy: an in-tree build leaves mmu_hub.egg-info in the checkout
     src = tmp / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-        ".git", "__pycache__", "*.egg-info", "build", "dist", ".whl", "hub", "raw", "out", ".venv"))
+    anywhere = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info")
+    at_root = {"build", "dist", ".whl", "hub", "raw", "out", ".venv", "work"}  # mmu/hub is a package
+
+    def ignore(folder, names):
+        return set(anywhere(folder, names)) | (at_root & set(names) if Path(folder) == REPO else set())
+
+    shutil.copytree(REPO, src, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp / "dist"), str(src)], check=True, timeout=300,
                    capture_output=True)

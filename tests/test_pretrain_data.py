@@ -1,4 +1,4 @@
-"""The training data stream: shards in the `mmu.wds` format -> fixed-shape masked batches, a
+"""The training data stream: shards in the `mmu.shards.format` format -> fixed-shape masked batches, a
 deterministic function of (seed, rank, step); ranks and loader workers never share a shard; a
 corrupt shard is skipped with a warning naming it."""
 from __future__ import annotations

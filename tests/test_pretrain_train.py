@@ -135,10 +135,10 @@ def test_checkpoint_files_api_and_refusal(exports, tmp_path):
 
     p = load_pretrained(path)
     assert p.step == 5 and p.sha256 == file_sha256(path) and p.manifest == ckpt["manifest"]
-    from mmu.wds import decode_sample, iter_tar
+    from mmu.shards.format import decode_sample, iter_tar
 
     samples = [decode_sample(s) for s in iter_tar(exports["astroclip"] / "val" / "shard-val-000000.tar")][:3]
-    from mmu.wds import read_index
+    from mmu.shards.format import read_index
 
     batch = p.collate(samples, constants=read_index(exports["astroclip"] / "val")["constants"])
     emb = p.embed(batch)

@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, dask_client, test_overlay) -> Path:
     """One small build (3 inputs, 60 rows over the whole sky) shared by this module's tests."""
-    from mmu.build import build
-    from mmu.catalog import load_catalog
+    from mmu.engine.build import build
+    from mmu.registry.catalog import load_catalog
 
     root = tmp_path_factory.mktemp("built")
     rng = np.random.default_rng(7)
@@ -55,7 +55,7 @@ def mmu(*args, env=None, timeout=120):
 
 
 def push_inproc(capsys, *args) -> tuple[int, str, str]:
-    from mmu.publish import main
+    from mmu.hub.publish import main
 
     rc = main(list(args))
     out, err = capsys.readouterr()
@@ -73,8 +73,8 @@ def edit_manifest(hub: Path, **changes) -> None:
 
 
 def test_build_manifest_fields_are_documented(built):
-    """docs/schema.md's build.json table (mmu.specdoc.MANIFEST_FIELDS) matches a real manifest."""
-    from mmu.specdoc import MANIFEST_FIELDS, MANIFEST_OPTIONAL
+    """docs/schema.md's build.json table (mmu.hub.schemadoc.MANIFEST_FIELDS) matches a real manifest."""
+    from mmu.hub.schemadoc import MANIFEST_FIELDS, MANIFEST_OPTIONAL
 
     m = json.loads((built / NAME / "build.json").read_text())
     found = set(m)
@@ -211,7 +211,7 @@ def test_offline_fails_at_once_and_writes_nothing(hub, tmp_path):
 
 def test_refusals_say_what_to_do(hub, capsys):
     base = ("push", NAME, "--hub", str(hub), "--dry-run")
-    import mmu.publish as publish
+    import mmu.hub.publish as publish
 
     def run(*args):
         return push_inproc(capsys, *base[1:], *args)
@@ -254,7 +254,7 @@ def test_refusals_say_what_to_do(hub, capsys):
 
 
 def test_card_validates_offline(built):
-    from mmu.publish import plan_upload, validate_card
+    from mmu.hub.publish import plan_upload, validate_card
 
     plan = plan_upload(built, NAME, "org/x")
     assert validate_card(plan.collection, plan.manifest, [p for p, _ in plan.files]) == []
@@ -263,7 +263,7 @@ def test_card_validates_offline(built):
 def test_no_token_is_a_clear_refusal(hub, capsys, monkeypatch):
     import huggingface_hub
 
-    import mmu.publish as publish
+    import mmu.hub.publish as publish
 
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     plan = publish.plan_upload(hub, NAME, "org/x")

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmu.schema import (ImageSpec, LightcurveSpec, SpectrumSpec, dataset_schema, hf_features,
+from mmu.model.schema import (ImageSpec, LightcurveSpec, SpectrumSpec, dataset_schema, hf_features,
                         image_array, lightcurve_array, modalities_of, spectrum_array)
-from mmu.validate import SchemaMismatch, conform, validate_rows
+from mmu.model.validate import SchemaMismatch, conform, validate_rows
 
 IMG = ImageSpec(("legacysurvey-g", "legacysurvey-r"), 5, 4)
 SPEC = SpectrumSpec(6)

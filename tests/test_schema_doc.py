@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from mmu.schema import (BAND_PATTERN, COMMON_COLUMNS, INDEX_DOC, SCHEMA_HISTORY, SCHEMA_VERSION,
+from mmu.model.schema import (BAND_PATTERN, COMMON_COLUMNS, INDEX_DOC, SCHEMA_HISTORY, SCHEMA_VERSION,
                         ImageSpec, LightcurveSpec, SpectrumSpec)
-from mmu.specdoc import MANIFEST_FIELDS, default_doc_path, render_schema_doc, run_docs_schema
+from mmu.hub.schemadoc import MANIFEST_FIELDS, default_doc_path, render_schema_doc, run_docs_schema
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "schema.md"
 
@@ -58,7 +58,7 @@ def test_doc_covers_the_data_model():
 
 
 def test_example_card_yaml_is_the_card_code_output():
-    """The card section is mmu.card.card_yaml's own output, and it parses."""
+    """The card section is mmu.hub.card.card_yaml's own output, and it parses."""
     text = render_schema_doc()
     block = text.split("Its YAML header")[1].split("```yaml\n")[1].split("```")[0]
     meta = yaml.safe_load(block)

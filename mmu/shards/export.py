@@ -7,7 +7,7 @@ globally with an external shuffle whose memory is bounded by one partition and o
    decides its shard and its position (so the order is a pure function of seed and ids);
 2. scatter (one Dask task per partition): rows -> per-shard bucket files (Arrow IPC);
 3. gather (one Dask task per shard): read its buckets, sort by position, encode samples
-   (mmu.wds format), write the tar atomically;
+   (mmu.shards.format format), write the tar atomically;
 4. index.json + index.parquet.
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from mmu.hub import atomic_write_json, dataset_dir, read_manifest
-from mmu.schema import INDEX_COLUMN, SPLIT_COLUMN, ImageSpec, SpectrumSpec, modalities_of
-from mmu.validate import _flat
-from mmu.wds import FORMAT_VERSION, INDEX_JSON, INDEX_PARQUET, encode_sample, sample_key, shard_name, write_tar
+from mmu.hub.layout import atomic_write_json, dataset_dir, read_manifest
+from mmu.model.schema import INDEX_COLUMN, SPLIT_COLUMN, ImageSpec, SpectrumSpec, modalities_of
+from mmu.model.validate import flat_values
+from mmu.shards.format import FORMAT_VERSION, INDEX_JSON, INDEX_PARQUET, encode_sample, sample_key, shard_name, write_tar
 
 
 class ExportError(ValueError):
@@ -50,7 +50,7 @@ def _order_key(seed: int, ids: list[str]) -> np.ndarray:
                      for o in ids], dtype=np.uint64)
 
 
-def _row_arrays(table: pa.Table, modalities: dict, constants: dict) -> list[dict[str, np.ndarray]]:
+def row_arrays(table: pa.Table, modalities: dict, constants: dict) -> list[dict[str, np.ndarray]]:
     """Per-row numpy arrays of every modality field, minus the dataset constants."""
     n = table.num_rows
     rows: list[dict[str, np.ndarray]] = [dict() for _ in range(n)]
@@ -62,7 +62,7 @@ def _row_arrays(table: pa.Table, modalities: dict, constants: dict) -> list[dict
             if name in constants:
                 continue
             is_list = pa.types.is_list(child.type) or pa.types.is_fixed_size_list(child.type)
-            values, off = _flat(child)
+            values, off = flat_values(child)
             shape = None
             if isinstance(spec, ImageSpec) and f.name in ("flux", "ivar", "mask") and spec.height:
                 shape = (len(spec.bands), spec.height, spec.width)
@@ -139,7 +139,7 @@ def _gather(shard: int, split: str, bucket_dir: str, out_dir: str, constants: di
     table = pa.concat_tables(parts, promote_options="default").sort_by("__pos")
     modalities = modalities_of(parts[0].schema)
     metas = _meta_rows(table.drop_columns(["__pos"]), modalities)
-    arrays = _row_arrays(table, modalities, constants)
+    arrays = row_arrays(table, modalities, constants)
     keys = [sample_key(m["object_id"]) for m in metas]
     info = write_tar(Path(out_dir) / shard_name(split, shard),
                      ((k, encode_sample(m, a)) for k, m, a in zip(keys, metas, arrays)))
@@ -153,7 +153,7 @@ def export_wds(name: str, hub: str | Path, out: str | Path, *, split: str = "tra
                overwrite: bool = False, client=None, workers: int | None = None,
                scheduler: str | None = None, progress: bool = True, log=print) -> dict:
     """Write dataset `name`'s `split` rows to shuffled WebDataset shards in `out`."""
-    from mmu.build import _Progress, make_client
+    from mmu.engine.cluster import Progress, dask_client
 
     hub, out = Path(hub).resolve(), Path(out).resolve()
     manifest = read_manifest(hub, name)
@@ -182,7 +182,7 @@ def export_wds(name: str, hub: str | Path, out: str | Path, *, split: str = "tra
     modalities = modalities_of(sample.schema)
     constants = _constants(sample, modalities) if sample.num_rows else {}
     per_row = np.mean([sum(len(v) for v in encode_sample(m, a).values())
-                       for m, a in zip(_meta_rows(sample, modalities), _row_arrays(sample, modalities, constants))]) \
+                       for m, a in zip(_meta_rows(sample, modalities), row_arrays(sample, modalities, constants))]) \
         if sample.num_rows else 1024
     size = parse_size(shard_size)
     n_shards = max(1, math.ceil(n * per_row / size))
@@ -192,11 +192,7 @@ def export_wds(name: str, hub: str | Path, out: str | Path, *, split: str = "tra
     buckets = staging / "buckets"
     shards_dir = staging / "shards"
     shards_dir.mkdir(parents=True)
-    own = client is None
-    cluster = None
-    if own:
-        client, cluster = make_client(workers, scheduler)
-    try:
+    with dask_client(workers, scheduler, client) as client:
         order_f = client.scatter(order, broadcast=True)
         futs = [client.submit(_scatter, f, split, seed, n_shards, order_f, str(buckets), f"p{k:06d}", constants,
                               pure=False) for k, f in enumerate(files)]
@@ -204,7 +200,7 @@ def export_wds(name: str, hub: str | Path, out: str | Path, *, split: str = "tra
         bad = sorted({k for r in results for k, ok in r["constant"].items() if not ok})
         for k in bad:  # not constant after all: keep the field in every sample
             constants.pop(k)
-        bar = _Progress(n_shards, f"{name}: shards", progress)
+        bar = Progress(n_shards, f"{name}: shards", progress, unit="shard")
         from dask.distributed import as_completed
         futs = [client.submit(_gather, s, split, str(buckets), str(shards_dir), constants, pure=False)
                 for s in range(n_shards)]
@@ -214,11 +210,6 @@ def export_wds(name: str, hub: str | Path, out: str | Path, *, split: str = "tra
             infos[info["name"]] = info
             bar.update()
         bar.close()
-    finally:
-        if own:
-            client.close()
-            if cluster is not None:
-                cluster.close()
     shards = [infos[shard_name(split, s)] for s in range(n_shards)]
     index_rows = {"object_id": [], "ra": [], "dec": [], "key": [], "shard": [], "position": []}
     for s in shards:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmu.schema import SPLITS
+from mmu.model.schema import SPLITS
 
 HATS_ORDER = 29
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmu.demo import PAIRS
+from mmu.demo.run import PAIRS
 
 
 def _png(fig) -> bytes:
@@ -29,7 +29,7 @@ def _dataset(hub: Path, name: str):
     """A built dataset's HATS partitions as one pyarrow dataset (read lazily)."""
     import pyarrow.dataset as pads
 
-    from mmu.hub import catalog_dir
+    from mmu.hub.layout import catalog_dir
 
     return pads.dataset(str(catalog_dir(hub, name) / "dataset"), format="parquet", partitioning="hive")
 
@@ -39,7 +39,7 @@ def _examples(hub: Path, pairs: str, hosts: str, n: int = 3) -> list[tuple[str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mmu.plots import plot_lightcurve, plot_spectrum, rgb_composite
+    from mmu.demo.plots import plot_lightcurve, plot_spectrum, rgb_composite
 
     figs = []
     table = _dataset(hub, pairs).head(200, columns=["object_id", "legacysurvey_image", "desi_spectrum",
@@ -171,7 +171,7 @@ def _retrieval(hub: Path, results_dir: Path, queries: int = 3, shown: int = 3) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mmu.plots import plot_spectrum, rgb_composite
+    from mmu.demo.plots import plot_spectrum, rgb_composite
 
     res = _result(results_dir, "pretrained", "DemoRetrievalImageSpectrum", "retrieval.v1")
     if res is None:
@@ -258,7 +258,7 @@ def _embedding_map(hub: Path, results_dir: Path, cache: Path, max_points: int = 
 def write_report(out: Path, summary: dict) -> Path:
     """OUT/report.html from a finished demo's summary (demo.json); its figures also as
     OUT/figures/*.png and its numbers as OUT/report.json."""
-    from mmu.hub import atomic_write_json
+    from mmu.hub.layout import atomic_write_json
 
     out = Path(out)
     page, figures = _write_report(out, summary)

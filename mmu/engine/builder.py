@@ -1,8 +1,8 @@
 """The survey builder interface and its registry.
 
 A builder reads one survey's raw archive format and nothing else: it lists its raw inputs and
-turns one input into standardized rows (pyarrow Tables in the schema of `mmu.schema`). The
-engine (`mmu.build`) does the rest the same way for every survey: Dask, validation, rejections,
+turns one input into standardized rows (pyarrow Tables in the schema of `mmu.model.schema`). The
+engine (`mmu.engine.build`) does the rest the same way for every survey: Dask, validation, rejections,
 resumption, partitioning, manifests and cards.
 
     @register_builder("mysurvey")
@@ -23,7 +23,7 @@ from typing import ClassVar, Iterator
 
 import pyarrow as pa
 
-from mmu.schema import ModalitySpec, dataset_schema
+from mmu.model.schema import ModalitySpec, dataset_schema
 
 _REGISTRY: dict[str, type["Builder"]] = {}
 
@@ -139,7 +139,7 @@ def get_builder(ref: str) -> type[Builder]:
         except (ImportError, AttributeError) as e:
             raise KeyError(f"cannot import builder {ref!r}: {e}") from None
         if not (isinstance(cls, type) and issubclass(cls, Builder)):
-            raise KeyError(f"{ref!r} is not a mmu.builder.Builder subclass")
+            raise KeyError(f"{ref!r} is not a mmu.engine.builder.Builder subclass")
         return cls
     importlib.import_module("mmu.builders")  # registers the survey builders
     try:

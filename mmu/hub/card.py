@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from mmu.catalog import DatasetEntry
-from mmu.schema import SPLITS, ModalitySpec, hf_features
-from mmu.splits import SplitDefinition
+from mmu.registry.catalog import DatasetEntry
+from mmu.model.schema import SPLITS, ModalitySpec, hf_features
+from mmu.model.splits import SplitDefinition
 
 HF_LICENSES = {"cc-by-4.0": "cc-by-4.0", "mit": "mit", "cc-by-nc-4.0": "cc-by-nc-4.0",
                "cc-by-sa-4.0": "cc-by-sa-4.0", "cc0-1.0": "cc0-1.0"}
@@ -109,7 +109,7 @@ def render_card(entry: DatasetEntry, manifest: dict, schema: pa.Schema,
 
 def write_card(collection: Path, entry: DatasetEntry, manifest: dict, schema: pa.Schema,
                modalities: dict[str, ModalitySpec]) -> Path:
-    from mmu.hub import atomic_write_text
+    from mmu.hub.layout import atomic_write_text
 
     path = Path(collection) / "README.md"
     atomic_write_text(path, render_card(entry, manifest, schema, modalities))

@@ -7,6 +7,8 @@ e.g. a local project's own datasets or a demo's tasks. An overlay may add entrie
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
 from functools import lru_cache
@@ -17,8 +19,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mmu.schema import MODALITIES
-from mmu.splits import SplitDefinition
+from mmu.model.schema import MODALITIES
+from mmu.model.splits import SplitDefinition
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 TASK_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*\.v[0-9]+$")
@@ -250,7 +252,7 @@ class Catalog(_Strict):
 
 def default_catalog_path() -> Path:
     """The repository's catalog.yaml in a checkout, else the copy inside the installed wheel."""
-    root = Path(__file__).resolve().parent.parent / "catalog.yaml"
+    root = Path(__file__).resolve().parents[2] / "catalog.yaml"
     if root.is_file():
         return root
     packaged = resources.files("mmu") / "catalog.yaml"
@@ -277,9 +279,36 @@ def parse_catalog(data: dict, source: str = "<catalog>") -> Catalog:
 
 
 def load_catalog(path: str | Path | None = None, overlays: list[str | Path] | None = None) -> Catalog:
-    """Load the catalog, plus overlays (argument, then `MMU_CATALOG`)."""
+    """Load the catalog, plus overlays: the argument's, then those made active by
+    `active_overlays`, then the `MMU_CATALOG` environment variable's.
+
+    Args:
+        path: the base catalog (default: the repository's or the installed package's catalog.yaml).
+        overlays: YAML files that add `datasets` and `tasks`.
+
+    Raises:
+        CatalogError: a file is missing, not YAML, or not a valid catalog.
+    """
     return _load(str(path or default_catalog_path()),
-                 tuple(str(p) for p in (overlays or [])) + _env_overlays())
+                 tuple(str(p) for p in (overlays or [])) + _ACTIVE.get() + _env_overlays())
+
+
+_ACTIVE: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("mmu_catalog_overlays", default=())
+
+
+@contextlib.contextmanager
+def active_overlays(*paths: str | Path):
+    """Within the block, every `load_catalog()` also reads the overlay files `paths`.
+
+    Example:
+        >>> with active_overlays("demo/demo-tasks.yaml"):   # doctest: +SKIP
+        ...     load_catalog().task("DemoMockRedshiftImage.v1")
+    """
+    token = _ACTIVE.set(_ACTIVE.get() + tuple(str(p) for p in paths))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
 
 
 def _env_overlays() -> tuple[str, ...]:

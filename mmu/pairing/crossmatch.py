@@ -33,11 +33,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmu.builder import Builder, BuilderConfig, RawInput
-from mmu.catalog import NAME_RE
-from mmu.hub import MANIFEST, STAGING, NotBuilt, catalog_dir, dataset_dir, read_manifest
-from mmu.schema import INDEX_COLUMN, SPLIT_COLUMN, modalities_of
-from mmu.splits import most_restrictive
+from mmu.engine.builder import Builder, BuilderConfig, RawInput
+from mmu.registry.catalog import NAME_RE
+from mmu.hub.layout import MANIFEST, STAGING, NotBuilt, catalog_dir, dataset_dir, read_manifest
+from mmu.model.schema import INDEX_COLUMN, SPLIT_COLUMN, modalities_of
+from mmu.model.splits import most_restrictive
 
 
 
@@ -334,8 +334,9 @@ def crossmatch(names: list[str], hub: str | Path, out: str, *, radius_arcsec: fl
                primary_only: bool = True, client=None, workers: int | None = None, scheduler: str | None = None,
                progress: bool = True, log=print):
     """Match `names` left to right into the paired catalog HUB/out (a hub dataset)."""
-    from mmu.build import BuildResult, PartitionSettings, _build, make_client
-    from mmu.catalog import load_catalog
+    from mmu.engine.build import BuildResult, PartitionSettings, build_inputs
+    from mmu.engine.cluster import dask_client
+    from mmu.registry.catalog import load_catalog
 
     hub = Path(hub).resolve()
     inputs = _check(names, hub, out, radius_arcsec, method, overwrite, prefixes)
@@ -345,10 +346,7 @@ def crossmatch(names: list[str], hub: str | Path, out: str, *, radius_arcsec: fl
         if missing:
             raise CrossmatchError(f"--method host needs the host catalog's size and shape columns "
                                   f"{list(host_columns)}; {inputs[1].name} lacks {missing}")
-    own = client is None
-    if own:
-        client, cluster = make_client(workers, scheduler)
-    try:
+    with dask_client(workers, scheduler, client) as client:
         import dask
         with dask.config.set(scheduler=client):
             t0 = time.perf_counter()
@@ -374,15 +372,11 @@ def crossmatch(names: list[str], hub: str | Path, out: str, *, radius_arcsec: fl
         sim = {"seed": mock[0].get("mock_seed"), "simulator_version": mock[0].get("simulator_version")} if mock else None
         if overwrite and (dataset_dir(hub, out) / MANIFEST).exists():
             (dataset_dir(hub, out) / MANIFEST).unlink()
-        result: BuildResult = _build(entry, builder, builder.list_inputs(hub), hub, hub, client, split_def,
-                                     sim, False, progress, PartitionSettings(), log)
+        result: BuildResult = build_inputs(entry, builder, builder.list_inputs(hub), raw=hub, hub=hub,
+                                           client=client, split_def=split_def, sim=sim, strict=False,
+                                           progress=progress, settings=PartitionSettings(), log=log)
         pairs_path.unlink(missing_ok=True)
         return result
-    finally:
-        if own:
-            client.close()
-            if cluster is not None:
-                cluster.close()
 
 
 def _check(names, hub: Path, out, radius, method, overwrite, prefixes) -> list[_Input]:
@@ -430,7 +424,7 @@ def _check(names, hub: Path, out, radius, method, overwrite, prefixes) -> list[_
 
 
 def _write_pairs(hub, out, inputs, pairs: pd.DataFrame, revisions, radius, method, stats) -> Path:
-    from mmu.hashing import sha256_json
+    from mmu.model.hashing import sha256_json
 
     key = sha256_json([revisions, radius, method, [i.prefix for i in inputs], len(pairs)])[:16]
     path = hub / STAGING / f"pairs-{out}-{key}.parquet"
@@ -465,7 +459,7 @@ def _write_pairs(hub, out, inputs, pairs: pd.DataFrame, revisions, radius, metho
 
 
 def _entry(out: str, inputs: list[_Input]):
-    from mmu.catalog import DatasetEntry, License, RawSource, load_catalog
+    from mmu.registry.catalog import DatasetEntry, License, RawSource, load_catalog
 
     cat = load_catalog()
     entries = []
@@ -494,7 +488,7 @@ def _entry(out: str, inputs: list[_Input]):
                     f"(mmu crossmatch); each input's columns carry its prefix "
                     f"({', '.join(i.prefix + '_' for i in inputs)}).",
         modalities=sorted({m for e in entries if e for m in e.modalities}),
-        builder="mmu.crossmatch:PairedBuilder", builder_config={},
+        builder="mmu.pairing.crossmatch:PairedBuilder", builder_config={},
         raw=RawSource(archive="hub", pattern=" x ".join(i.name for i in inputs), docs="docs/crossmatch.md"),
         license=lic, citation=citations, acknowledgement="\n\n".join(acks), homepage="docs/crossmatch.md",
         expected_rows=None, mock_only=any(i.manifest.get("mock") for i in inputs), keywords=["paired"])

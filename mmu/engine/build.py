@@ -29,13 +29,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmu import __version__
-from mmu.builder import Builder, RawInput, Rejection, get_builder
-from mmu.catalog import Catalog, DatasetEntry, load_catalog
-from mmu.hashing import ChecksumCache, content_revision, file_sha256, row_digests, sha256_json
-from mmu.hub import MANIFEST, STAGING, atomic_write_json, dataset_dir, replace_dir
-from mmu.schema import SCHEMA_VERSION, SPLIT_COLUMN, SPLITS, modalities_of
-from mmu.splits import SplitDefinition
-from mmu.validate import RowProblem, SchemaMismatch, conform, validate_rows
+from mmu.engine.builder import Builder, RawInput, Rejection, get_builder
+from mmu.engine.cluster import Progress, dask_client, make_client  # noqa: F401  (make_client re-exported)
+from mmu.registry.catalog import Catalog, DatasetEntry, load_catalog
+from mmu.model.hashing import ChecksumCache, content_revision, file_sha256, row_digests, sha256_json
+from mmu.hub.layout import MANIFEST, STAGING, atomic_write_json, dataset_dir, replace_dir
+from mmu.model.schema import SCHEMA_VERSION, SPLIT_COLUMN, SPLITS, modalities_of
+from mmu.model.splits import SplitDefinition
+from mmu.model.validate import RowProblem, SchemaMismatch, conform, validate_rows
 
 ENGINE_VERSION = "1"
 SIM_MANIFEST = "mmu-sim.json"
@@ -195,34 +196,6 @@ def find_sim_manifest(raw: Path) -> dict | None:
     return None
 
 
-class _Progress:
-    def __init__(self, total: int, desc: str, enabled: bool):
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, desc=desc, unit="input", leave=True)
-
-    def update(self, n=1):
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-def make_client(workers: int | None = None, scheduler: str | None = None):
-    """A Dask client: an existing cluster at `scheduler`, else a local one with `workers`."""
-    from dask.distributed import Client, LocalCluster
-
-    if scheduler:
-        return Client(scheduler, timeout="30s"), None
-    n = workers or max(1, min(2, os.cpu_count() or 1))
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=40)
-    return Client(cluster), cluster
-
-
 def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = None,
           scheduler: str | None = None, client=None, strict: bool = False, progress: bool = True,
           catalog: Catalog | None = None, settings: PartitionSettings | None = None,
@@ -246,19 +219,23 @@ def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = 
     hub.mkdir(parents=True, exist_ok=True)
     split_def = catalog.split_definition
     sim = find_sim_manifest(raw)
-    own_client, cluster = (client, None) if client is not None else make_client(workers, scheduler)
-    try:
-        return _build(entry, builder, inputs, raw, hub, own_client, split_def, sim, strict,
-                      progress, settings, log)
-    finally:
-        if client is None:
-            own_client.close()
-            if cluster is not None:
-                cluster.close()
+    with dask_client(workers, scheduler, client) as own_client:
+        return build_inputs(entry, builder, inputs, raw=raw, hub=hub, client=own_client,
+                            split_def=split_def, sim=sim, strict=strict, progress=progress,
+                            settings=settings, log=log)
 
 
-def _build(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], raw: Path, hub: Path,
-           client, split_def: SplitDefinition, sim, strict, progress, settings, log) -> BuildResult:
+def build_inputs(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], *, raw: Path,
+                 hub: Path, client, split_def: SplitDefinition, sim: dict | None = None,
+                 strict: bool = False, progress: bool = True,
+                 settings: PartitionSettings | None = None, log=print) -> BuildResult:
+    """Run both stages for an already-listed set of inputs on `client`; `build` without the set-up.
+
+    Used by `build` and by the paired builder of `mmu crossmatch`, whose inputs are partitions of
+    other hub datasets rather than raw files. Args are as for `build`, plus the catalog entry, the
+    builder instance, its inputs, the split definition and the mock marker (`sim`, or None).
+    """
+    settings = settings or PartitionSettings()
     t_start = time.perf_counter()
     name = entry.name
     cache_file = str(hub / STAGING / "sha256-cache.json")
@@ -291,7 +268,7 @@ def _build(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], raw: P
     staging = hub / STAGING / f"{name}-{build_key[:16]}"
     std_dir = staging / "standardized"
     std_dir.mkdir(parents=True, exist_ok=True)
-    bar = _Progress(len(inputs), f"{name}: standardize", progress)
+    bar = Progress(len(inputs), f"{name}: standardize", progress)
     ref = builder.name if ":" not in entry.builder else entry.builder
     futures = client.map(standardize_input, [ref] * len(inputs), [builder.options()] * len(inputs),
                          inputs, [str(std_dir)] * len(inputs), [split_def.as_dict()] * len(inputs),
@@ -338,7 +315,7 @@ def _build(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], raw: P
     margin = _partition(name, std_files, out_root, client, split_def, settings, progress, total_rows)
     t_part = time.perf_counter() - t1
     collection = out_root / name
-    from mmu.card import split_data_files, write_card
+    from mmu.hub.card import split_data_files, write_card
 
     data_files = split_data_files(collection, name, split_def)
     manifest = {
@@ -440,7 +417,7 @@ def _partition(name, std_files, out_root: Path, client, split_def, settings: Par
 def code_version() -> str:
     """Package version plus the git commit of a checkout, when there is one."""
     import subprocess
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
                                 capture_output=True, text=True, timeout=5)

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmu.schema import BAND_PATTERN, INDEX_COLUMN, ImageSpec, LightcurveSpec, ModalitySpec, SpectrumSpec
+from mmu.model.schema import BAND_PATTERN, INDEX_COLUMN, ImageSpec, LightcurveSpec, ModalitySpec, SpectrumSpec
 
 
 class SchemaMismatch(ValueError):
@@ -57,7 +57,7 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=out_schema)
 
 
-def _flat(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def flat_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Flatten (nested) lists to leaf values plus row offsets into them."""
     offsets = np.arange(len(arr) + 1, dtype=np.int64)
     while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
@@ -132,7 +132,7 @@ def validate_rows(table: pa.Table, modalities: dict[str, ModalitySpec],
         if not allow_null_modalities:
             p.add(null, name, "modality is missing")
         fields = {f.name: arr for f, arr in zip(struct.type, struct.flatten())}
-        flat = {k: _flat(v) for k, v in fields.items() if k != "scale"}
+        flat = {k: flat_values(v) for k, v in fields.items() if k != "scale"}
         ok = ~null
         if isinstance(spec, ImageSpec):
             _check_image(p, name, flat, fields, ok)

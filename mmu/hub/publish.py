@@ -16,7 +16,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmu.hub import MANIFEST, NotBuilt, dataset_dir, read_manifest
+from mmu.hub.layout import MANIFEST, NotBuilt, dataset_dir, read_manifest
 
 # What a collection is, as patterns relative to its root (plus `<name>/*` and each margin).
 COLLECTION_FILES = ("README.md", "collection.properties", MANIFEST)
@@ -147,7 +147,7 @@ def validate_card(collection: Path, manifest: dict, plan_files: list[str] | None
     from datasets import Features
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from mmu.schema import SPLITS, hf_features, modalities_of
+    from mmu.model.schema import SPLITS, hf_features, modalities_of
 
     path = collection / "README.md"
     if not path.is_file():

@@ -15,7 +15,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmu.hub import MANIFEST
+from mmu.hub.layout import MANIFEST
 
 
 class CiteError(ValueError):
@@ -309,7 +309,7 @@ def configure_cite_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_cite(args) -> int:
-    from mmu.catalog import CatalogError, load_catalog
+    from mmu.registry.catalog import CatalogError, load_catalog
 
     try:
         citations = collect(args.targets, load_catalog(), args.hub)
@@ -325,7 +325,7 @@ def run_cite(args) -> int:
     if args.output is None:
         sys.stdout.write(bib)
         return 0
-    from mmu.hub import atomic_write_text
+    from mmu.hub.layout import atomic_write_text
 
     atomic_write_text(Path(args.output), bib)
     print(f"wrote {len(citations.entries)} BibTeX entries for {len(citations.datasets)} dataset(s) "

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from mmu.hub import atomic_write_json
+from mmu.hub.layout import atomic_write_json
 
 # The demo observes its universe with a far deeper DESI than the real survey: a complete bright-time
 # selection to r < 21 / 23 with no fibre-magnitude cut (instead of 19.5 / 20.175 and r_fib < 21.5),
@@ -104,7 +104,7 @@ class Demo:
         return {"counts": m["counts"]}
 
     def build_all(self) -> dict:
-        from mmu.build import build
+        from mmu.engine.build import build
 
         out = {}
         for name in DATASETS:
@@ -114,8 +114,8 @@ class Demo:
         return out
 
     def crossmatch_all(self) -> dict:
-        from mmu.crossmatch import crossmatch
-        from mmu.hub import dataset_dir
+        from mmu.pairing.crossmatch import crossmatch
+        from mmu.hub.layout import dataset_dir
 
         # the paired catalogs the mock benchmark tasks read (catalog.yaml `tasks:` -> paired.name)
         plans = {
@@ -135,7 +135,7 @@ class Demo:
         return out
 
     def export_all(self) -> dict:
-        from mmu.export import export_wds
+        from mmu.shards.export import export_wds
 
         out = {}
         for split in ("train", "val"):
@@ -149,7 +149,7 @@ class Demo:
         """The size's pretraining config, pointed at this run's shards and run folder."""
         from mmu.pretrain.config import load_config
 
-        config = Path(__file__).resolve().parent.parent / "pretrain" / "configs" / f"{self.size.pretrain_config}.yaml"
+        config = Path(__file__).resolve().parents[2] / "pretrain" / "configs" / f"{self.size.pretrain_config}.yaml"
         if not config.exists():  # installed wheel: configs ship inside mmu.pretrain
             import mmu.pretrain
             config = Path(mmu.pretrain.__file__).parent / "configs" / f"{self.size.pretrain_config}.yaml"
@@ -175,8 +175,8 @@ class Demo:
         Results on them are local: never comparable with the public board."""
         import yaml
 
-        from mmu.catalog import load_catalog
-        from mmu.hub import read_manifest
+        from mmu.registry.catalog import load_catalog
+        from mmu.hub.layout import read_manifest
 
         cat = load_catalog()
         lock = {"benchmark": f"demo-{self.size.name}", "datasets": {}}
@@ -201,7 +201,7 @@ class Demo:
     def _pin_tasks(self, names: list[str]) -> None:
         """Add the id sets and test labels of each demo task to demo.lock (as the mock
         benchmark's lock pins them), so a submission to the demo board is checked the same way."""
-        from mmu.catalog import load_catalog
+        from mmu.registry.catalog import load_catalog
         from mmu.eval.submit import lock_entries
 
         lock_path = self.out / "demo.lock"
@@ -215,42 +215,35 @@ class Demo:
         PCA of the raw inputs, a supervised encoder per modality) on the demo tasks (linear.v1;
         retrieval.v1 for the cross-modal task), then the margin of the pretrained image embedding
         over random weights on redshift with a paired-bootstrap interval, then the local board."""
-        import os
+        from mmu.registry.catalog import active_overlays
 
-        from mmu.catalog import _load
+        overlay = self.task_overlay()
+        with active_overlays(overlay):
+            return self._evaluate(checkpoint)
+
+    def _evaluate(self, checkpoint: str) -> dict:
         from mmu.eval.baselines import run_baselines
         from mmu.eval.embed import CheckpointEmbedder
         from mmu.eval.run import model_block, run_tasks
 
-        overlay = self.task_overlay()
-        previous = os.environ.get("MMU_CATALOG")
-        os.environ["MMU_CATALOG"] = os.pathsep.join(p for p in (previous, str(overlay)) if p)
-        _load.cache_clear()
         names = [demo_name(n) for n in EVAL_TASKS]
         self._pin_tasks(names)
         results_dir = self.out / "results"
         protocols = ["linear.v1", "retrieval.v1"]
-        try:
-            emb = CheckpointEmbedder(checkpoint)
-            ours = run_tasks(emb, self.hub, results_dir / "pretrained", model=model_block(emb, name="demo-pretrained"),
-                             task_names=names, protocol_names=protocols, cache_dir=self.out / "cache",
-                             log=self._quiet)
-            cfg = emb.p.config
-            base = run_baselines(cfg, self.hub, results_dir, kinds=BASELINES, task_names=names,
-                                 cache_dir=self.out / "cache", supervised_epochs=self.size.supervised_epochs,
-                                 protocol_names=protocols, log=self._quiet)
-            # the maintainer's re-run that a baseline needs to enter a board (`--verified-by`),
-            # from scratch: no embedding cache
-            run_baselines(cfg, self.hub, self.out / "results-rerun", kinds=BASELINES, task_names=names,
-                          cache_dir=None, supervised_epochs=self.size.supervised_epochs,
-                          protocol_names=protocols, log=self._quiet)
-            board = self.leaderboard(results_dir, names)
-        finally:
-            if previous is None:
-                os.environ.pop("MMU_CATALOG", None)
-            else:
-                os.environ["MMU_CATALOG"] = previous
-            _load.cache_clear()
+        emb = CheckpointEmbedder(checkpoint)
+        ours = run_tasks(emb, self.hub, results_dir / "pretrained", model=model_block(emb, name="demo-pretrained"),
+                         task_names=names, protocol_names=protocols, cache_dir=self.out / "cache",
+                         log=self._quiet)
+        cfg = emb.p.config
+        base = run_baselines(cfg, self.hub, results_dir, kinds=BASELINES, task_names=names,
+                             cache_dir=self.out / "cache", supervised_epochs=self.size.supervised_epochs,
+                             protocol_names=protocols, log=self._quiet)
+        # the maintainer's re-run that a baseline needs to enter a board (`--verified-by`),
+        # from scratch: no embedding cache
+        run_baselines(cfg, self.hub, self.out / "results-rerun", kinds=BASELINES, task_names=names,
+                      cache_dir=None, supervised_epochs=self.size.supervised_epochs,
+                      protocol_names=protocols, log=self._quiet)
+        board = self.leaderboard(results_dir, names)
         rows = {}
         for label, results in (("pretrained", ours), *((k, base.get(k, [])) for k in BASELINES)):
             for r in results:
@@ -332,12 +325,11 @@ class Demo:
 
     # ---------------------------------------------------------------------------------------
     def run(self) -> dict:
-        from mmu.build import make_client
+        from mmu.engine.cluster import dask_client
 
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        self.client, cluster = make_client(self.workers, None)
-        try:
+        with dask_client(self.workers) as self.client:
             results = {
                 "sim": self.stage("sim", self.sim),
                 "build": self.stage("build", self.build_all),
@@ -347,15 +339,11 @@ class Demo:
             results["pretrain"] = self.stage("pretrain", self.pretrain)
             ckpt = results["pretrain"]["checkpoint"]
             results["eval"] = self.stage("eval", lambda: self.evaluate(ckpt))
-        finally:
-            self.client.close()
-            if cluster is not None:
-                cluster.close()
         total = time.perf_counter() - t0
         summary = {"size": asdict(self.size), "seed": self.seed, "stages_s": self.times, "reused": self.reused,
                    "total_s": total, "results": results}
         atomic_write_json(self.out / "demo.json", summary)
-        from mmu.report import write_report
+        from mmu.demo.report import write_report
         summary["report"] = str(write_report(self.out, summary))
         self.log("")
         self.log("stage         seconds")

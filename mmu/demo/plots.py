@@ -1,7 +1,7 @@
 """Figures of standardized rows: image bands as an RGB composite, spectra with masked pixels
 shaded, light curves per band, and a paired object's image next to its spectrum.
 
-    python -m mmu.plots HUB PAIRED_NAME [--object ID] --out pair.png
+    python -m mmu.demo.plots HUB PAIRED_NAME [--object ID] --out pair.png
 """
 from __future__ import annotations
 
@@ -87,10 +87,10 @@ def plot_pair(row: dict, image_col: str, spectrum_col: str, out: str | Path, tit
 def main(argv=None) -> int:
     import pyarrow.parquet as pq
 
-    from mmu.hub import catalog_dir, read_manifest
-    from mmu.schema import ImageSpec, SpectrumSpec, modalities_of
+    from mmu.hub.layout import catalog_dir, read_manifest
+    from mmu.model.schema import ImageSpec, SpectrumSpec, modalities_of
 
-    p = argparse.ArgumentParser(prog="python -m mmu.plots", description="Plot one paired object's image and spectrum.")
+    p = argparse.ArgumentParser(prog="python -m mmu.demo.plots", description="Plot one paired object's image and spectrum.")
     p.add_argument("hub")
     p.add_argument("name", help="a paired catalog with an image and a spectrum column")
     p.add_argument("--object", default=None, help="object_id (default: the first row with no masked spectrum pixels)")

@@ -1,0 +1,243 @@
+"""`mmu fetch`: download real archive files with the dataset's builder (Builder.fetch)."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+#: per builder: what `--limit N` takes, and roughly how big a download is (printed at the start)
+FETCH_NOTES = {
+    "legacysurvey": ("the first N of --bricks", "roughly 0.1-0.2 GB per brick"),
+    "desi": ("N HEALPix pixels", "about 0.5 MB per target spectrum, tens of MB to ~1 GB per pixel"),
+    "sdss": ("N spectra", "about 0.2 MB per spec-lite file"),
+    "plasticc": ("the training set only", "training set: tens of MB; everything: about 20 GB of CSV"),
+}
+
+FETCH_HELP = """\
+Download real survey files from the public archive into RAW, in the directory layout the
+dataset's builder reads, so that the next step is
+
+    mmu build NAME --raw RAW --hub HUB
+
+Downloads resume: finished files are skipped, and a file cut off mid-way (NAME.part) continues
+from where it stopped with an HTTP Range request. Rerun the same command after an interruption.
+The archives hold tens to hundreds of TB: start with --limit.
+
+what each dataset downloads (RAW layout; what one --limit unit is; size):
+  legacysurvey_dr10_south  portal.nersc.gov/cfs/cosmo/data/legacysurvey/dr10/south/
+      -> RAW/legacysurvey/dr10/south/{tractor,coadd}/...; --limit N = the first N of --bricks
+      per 0.25 x 0.25 deg brick: tractor catalogue, maskbits, image + invvar in g,r,i,z
+      (roughly 0.1-0.2 GB). Brick names (e.g. 0001m002) come from the DR10 survey-bricks
+      table or the viewer (legacysurvey.org/viewer); a brick missing from the archive is
+      skipped with a note.
+  desi_dr1                 data.desi.lbl.gov/public/dr1/spectro/redux/iron/healpix/
+      -> RAW/desi/dr1/spectro/redux/iron/healpix/SURVEY/PROGRAM/GROUP/PIX/{coadd,redrock}-*.fits;
+      --limit N = N HEALPix pixels (coadd + redrock each); about 0.5 MB per target spectrum,
+      tens of MB to ~1 GB per pixel
+  sdss_dr17                data.sdss.org/sas/dr17/sdss/spectro/redux/26/spectra/lite/
+      -> RAW/sdss/dr17/spectra/PLATE/spec-PLATE-MJD-FIBER.fits; --limit N = N spectra
+      (about 0.2 MB each). --run2d picks the reduction (default 26: SDSS-I/II spectra,
+      which the sdss builder reads; v5_13_2 BOSS/eBOSS files carry an SPALL HDU it rejects)
+  plasticc_2018            zenodo.org/records/2539456
+      -> RAW/plasticc/plasticc_{train,test}_*.csv.gz; with --limit (any N) the training set
+      only (tens of MB); without, also the 11 test light-curve files (about 20 GB of CSV)
+  sim_truth_*              mock only: nothing to download (`mmu sim --out RAW` writes them)
+
+examples:
+  mmu fetch desi_dr1 --raw raw --limit 2
+  mmu fetch legacysurvey_dr10_south --raw raw --bricks 0001m002 0003m002
+  mmu fetch sdss_dr17 --raw raw --limit 100
+  mmu fetch plasticc_2018 --raw raw --limit 1
+  mmu build desi_dr1 --raw raw --hub hub
+
+exit status: 0 done; 1 a download failed (the message names the URL; rerun to resume);
+2 a usage problem (unknown dataset, a dataset with nothing to download, a missing option)."""
+
+BRICK_RE = re.compile(r"^[0-9]{4}[pm][0-9]{3}$")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+class _FetchProgress:
+    """Prints one line per file (and a byte bar on a terminal) from the download events."""
+
+    def __init__(self, raw, bars: bool, out=None):
+        self.raw, self.bars = raw, bars
+        self.out = out or sys.stdout
+        self.files = self.new = self.present = 0
+        self.bytes = 0
+        self.skipped: list[str] = []
+        self._bar = None
+
+    def _rel(self, dest) -> str:
+        try:
+            return str(dest.relative_to(self.raw))
+        except ValueError:
+            return str(dest)
+
+    def __call__(self, event: str, **i) -> None:
+        if event == "list":
+            print(f"  listed {i['url']} ({i['count']} entries)", file=self.out, flush=True)
+        elif event == "exists":
+            self.files += 1
+            self.present += 1
+            print(f"  [{self.files}] {self._rel(i['dest'])}  already here ({_size(i['size'])})",
+                  file=self.out, flush=True)
+        elif event == "start":
+            if self.bars:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=i["total"], initial=i["offset"], unit="B", unit_scale=True,
+                                 desc=i["dest"].name, leave=False, file=sys.stderr, disable=None)
+        elif event == "bytes":
+            self.bytes += i["n"]
+            if self._bar is not None:
+                self._bar.update(i["n"])
+        elif event == "done":
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            self.files += 1
+            self.new += 1
+            got = i["size"] - i["offset"]
+            rate = got / max(i["seconds"], 1e-6)
+            resumed = f", resumed at {_size(i['offset'])}" if i["offset"] else ""
+            print(f"  [{self.files}] {self._rel(i['dest'])}  {_size(i['size'])}  "
+                  f"({_size(rate)}/s{resumed})", file=self.out, flush=True)
+        elif event == "note":
+            print(f"note: {i['text']}", file=sys.stderr, flush=True)
+        elif event == "skip":
+            self.skipped.append(f"{i['what']}: {i['reason']}")
+            print(f"  skipped {i['what']}: {i['reason']}", file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _fetch_options(args, name: str, builder) -> dict:
+    """The survey-specific keyword arguments of `builder.fetch`, or ValueError for the user."""
+    import inspect
+    from pathlib import Path
+
+    accepted = set(inspect.signature(builder.fetch).parameters)
+    given = {"bricks": args.bricks, "run2d": args.run2d}
+    opts = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key not in accepted:
+            raise ValueError(f"--{key} does not apply to {name} (its builder {builder.name!r} takes "
+                             f"{', '.join('--' + k for k in sorted(accepted - {'raw', 'limit'})) or 'no options'})")
+        opts[key] = value
+    if "bricks" in accepted and not opts.get("bricks"):
+        raise ValueError(f"{name} downloads whole bricks by name: pass --bricks, e.g.\n"
+                         f"  mmu fetch {name} --raw RAW --bricks 0001m002 0003m002\n"
+                         "  (brick names: the DR10 survey-bricks table, "
+                         "https://www.legacysurvey.org/dr10/files/, or legacysurvey.org/viewer)")
+    if "bricks" in opts:
+        bricks = []
+        for b in opts["bricks"]:
+            if b.startswith("@"):  # @FILE: names separated by spaces, commas or new lines
+                bricks += Path(b[1:]).read_text().replace(",", " ").split()
+            else:
+                bricks += b.replace(",", " ").split()
+        bad = [b for b in bricks if not BRICK_RE.match(b)]
+        if bad:
+            raise ValueError(f"--bricks: {bad[:5]} are not brick names like 0001m002 "
+                             "(RRRR p|m DDD: RA x 10, sign and |Dec| x 10)")
+        opts["bricks"] = list(dict.fromkeys(bricks))
+    return opts
+
+
+def _fetch(args) -> int:
+    from pathlib import Path
+
+    from mmu.engine.builder import Builder, get_builder
+    from mmu.registry.catalog import load_catalog
+
+    def fail(msg: str, code: int) -> int:
+        print(f"error: {msg}", file=sys.stderr)
+        return code
+
+    try:
+        entry = load_catalog().dataset(args.name)
+        builder = get_builder(entry.builder).from_options(entry.builder_config)
+    except (KeyError, ValueError) as e:
+        return fail(e.args[0] if e.args else str(e), 2)
+    if type(builder).fetch is Builder.fetch:
+        if entry.mock_only:
+            return fail(f"{entry.name} is mock only: there is no archive to download. Its raw files are "
+                        f"written by the mock observatory:\n  mmu sim --out RAW\n  mmu build {entry.name} "
+                        "--raw RAW --hub HUB", 2)
+        return fail(f"{entry.name}: its builder {entry.builder!r} has no archive download. Put the raw "
+                    f"files under RAW yourself ({entry.raw.archive}, layout {entry.raw.pattern}), then "
+                    f"run `mmu build {entry.name} --raw RAW --hub HUB`", 2)
+    if args.limit is not None and args.limit < 1:
+        return fail("--limit must be at least 1", 2)
+    try:
+        opts = _fetch_options(args, entry.name, builder)
+    except (ValueError, OSError) as e:
+        return fail(str(e), 2)
+
+    from mmu.builders._common import FetchError, fetch_reporter
+
+    raw = Path(args.raw).resolve()
+    raw.mkdir(parents=True, exist_ok=True)
+    unit, size = FETCH_NOTES.get(builder.name, ("N raw inputs", entry.raw.size or "size unknown"))
+    limit = f"--limit {args.limit}: {unit.replace('N', str(args.limit))}" if args.limit else \
+        "no --limit: everything"
+    print(f"fetch {entry.name} from {entry.raw.archive}\n  into {raw}\n  {limit}; {size}", flush=True)
+    progress = _FetchProgress(raw, bars=not args.no_progress)
+    try:
+        with fetch_reporter(progress):
+            builder.fetch(raw, limit=args.limit, **opts)
+    except FetchError as e:
+        progress.close()
+        what = ("the archive answered HTTP 404: the file or directory is not there (check the "
+                "dataset's options, e.g. --run2d or the brick names)" if e.status == 404 else
+                f"the archive answered HTTP {e.status}" if e.status else
+                "the archive is unreachable from this machine: check the network (behind a proxy, "
+                "set HTTPS_PROXY); on a cluster whose compute nodes are offline, fetch on a login "
+                "or data-transfer node")
+        return fail(f"cannot download {entry.name}: {e}\n  {what}.\n  {progress.files} file(s) done "
+                    f"so far are kept in {raw}; rerun the same command to resume.", 1)
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"\ninterrupted: {progress.files} file(s) done are kept in {raw}; rerun the same command "
+              "to resume (a partial file continues from its .part)", file=sys.stderr)
+        return 130
+    progress.close()
+    inputs = builder.list_inputs(raw)
+    print(f"done: {progress.files} file(s) ({progress.new} downloaded, {_size(progress.bytes)}; "
+          f"{progress.present} already here)"
+          + (f"; {len(progress.skipped)} skipped" if progress.skipped else "")
+          + f"\n{len(inputs)} raw input(s) for {entry.name} under {raw}\n"
+          f"next: mmu build {entry.name} --raw {args.raw} --hub HUB")
+    return 0
+
+
+def register(sub) -> None:
+    f = sub.add_parser(
+        "fetch", help="download real survey files from the archive into RAW (for `mmu build`)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=FETCH_HELP)
+    f.add_argument("name", help="dataset name from `mmu catalog list`, e.g. desi_dr1")
+    f.add_argument("--raw", required=True, help="directory to download into (created if missing); "
+                   "pass the same to `mmu build --raw`")
+    f.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="download only the first N units (bricks, HEALPix pixels, spectra; PLAsTiCC: "
+                        "the training set); default: everything")
+    f.add_argument("--bricks", nargs="+", default=None, metavar="BRICK",
+                   help="legacysurvey: brick names, e.g. 0001m002 0003m002 (commas also work; "
+                        "@FILE reads names from a file)")
+    f.add_argument("--run2d", default=None,
+                   help="sdss: the spectroscopic reduction (default 26, SDSS-I/II; also 103, 104)")
+    f.add_argument("--no-progress", action="store_true", help="no byte-progress bars (file lines stay)")
+    f.set_defaults(func=_fetch)

@@ -1,0 +1,1 @@
+"""`mmu demo`: the whole chain on a mock universe, its report and figures."""

@@ -1,0 +1,1 @@
+"""The data model: the row schema, row validation, sky splits, content hashing."""

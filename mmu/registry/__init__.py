@@ -1,0 +1,1 @@
+"""The registry: catalog.yaml (datasets and benchmark tasks) and their citations."""

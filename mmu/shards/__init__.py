@@ -1,0 +1,1 @@
+"""Training shards: the WebDataset shard format and `mmu export-wds`."""
