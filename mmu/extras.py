@@ -1,0 +1,53 @@
+"""Optional dependency groups ("extras") and the message a user gets when one is missing.
+
+The base install (``pip install mmu-hub``) reads and loads hubs. Each heavier capability is an
+extra, declared in pyproject.toml with the same names:
+
+    build   raw survey files -> hub datasets, cross-match, export (hats-import, Dask, fitsio)
+    sim     the mock observatory (galsim, skypy, speclite, fitsio)
+    train   pretraining (torch, timm, webdataset)
+    eval    the benchmark (torch, scikit-learn, ...)
+    all     everything
+
+A command that needs an extra calls `require_extra` first, so that a missing package is one
+clear line naming the extra to install, not an ImportError deep in a traceback.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+#: extra -> the top-level modules it provides (checked with importlib.util.find_spec)
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "build": ("hats_import", "distributed", "fitsio"),
+    "sim": ("galsim", "skypy", "speclite", "fitsio"),
+    "train": ("torch", "timm", "webdataset"),
+    "eval": ("torch", "sklearn"),
+}
+
+
+class MissingExtra(ImportError):
+    """A command needs an extra that is not installed."""
+
+
+def missing_modules(extra: str) -> list[str]:
+    """The modules of `extra` that cannot be imported here."""
+    if extra not in EXTRAS:
+        raise ValueError(f"unknown extra {extra!r}; the extras are {sorted(EXTRAS)}")
+    return [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+
+
+def require_extra(extra: str, command: str) -> None:
+    """Raise `MissingExtra` naming the extra and the pip command, if any of its modules is missing.
+
+    Args:
+        extra: a key of `EXTRAS`, e.g. "build".
+        command: what the user ran, for the message, e.g. "mmu build".
+
+    Raises:
+        MissingExtra: with a message such as ``mmu build needs the [build] extra (missing:
+            hats_import): pip install 'mmu-hub[build]'``.
+    """
+    missing = missing_modules(extra)
+    if missing:
+        raise MissingExtra(f"{command} needs the [{extra}] extra (missing: {', '.join(missing)}): "
+                           f"pip install 'mmu-hub[{extra}]'")
