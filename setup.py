@@ -1,7 +1,8 @@
 """Packaging hook: ship the repository-root catalog.yaml inside the `mmu` package of a wheel.
 
-The registry lives at the repository root (DESIGN.md layout); a wheel installed elsewhere has no
-root, so the build copies the file to `mmu/catalog.yaml`. Everything else is in pyproject.toml.
+The registry lives at the repository root (see docs/architecture.md); a wheel installed elsewhere
+has no root, so the build copies the file to `mmu/catalog.yaml`. Everything else is in
+pyproject.toml.
 """
 import shutil
 from pathlib import Path

@@ -45,8 +45,8 @@ def _warm():
     import hats  # noqa: F401
     import hats_import.pipeline  # noqa: F401
 
-    import mmu.engine.build  # noqa: F401
     import mmu.builders  # noqa: F401
+    import mmu.engine.build  # noqa: F401
 
 
 def timed_build(name: str, raw: Path, workers: int) -> dict:
@@ -57,14 +57,14 @@ def timed_build(name: str, raw: Path, workers: int) -> dict:
     try:
         client.run(_warm)  # worker start-up imports (~2-9 s) are not per-object throughput
         t0 = time.perf_counter()
-        res = build(name, raw, hub, client=client, progress=False, log=lambda *a: None)
+        res = build(name, raw, hub, client=client)
         total = time.perf_counter() - t0
     finally:
         client.close()
         cluster.close()
         shutil.rmtree(hub, ignore_errors=True)
-    t = res.manifest["timings_s"]
-    return {"rows": res.manifest["rows"]["total"], "standardize_s": t["standardize"],
+    t = res.manifest.timings_s
+    return {"rows": res.manifest.rows.total, "standardize_s": t["standardize"],
             "partition_s": t["partition"], "total_s": round(total, 2)}
 
 

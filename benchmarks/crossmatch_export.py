@@ -68,8 +68,8 @@ def main() -> None:
     if not (raw / "mmu-sim.json").exists():
         simulate(raw, galaxies=args.galaxies, transients=args.transients, seed=args.seed, progress=False)
     for name in ("legacysurvey_dr10_south", "desi_dr1"):
-        build(name, raw, hub, workers=args.workers, progress=False, log=lambda *a: None)
-    quiet = dict(progress=False, log=lambda *a: None)
+        build(name, raw, hub, workers=args.workers)
+    quiet: dict = {}  # log lines and bars: mmu.logs (set_verbosity / disable_progress_bars)
     xm_times, xm_peaks, ex_times, ex_peaks, pairs, nbytes = [], [], [], [], 0, 0
     for _ in range(args.repeats):
         shutil.rmtree(hub / "bench_pairs", ignore_errors=True)
@@ -78,21 +78,21 @@ def main() -> None:
             r = crossmatch(["legacysurvey_dr10_south", "desi_dr1"], hub, "bench_pairs", workers=args.workers, **quiet)
             xm_times.append(time.perf_counter() - t0)
         xm_peaks.append(mem.peak)
-        pairs = r.manifest["rows"]["total"]
+        pairs = r.manifest.rows.total
         out = work / "shards"
         shutil.rmtree(out, ignore_errors=True)
         with PeakRSS() as mem:
             t0 = time.perf_counter()
-            idx = export_wds("bench_pairs", hub, out, split="train", shard_size="64MB", workers=args.workers, **quiet)
+            idx = export_wds("bench_pairs", hub, out, split="train", shard_size="64MiB", workers=args.workers, **quiet)
             ex_times.append(time.perf_counter() - t0)
         ex_peaks.append(mem.peak)
-        nbytes = sum(s["bytes"] for s in idx["shards"])
+        nbytes = sum(s.bytes for s in idx.shards)
     report = {
         "galaxies": args.galaxies, "workers": args.workers, "repeats": args.repeats,
         "pairs": pairs, "crossmatch_s_median": round(statistics.median(xm_times), 2),
         "pairs_per_s": round(pairs / statistics.median(xm_times), 1),
         "crossmatch_peak_rss_mib": round(max(xm_peaks) / 2**20),
-        "export_samples": idx["samples"], "export_mib": round(nbytes / 2**20, 1),
+        "export_samples": idx.samples, "export_mib": round(nbytes / 2**20, 1),
         "export_s_median": round(statistics.median(ex_times), 2),
         "export_mib_per_s": round(nbytes / 2**20 / statistics.median(ex_times), 2),
         "export_peak_rss_mib": round(max(ex_peaks) / 2**20),

@@ -63,10 +63,10 @@ def main(argv=None) -> int:
            "val_loss": summary.get("val", {}).get("val_loss")}
     for which in ("projection", "backbone"):
         row[which] = scores(run_tasks(emb, out / "hub", run / f"results-{which}", model=model_block(emb, name=args.tag),
-                                      task_names=TASKS, protocol_names=["linear.v1"], which=which, log=lambda *a: None))
+                                      task_names=TASKS, protocol_names=["linear.v1"], which=which))
     if args.random:
         done = run_baselines(cfg, out / "hub", run / "results-random", kinds=("random-weights",), task_names=TASKS,
-                             protocol_names=["linear.v1"], log=lambda *a: None)
+                             protocol_names=["linear.v1"])
         row["random_weights"] = scores(done["random-weights"])
     print(json.dumps(row))
     return 0

@@ -9,6 +9,16 @@ samples per modality column and extrapolated linearly to N when smaller. Probing
 
     python benchmarks/eval_throughput.py --config tiny_cpu --n 100000 --embed-n 4096
     python benchmarks/eval_throughput.py --config astroclip --device cuda --embed-n 8192   # one GPU
+
+`--hub-rows K` measures the whole path from the hub instead: K rows per modality column are
+written as hub Parquet (the dataset schema, zstd level 3, row groups of 128 rows, as a build
+writes them), then `embed_split` reads, collates and embeds them twice: the single-process
+path (main process, fp32, 256 rows a batch: how `mmu eval` worked before the loader) on the
+first `--old-rows` rows, and the loader path (DataLoader workers, pinned memory, bf16 on a GPU,
+1024 rows a batch) on all K; the probes run on N embeddings both on the reference path
+(scikit-learn / numpy) and on the device (MMU_PROBE_DEVICE). Rates are extrapolated to N.
+
+    python benchmarks/eval_throughput.py --config astroclip --device cuda --hub-rows 16384
 """
 from __future__ import annotations
 
@@ -67,8 +77,8 @@ def time_embedding(cfg, device: str, n: int, batch: int) -> dict:
 
 
 def time_probes(n: int, dim: int, seed: int = 0) -> dict:
-    from mmu.registry.catalog import TaskEntry
     from mmu.eval.protocols import KNN16_V1, LINEAR_V1, Split
+    from mmu.registry.catalog import TaskEntry
 
     rng = np.random.default_rng(seed)
     latent = rng.normal(size=(n, 4))
@@ -89,6 +99,109 @@ def time_probes(n: int, dim: int, seed: int = 0) -> dict:
     return out
 
 
+def write_hub_column(cfg, column: str, out: Path, rows: int, seed: int = 0) -> list[Path]:
+    """`rows` rows of `column` in the hub's dataset schema (1,024 distinct rows, repeated)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmu.model.schema import ImageSpec, SpectrumSpec, dataset_schema, image_array, spectrum_array
+
+    m = cfg.model.modalities[column]
+    rng = np.random.default_rng(seed)
+    k = min(rows, 1024)
+    if m.kind == "image":
+        spec = ImageSpec(bands=tuple(f"des-{b}" for b in "grizy"[:m.channels]), height=m.size, width=m.size)
+        shape = (k, m.channels, m.size, m.size)
+        arr = image_array(spec, rng.normal(size=shape).astype(np.float32), np.ones(shape, np.float32),
+                          rng.random(shape) < 0.01, np.ones((k, m.channels), np.float32), 1.0)
+    else:
+        spec = SpectrumSpec(length=m.length)
+        lam = np.tile(np.linspace(3600, 9824, m.length, dtype=np.float32), (k, 1))
+        arr = spectrum_array(spec, lam, rng.normal(1, 0.1, (k, m.length)), np.ones((k, m.length)),
+                             rng.random((k, m.length)) < 0.01, np.ones((k, m.length)))
+    schema = dataset_schema({column: spec})
+    cols = {f.name: pa.nulls(k, f.type) for f in schema}
+    cols.update(ra=pa.array(rng.uniform(0, 10, k)), dec=pa.array(rng.uniform(-5, 5, k)),
+                split=pa.array(["test"] * k), **{column: arr})
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for f in range(0, rows, 4096):
+        n = min(4096, rows - f)
+        reps = [pa.table({**{c: cols[c] for c in cols}, "object_id": pa.array([f"o{f + j + i}" for i in range(k)])})
+                .select([fld.name for fld in schema]).slice(0, min(k, n - j)) for j in range(0, n, k)]
+        path = out / f"{column}-{f // 4096:04d}.parquet"
+        pq.write_table(pa.concat_tables(reps).cast(schema), path, compression="zstd", compression_level=3,
+                       row_group_size=128)
+        files.append(path)
+    return files
+
+
+def host_pipeline_rate(embedder, files, column: str, workers_list, batch_rows: int = 1024) -> dict:
+    """Rows/s of reading + collating alone (no encoder), through the same DataLoader, per worker count."""
+    from torch.utils.data import DataLoader
+
+    from mmu.eval.loader import HubRows, plan_units
+
+    out = {}
+    for w in workers_list:
+        ds = HubRows(plan_units(files, batch_rows), "test", column, column, batch_rows, embedder.collate)
+        t0, rows = time.perf_counter(), 0
+        for _, _, oids, _ in DataLoader(ds, batch_size=None, num_workers=w, prefetch_factor=4 if w else None):
+            rows += len(oids)
+        out[f"workers={w}"] = round(rows / (time.perf_counter() - t0), 1)
+    return out
+
+
+def time_hub_path(cfg, device: str, n: int, rows: int, old_rows: int, workers: int | None,
+                  compile_: bool, root: Path, host_workers=(1, 4)) -> dict:
+    import os
+
+    import torch
+
+    from mmu.eval.baselines import random_weights_checkpoint
+    from mmu.eval.embed import CheckpointEmbedder, embed_split
+
+    out = {}
+    ckpt = random_weights_checkpoint(cfg, root / "ckpt")
+    old = CheckpointEmbedder(ckpt, device=device, precision="fp32")
+    new = CheckpointEmbedder(ckpt, device=device, precision="auto", compile=compile_)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for column in cfg.model.modalities:
+        t0 = time.perf_counter()
+        files = write_hub_column(cfg, column, root / "hub" / column, rows)
+        write_s = time.perf_counter() - t0
+        mb = sum(f.stat().st_size for f in files) / 1e6
+        r = {"rows": rows, "hub_mb": round(mb, 1), "write_s": round(write_s, 1)}
+        # the single-process path: every row group in this process, fp32, 256 a batch
+        os.environ["MMU_EMBED_WORKERS"] = "0"
+        sub = files[:max(1, -(-old_rows // 4096))]
+        embed_split(old, sub[:1], "bench", "r", "test", column, "projection", batch_rows=256)  # warm-up
+        sync()
+        t0 = time.perf_counter()
+        ids, _, _ = embed_split(old, sub, "bench", "r", "test", column, "projection", batch_rows=256,
+                                num_workers=0)
+        sync()
+        dt = time.perf_counter() - t0
+        r["single_process_fp32"] = {"rows": len(ids), "seconds": round(dt, 2), "per_s": round(len(ids) / dt, 1)}
+        del os.environ["MMU_EMBED_WORKERS"]
+        embed_split(new, files[:1], "bench", "r", "test", column, "projection", num_workers=workers)  # warm-up
+        sync()
+        t0 = time.perf_counter()
+        ids, _, info = embed_split(new, files, "bench", "r", "test", column, "projection", num_workers=workers)
+        sync()
+        dt = time.perf_counter() - t0
+        r["loader"] = {"rows": len(ids), "seconds": round(dt, 2), "per_s": round(len(ids) / dt, 1),
+                       "precision": new.precision, "compiled": compile_,
+                       "workers": workers if workers is not None else "default",
+                       "read_mb_per_s": round(mb / dt, 1)}
+        r["host_pipeline"] = host_pipeline_rate(new, files, column, workers_list=host_workers)
+        r["speedup"] = round(r["loader"]["per_s"] / r["single_process_fp32"]["per_s"], 2)
+        r["embed_s_extrapolated_to_n"] = round(n / r["loader"]["per_s"], 1)
+        out[column] = r
+        print(json.dumps({column: r}), flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="tiny_cpu", help="a config in pretrain/configs (or a path)")
@@ -97,6 +210,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--hub-rows", type=int, default=0, help="measure from hub Parquet: rows written per column")
+    p.add_argument("--old-rows", type=int, default=2048, help="rows for the single-process path (--hub-rows)")
+    p.add_argument("--workers", type=int, default=None, help="loader workers (--hub-rows; default: mmu's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoders (--hub-rows)")
+    p.add_argument("--host-workers", default="1,4",
+                   help="worker counts for the host-side rate alone (read + collate, no encoder)")
+    p.add_argument("--reference-probes", action="store_true",
+                   help="with --hub-rows: also time the probes on the scikit-learn / numpy path")
     a = p.parse_args(argv)
     import torch
 
@@ -106,6 +227,24 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     path = Path(a.config) if Path(a.config).exists() else config_dir() / f"{a.config}.yaml"
     cfg = load_config(path)
+    if a.hub_rows:
+        import os
+
+        with tempfile.TemporaryDirectory() as tmp:
+            hub = time_hub_path(cfg, a.device, a.n, a.hub_rows, a.old_rows, a.workers, a.compile, Path(tmp),
+                                host_workers=[int(w) for w in a.host_workers.split(",")])
+        probes = {"device": time_probes(a.n, cfg.model.embed_dim)}
+        if a.reference_probes:
+            os.environ["MMU_PROBE_DEVICE"] = "sklearn"
+            probes["reference"] = time_probes(a.n, cfg.model.embed_dim)
+            del os.environ["MMU_PROBE_DEVICE"]
+        worst = max(v["embed_s_extrapolated_to_n"] for v in hub.values())
+        report = {"config": cfg.name, "device": a.device,
+                  "gpu": torch.cuda.get_device_name() if a.device.startswith("cuda") else None,
+                  "cpus": os.cpu_count(), "n": a.n, "hub": hub, "probe_seconds": probes,
+                  "total_seconds_one_column": round(worst + sum(probes["device"].values()), 1)}
+        print(json.dumps(report, indent=1))
+        return 0
     emb = time_embedding(cfg, a.device, min(a.n, a.embed_n), a.batch)
     embed_s = {c: a.n / v["per_s"] for c, v in emb.items()}
     probes = time_probes(a.n, cfg.model.embed_dim)

@@ -56,7 +56,7 @@ def main() -> None:
     if not (raw / "mmu-sim.json").exists():
         simulate(raw, galaxies=args.galaxies, transients=args.transients, seed=args.seed, progress=False)
     client, cluster = make_client(args.workers)
-    quiet = dict(progress=False, log=lambda *a: None, client=client)
+    quiet = dict(client=client)
     try:
         for name in ("plasticc_2018", "legacysurvey_dr10_south", "sim_truth_v1"):
             build(name, raw, hub, **quiet)
@@ -73,7 +73,8 @@ def main() -> None:
     gal = pd.read_parquet(raw / "sim_truth" / "galaxies.parquet", columns=["galaxy_id", "ls_n_catalog_rows"])
     in_catalog = set(gal.loc[gal["ls_n_catalog_rows"] > 0, "galaxy_id"].astype(int))
     report = {name: score(hub, f"bench_{name}", truth, in_catalog) for name in runs}
-    report["offsets_arcsec"] = {q: round(float(np.nanpercentile(truth["offset_arcsec"], q)), 2) for q in (50, 63, 90, 94)}
+    report["offsets_arcsec"] = {q: round(float(np.nanpercentile(truth["offset_arcsec"], q)), 2)
+                                for q in (50, 63, 90, 94)}
     print(json.dumps(report, indent=2))
 
 

@@ -6,8 +6,12 @@ with ivar and mask + a 7,781-pixel spectrum with ivar and mask, ~400 KB), from s
 
 Stages timed: `read` (our tar reader: raw bytes of the wanted members), `decode` (+ .npy ->
 arrays), `batches` (the trainer's whole stream: resampling, shuffle buffer, decode, fixed-shape
-collation to torch tensors) and, for reference, stock webdataset (`WebDataset(...).decode()`,
-tarfile + np.load per member, every member).
+collation to torch tensors); against them webdataset's own reader with the same member
+selection and the same zero-copy decoder (`webdataset.tarfile_samples(..., select_files=...)`
+then `SampleDecoder`: `wds_read`, `wds_decode`), and, for reference, stock webdataset
+(`WebDataset(...).decode()`, tarfile + np.load per member, every member). The stages run
+interleaved, best of `--repeats` each, so a change in machine load hits all of them alike;
+`ratios` compares our reader with webdataset's on the same work.
 """
 from __future__ import annotations
 
@@ -21,13 +25,13 @@ import numpy as np
 
 
 def write_shards(out: Path, n_samples: int, n_shards: int) -> None:
-    from mmu.shards.format import encode_sample, sample_key, shard_name, write_tar
+    from mmu.shards.format import ShardIndex, encode_sample, sample_key, shard_name, write_index, write_tar
 
     rng = np.random.default_rng(0)
     lam = np.linspace(3600, 9824, 7781).astype(np.float32)
     shards = []
     for s, ids in enumerate(np.array_split(np.arange(n_samples), n_shards)):
-        def samples():
+        def samples(ids=ids):
             for i in ids:
                 oid = f"bench-{i:08d}"
                 arrays = {
@@ -45,7 +49,7 @@ def write_shards(out: Path, n_samples: int, n_shards: int) -> None:
         shards.append({**write_tar(out / shard_name("train", s), samples()), "split": "train"})
     index = {"format_version": 1, "dataset": "bench", "content_revision": "bench", "shards": shards,
              "constants": {"desi_spectrum.lambda": lam.tolist()}}
-    (out / "index.json").write_text(json.dumps(index))
+    write_index(out, ShardIndex.model_validate(index))
 
 
 def config(out: Path, batch: int):
@@ -59,13 +63,15 @@ def config(out: Path, batch: int):
         "train": {"steps": 1}, "run": {"dir": str(out / "run")}})
 
 
-def best_rate(fn, repeats: int) -> float:
-    rates = []
+def best_rates(fns: dict, repeats: int) -> dict[str, float]:
+    """Samples/s of each stage, best of `repeats`, the stages run interleaved."""
+    rates: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        n = fn()
-        rates.append(n / (time.perf_counter() - t))
-    return max(rates)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            n = fn()
+            rates[name].append(n / (time.perf_counter() - t))
+    return {k: max(v) for k, v in rates.items()}
 
 
 def main() -> None:
@@ -119,15 +125,35 @@ def main() -> None:
             next(stream)
         return nb * a.batch
 
+    def wds_samples():
+        # webdataset's tar reader, told which members to keep exactly as ours is (by extension)
+        select = lambda fname: decoder.wanted(fname.rpartition("/")[2].partition(".")[2])  # noqa: E731
+        return wds.tarfile_samples([{"url": p} for p in paths], select_files=select)
+
+    def wds_read():
+        return sum(1 for _ in wds_samples())
+
+    def wds_decode():
+        return sum(decoder(raw) is not None for raw in wds_samples())
+
     def stock_webdataset():
         ds = wds.WebDataset(paths, shardshuffle=False, empty_check=False).decode()
         return sum(1 for _ in ds)
 
+    rates = best_rates({"read": read, "wds_read": wds_read, "decode": decode, "wds_decode": wds_decode,
+                        "batches": batches, "stock_webdataset": stock_webdataset}, a.repeats)
     result = {"sample_bytes": round(sample_bytes), "samples": n, "threads": 1,
-              "read_per_s": best_rate(read, a.repeats), "decode_per_s": best_rate(decode, a.repeats),
-              "batches_per_s": best_rate(batches, a.repeats),
-              "stock_webdataset_per_s": best_rate(stock_webdataset, a.repeats)}
-    print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in result.items()}))
+              **{f"{k}_per_s": v for k, v in rates.items()},
+              "ratios": {"read_vs_wds_read": rates["read"] / rates["wds_read"],
+                         "decode_vs_wds_decode": rates["decode"] / rates["wds_decode"],
+                         "decode_vs_stock_webdataset": rates["decode"] / rates["stock_webdataset"]}}
+
+    def rounded(v):
+        if isinstance(v, dict):
+            return {k: rounded(x) for k, x in v.items()}
+        return round(v, 2 if v < 100 else 1) if isinstance(v, float) else v
+
+    print(json.dumps(rounded(result)))
     if tmp:
         tmp.cleanup()
 

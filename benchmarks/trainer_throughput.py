@@ -35,8 +35,26 @@ PEAK = {"H100": {"bf16": 989e12, "fp32": 495e12}, "H200": {"bf16": 989e12, "fp32
         "A100": {"bf16": 312e12, "fp32": 156e12}}
 
 
-def bench_config(size: str, batch: int | None, workers: int, run_dir: str) -> dict:
+#: candidate default models (issue 18): token counts of the shipped astroclip.yaml traded for speed.
+#: image: 96x96 cutouts in patches of P (tokens (96/P)^2); spectrum: 7,781 pixels in patches of S.
+VARIANTS = {
+    "shipped": {},                                  # image 8 px (144 tokens), spectrum 20 px (390)
+    "img12": {"image_patch": 12},                   # 64 image tokens
+    "spec40": {"spectrum_patch": 40},               # 195 spectrum tokens
+    "img12-spec40": {"image_patch": 12, "spectrum_patch": 40},
+    "img12-spec60": {"image_patch": 12, "spectrum_patch": 60},   # 130 spectrum tokens
+    "img16-spec40": {"image_patch": 16, "spectrum_patch": 40},   # 36 image tokens
+}
+
+
+def bench_config(size: str, batch: int | None, workers: int, run_dir: str, variant: str = "shipped") -> dict:
     raw = yaml.safe_load((config_dir() / "astroclip.yaml").read_text())
+    v = VARIANTS[variant]
+    if "image_patch" in v:
+        raw["model"]["modalities"]["legacysurvey_image"]["options"]["patch_size"] = v["image_patch"]
+    if "spectrum_patch" in v:
+        raw["model"]["modalities"]["desi_spectrum"]["options"].update(patch_size=v["spectrum_patch"],
+                                                                    stride=v["spectrum_patch"])
     if size == "tiny":
         mods = raw["model"]["modalities"]
         mods["legacysurvey_image"]["options"] = {"patch_size": 16, "width": 64, "depth": 2, "heads": 2}
@@ -149,6 +167,8 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak, for MFU on other devices")
     p.add_argument("--flops-only", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--variants", default="shipped", help=f"comma-separated, from {sorted(VARIANTS)}")
+    p.add_argument("--precisions", default="fp32,bf16", help="fp32 (eager) and/or bf16 (compiled), on a GPU")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -169,9 +189,15 @@ def main() -> None:
                           "ratio_ours_to_reference": f_ours / f_ref}))
         return
 
+    for variant in a.variants.split(","):
+        run_variant(a, variant, size, device, cuda, name, steps, warmup, root)
+    tmp.cleanup()
+
+
+def run_variant(a, variant, size, device, cuda, name, steps, warmup, root) -> None:
     results = []
     shards = root / "shards"
-    base = parse_config(bench_config(size, a.batch, min(a.workers, 4), str(root / "run")))
+    base = parse_config(bench_config(size, a.batch, min(a.workers, 4), str(root / "run"), variant))
     if "loader" in a.modes:
         from mmu.pretrain.synthetic import write_synthetic_export
 
@@ -181,7 +207,7 @@ def main() -> None:
                                n_samples=n, n_shards=max(2, 2 * base.data.num_workers),
                                image_shape=(img.channels, img.size, img.size), spectrum_length=spec.length)
     fps = flops_per_sample(base, device)
-    precisions = [("fp32", False), ("bf16", True)] if cuda else [("fp32", False)]
+    precisions = [(p, p == "bf16") for p in a.precisions.split(",")] if cuda else [("fp32", False)]
     for prec, compiled in precisions:
         cfg = base.model_copy(deep=True)
         cfg.train.precision, cfg.train.compile = prec, compiled
@@ -190,7 +216,7 @@ def main() -> None:
             peak = (a.peak_tflops * 1e12 if a.peak_tflops else
                     next((v[prec] for k, v in PEAK.items() if k in name), None))
             achieved = fps * r["samples_per_s"]
-            r.update(device=name, size=size, mode=mode, precision=prec, compiled=compiled,
+            r.update(variant=variant, device=name, size=size, mode=mode, precision=prec, compiled=compiled,
                      batch=cfg.data.batch_size, workers=cfg.data.num_workers if mode == "loader" else 0,
                      tflops=achieved / 1e12, mfu=(achieved / peak) if peak else None,
                      gflops_per_sample=fps / 1e9, torch=torch.__version__,
@@ -202,10 +228,9 @@ def main() -> None:
         if (prec, "compute") in by and (prec, "loader") in by:
             print(f"{prec}: loader-fed / compute-only = "
                   f"{by[(prec, 'loader')]['samples_per_s'] / by[(prec, 'compute')]['samples_per_s']:.3f}")
-    if ("bf16", "compute") in by:
+    if ("bf16", "compute") in by and ("fp32", "compute") in by:
         print(f"bf16+compile / fp32 eager (compute only) = "
               f"{by[('bf16', 'compute')]['samples_per_s'] / by[('fp32', 'compute')]['samples_per_s']:.2f}")
-    tmp.cleanup()
 
 
 if __name__ == "__main__":

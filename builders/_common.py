@@ -3,20 +3,21 @@ HDUs and columns, the common columns of a row chunk, and resumable archive downl
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import http.client
+import logging
 import os
 import time
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from mmu.engine.builder import InputRejected
+from mmu.logs import tqdm
 
 
 @contextlib.contextmanager
@@ -52,6 +53,20 @@ def open_fits(path: str | Path, memmap: bool = False, what: str = "") -> Iterato
 
 
 def require_hdu(hdul, hdu: str, path: str | Path, hint: str = ""):
+    """The HDU named `hdu` of an open FITS file.
+
+    Args:
+        hdul: the open `HDUList`.
+        hdu: the extension name, e.g. ``"COADD"``.
+        path: the file (named in the error).
+        hint: what the user should check, appended to the error.
+
+    Returns:
+        The HDU.
+
+    Raises:
+        InputRejected: the file has no such HDU (the message lists the ones it has).
+    """
     names = [h.name for h in hdul]
     if hdu not in names:
         raise InputRejected(f"{Path(path).name}: HDU {hdu!r} missing (found {names})"
@@ -60,6 +75,18 @@ def require_hdu(hdul, hdu: str, path: str | Path, hint: str = ""):
 
 
 def require_columns(data, columns: Iterable[str], path: str | Path, hdu: str, hint: str = ""):
+    """Check that a FITS table has `columns` (case-insensitive).
+
+    Args:
+        data: the table (`FITS_rec`).
+        columns: the column names needed.
+        path: the file, and `hdu` its extension (named in the error).
+        hdu: the extension name.
+        hint: what the user should check, appended to the error.
+
+    Raises:
+        InputRejected: naming the missing columns, the file and the HDU.
+    """
     have = {c.upper() for c in data.columns.names}
     missing = [c for c in columns if c.upper() not in have]
     if missing:
@@ -68,6 +95,7 @@ def require_columns(data, columns: Iterable[str], path: str | Path, hdu: str, hi
 
 
 def has_column(data, column: str) -> bool:
+    """Whether the FITS table `data` has `column` (case-insensitive)."""
     return column.upper() in {c.upper() for c in data.columns.names}
 
 
@@ -90,6 +118,18 @@ def native(a) -> np.ndarray:
 
 
 def common_columns(object_id: list[str], ra, dec, survey: str, release: str) -> dict[str, pa.Array]:
+    """The columns every hub row has (object_id, ra, dec, survey, release) for a chunk of rows.
+
+    Args:
+        object_id: the objects' ids (strings).
+        ra: right ascension in degrees; `dec` declination.
+        dec: declination in degrees.
+        survey: the survey name, repeated on every row; `release` likewise.
+        release: the data release.
+
+    Returns:
+        ``{column: pa.Array}``, ready to be merged with a builder's own columns.
+    """
     n = len(object_id)
     return {"object_id": pa.array(object_id, pa.string()),
             "ra": pa.array(np.asarray(ra, np.float64)), "dec": pa.array(np.asarray(dec, np.float64)),
@@ -112,26 +152,16 @@ class FetchError(Exception):
 
 # what urllib raises when the network or the server fails (HTTPError is a URLError)
 _NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError)
-_REPORTER: contextvars.ContextVar = contextvars.ContextVar("mmu_fetch_reporter", default=None)
+log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def fetch_reporter(report):
-    """Within the block, `download` and `list_links` call `report(event, **info)`: events
-    "list" (url, count), "exists" (url, dest, size), "start" (url, dest, offset, total),
-    "bytes" (n), "done" (url, dest, size, offset, seconds), "skip" (what, reason), and "note"
-    (text) for what a builder's `fetch` wants the user to know."""
-    token = _REPORTER.set(report)
-    try:
-        yield
-    finally:
-        _REPORTER.reset(token)
-
-
-def report(event: str, **info) -> None:
-    fn = _REPORTER.get()
-    if fn is not None:
-        fn(event, **info)
+def human_size(n: float) -> str:
+    """Bytes in decimal units, as the fetch lines show them: ``"12.3 MB"``."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover - the loop returns at GB
 
 
 def _failure(url: str, e: BaseException) -> FetchError:
@@ -146,11 +176,28 @@ def download(url: str, dest: Path, chunk: int = 1 << 20, timeout: float = 60.0) 
     """Download `url` to `dest`, resuming a partial `dest.part` with an HTTP Range request.
 
     An existing `dest` is kept as it is (a rerun skips finished files); the bytes go to
-    `dest.part`, renamed to `dest` only when complete. Network and HTTP failures raise
-    `FetchError` naming the URL; the `.part` file stays for the next attempt to resume."""
+    `dest.part`, renamed to `dest` only when complete. Each file is logged (INFO, logger
+    ``mmu.builders._common``) when found or finished, with a `mmu.logs.tqdm` byte bar meanwhile.
+
+    Args:
+        url: the archive URL.
+        dest: where the file goes (parent folders are created).
+        chunk: bytes per read.
+        timeout: seconds to wait for the server.
+
+    Returns:
+        `dest`.
+
+    Raises:
+        FetchError: a network or HTTP failure, naming the URL; the `.part` file stays for the
+            next attempt to resume.
+
+    Example:
+        >>> download("https://zenodo.org/records/2539456/files/x.csv.gz", Path("raw/x.csv.gz"))  # doctest: +SKIP
+    """
     dest = Path(dest)
     if dest.exists():
-        report("exists", url=url, dest=dest, size=dest.stat().st_size)
+        log.info("%s  already here (%s)", dest, human_size(dest.stat().st_size))
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -163,11 +210,12 @@ def download(url: str, dest: Path, chunk: int = 1 << 20, timeout: float = 60.0) 
             offset = have if have and resp.status == 206 else 0  # 200: the server sent it all
             length = resp.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else None
-            report("start", url=url, dest=dest, offset=offset, total=total)
-            with open(part, "ab" if offset else "wb") as f:
+            with open(part, "ab" if offset else "wb") as f, \
+                    tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name,
+                         leave=False) as bar:
                 while block := resp.read(chunk):
                     f.write(block)
-                    report("bytes", n=len(block))
+                    bar.update(len(block))
     except urllib.error.HTTPError as e:
         # 416: nothing left to send; the .part is whole (killed between last byte and rename)
         complete = e.code == 416 and have and e.headers.get("Content-Range", "").endswith(f"/{have}")
@@ -181,12 +229,26 @@ def download(url: str, dest: Path, chunk: int = 1 << 20, timeout: float = 60.0) 
     if total is not None and size != total:
         raise FetchError(url, f"connection closed after {size} of {total} bytes; rerun to resume")
     os.replace(part, dest)
-    report("done", url=url, dest=dest, size=size, offset=offset, seconds=time.perf_counter() - t0)
+    rate = (size - offset) / max(time.perf_counter() - t0, 1e-6)
+    resumed = f", resumed at {human_size(offset)}" if offset else ""
+    log.info("%s  %s  (%s/s%s)", dest, human_size(size), human_size(rate), resumed)
     return dest
 
 
 def list_links(url: str, pattern: str, timeout: float = 60.0) -> list[str]:
-    """Names matching the regex `pattern` linked from an archive directory listing page."""
+    """Names matching the regex `pattern` linked from an archive directory listing page.
+
+    Args:
+        url: the listing page (an Apache/nginx index).
+        pattern: a regex for the ``href`` values wanted, e.g. ``r"[0-9]+/"``.
+        timeout: seconds to wait for the server.
+
+    Returns:
+        The matching names, sorted and de-duplicated.
+
+    Raises:
+        FetchError: a network or HTTP failure, naming the URL.
+    """
     import re
 
     try:
@@ -195,5 +257,5 @@ def list_links(url: str, pattern: str, timeout: float = 60.0) -> list[str]:
     except _NETWORK_ERRORS as e:
         raise _failure(url, e) from None
     names = sorted({m.group(1) for m in re.finditer(r'href="(' + pattern + r')"', html)})
-    report("list", url=url, count=len(names))
+    log.info("listed %s (%d entries)", url, len(names))
     return names

@@ -17,10 +17,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ._common import (column_or_null, common_columns, download, has_column, list_links,
-                              native, open_fits, require_columns, require_hdu)
 from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
 from mmu.model.schema import SpectrumSpec, spectrum_array
+
+from ._common import (
+    column_or_null,
+    common_columns,
+    download,
+    has_column,
+    list_links,
+    native,
+    open_fits,
+    require_columns,
+    require_hdu,
+)
 
 WAVE_MIN, WAVE_STEP, NPIX = 3600.0, 0.8, 7781  # 3600 .. 9824 Å, the common DESI coadd grid
 GRID = WAVE_MIN + WAVE_STEP * np.arange(NPIX)
@@ -75,9 +85,22 @@ def lsf_sigma_pixels(resolution: np.ndarray) -> np.ndarray:
     return np.where(wsum > 0, np.sqrt(np.clip(var, 0, None)), 0.0)
 
 
+def _complete_rows(lsf: np.ndarray, half: int) -> np.ndarray:
+    """Which rows of an arm's resolution matrix are whole: the first and last `half` (ndiag//2)
+    rows are cut off at the arm's edge (their kernels lack the pixels beyond it), so their widths
+    come out up to ~30% too small. Those rows of `lsf` [n, nwave] (Å) take the width of the arm's
+    nearest whole row, in place; where arms overlap, the merge averages whole rows only."""
+    complete = np.ones(lsf.shape[1], bool)
+    if half and lsf.shape[1] > 2 * half:
+        complete[:half] = complete[-half:] = False
+        lsf[:, :half] = lsf[:, half:half + 1]
+        lsf[:, -half:] = lsf[:, -half - 1:-half]
+    return complete
+
+
 @register_builder("desi")
 class Desi(Builder):
-    version = "1"
+    version = "2"  # 2: lsf_sigma leaves out the resolution rows cut off at the arm edges
     Config = DesiConfig
 
     def modalities(self):
@@ -228,13 +251,14 @@ class Desi(Builder):
         flux = np.zeros((m, NPIX), np.float32)
         ivar = np.zeros((m, NPIX), np.float32)
         lsf = np.zeros((m, NPIX), np.float32)
-        acc = {k: np.zeros((m, len(overlap))) for k in ("w", "wf", "wl", "f", "l")}
+        acc = {k: np.zeros((m, len(overlap))) for k in ("w", "wf", "wl", "f", "l", "wc", "lc", "nc")}
         for arm, (idx, dwave) in arms.items():
             a_flux = native(hd[f"{arm}_FLUX"].section[sl])[sel]
             a_mask = native(hd[f"{arm}_MASK"].section[sl])[sel]
             a_ivar = np.where(a_mask == 0, native(hd[f"{arm}_IVAR"].section[sl])[sel], np.float32(0))
             a_lsf = (lsf_sigma_pixels(native(hd[f"{arm}_RESOLUTION"].section[sl])[sel].astype(np.float64))
                      * dwave).astype(np.float32)
+            complete = _complete_rows(a_lsf, hd[f"{arm}_RESOLUTION"].shape[1] // 2)
             flux[:, idx], ivar[:, idx], lsf[:, idx] = a_flux, a_ivar, a_lsf  # exact copy off overlaps
             pos = np.searchsorted(overlap, idx)
             inside = (pos < len(overlap)) & (overlap[np.minimum(pos, len(overlap) - 1)] == idx)
@@ -243,15 +267,23 @@ class Desi(Builder):
                 w = a_ivar[:, src].astype(np.float64)
                 acc["w"][:, cols] += w
                 acc["wf"][:, cols] += np.where(w > 0, w * a_flux[:, src], 0.0)  # 0 * NaN is NaN
-                acc["wl"][:, cols] += np.where(w > 0, w * a_lsf[:, src], 0.0)
                 acc["f"][:, cols] += a_flux[:, src]
                 acc["l"][:, cols] += a_lsf[:, src]
+                # the LSF as coadd_cameras merges the resolution matrices (an ivar-weighted mean of
+                # the rows: of their variances), over the rows whose kernel lies inside their arm
+                wc = np.where(complete[src], w, 0.0)
+                var = a_lsf[:, src].astype(np.float64) ** 2
+                acc["wl"][:, cols] += np.where(wc > 0, wc * var, 0.0)
+                acc["wc"][:, cols] += wc
+                acc["lc"][:, cols] += np.where(complete[src], var, 0.0)
+                acc["nc"][:, cols] += complete[src]
         if len(overlap):  # inverse-variance weighted mean; unweighted where no arm is good
             w = acc["w"]
             k = cover[overlap][None, :]
             with np.errstate(invalid="ignore", divide="ignore"):
                 flux[:, overlap] = np.where(w > 0, acc["wf"] / w, acc["f"] / k)
-                lsf[:, overlap] = np.where(w > 0, acc["wl"] / w, acc["l"] / k)
+                whole = np.where(acc["nc"] > 0, np.sqrt(acc["lc"] / acc["nc"]), acc["l"] / k)
+                lsf[:, overlap] = np.where(acc["wc"] > 0, np.sqrt(acc["wl"] / acc["wc"]), whole)
             ivar[:, overlap] = w
         mask = ivar <= 0  # a NaN ivar stays unmasked, so the engine rejects the row with its reason
         spectrum = spectrum_array(SpectrumSpec(NPIX), np.broadcast_to(GRID.astype(np.float32), (m, NPIX)),
@@ -293,7 +325,8 @@ class Desi(Builder):
                     for pix in list_links(sp + group, r"[0-9]+/"):
                         for kind in ("coadd", "redrock"):
                             name = f"{kind}-{survey}-{program}-{pix.rstrip('/')}.fits"
-                            rel = f"desi/dr1/spectro/redux/{self.config.specprod}/healpix/{survey}/{program}/{group}{pix}{name}"
+                            rel = (f"desi/dr1/spectro/redux/{self.config.specprod}/healpix/"
+                                   f"{survey}/{program}/{group}{pix}{name}")
                             got.append(download(sp + group + pix + name, Path(raw) / rel))
                         if limit and len(got) >= 2 * limit:
                             return got

@@ -5,22 +5,42 @@ Format (legacysurvey.org/dr10/files): `<region>/coadd/<bri>/<brick>/legacysurvey
 values of legacysurvey.org/dr10/bitmasks) and `<region>/tractor/<bri>/tractor-<brick>.fits`.
 One raw input is one brick. Cutouts are plain pixel copies (no resampling): the source's pixel,
 round(WCS x, y), sits at index (S//2, S//2). Edge policy: see `LegacySurveyConfig.edge_policy`.
+
+A band without images in a brick (DR10 south has i-band over part of its footprint) is a masked
+band: the brick's rows are kept with that band's pixels flux 0, ivar 0, mask True and psf_fwhm
+0, and `bands_observed` lists the bands that have images. A brick without a catalogue, without
+maskbits, without any band's images, or with an image lacking its invvar (or the reverse) is
+rejected with its reason.
 """
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from ._common import (FetchError, column_or_null, common_columns, download, has_column, native,
-                      open_fits, report, require_columns)
 from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
 from mmu.model.schema import ImageSpec, image_array
 
+from ._common import (
+    FetchError,
+    column_or_null,
+    common_columns,
+    download,
+    has_column,
+    native,
+    open_fits,
+    require_columns,
+)
+
+log = logging.getLogger(__name__)
+
 TRACTOR_RE = re.compile(r"^tractor-([0-9]{4}[pm][0-9]{3})\.fits$")
+COADD_RE = re.compile(r"^legacysurvey-([0-9]{4}[pm][0-9]{3})-(image|invvar|maskbits)(-[a-z])?\.fits\.fz$")
 # MASKBITS that make a pixel bad in one band: SATUR_<band> and ALLMASK_<band> (DR10 adds i)
 SATUR_BIT = {"g": 2, "r": 3, "z": 4, "i": 14}
 ALLMASK_BIT = {"g": 5, "r": 6, "z": 7, "i": 15}
@@ -62,8 +82,12 @@ class LegacySurveyConfig(BuilderConfig):
 
 @register_builder("legacysurvey")
 class LegacySurvey(Builder):
-    version = "1"
+    version = "2"  # 2: a band without images is masked (bands_observed), not a rejected brick
     Config = LegacySurveyConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._missing_bands: dict[str, list[str]] = {}  # input key -> bands without images
 
     def modalities(self):
         c = self.config
@@ -71,22 +95,51 @@ class LegacySurvey(Builder):
                                    c.cutout_size, "nanomaggy")}
 
     def extra_columns(self):
-        fields = [pa.field(n, t) for n, t in CATALOG] + [pa.field("ls_id", pa.int64())]
+        fields = [pa.field(n, t) for n, t in CATALOG] + [pa.field("ls_id", pa.int64()),
+                                                         pa.field("bands_observed", pa.list_(pa.string()))]
         for b in self.config.bands:
             fields += [pa.field(n.format(b=b), t) for n, t in PER_BAND]
         return fields
 
     def list_inputs(self, raw):
-        out = []
+        out, seen = [], set()
+        self._missing_bands = {}
         for p in sorted(Path(raw).rglob("tractor-*.fits")):
             m = TRACTOR_RE.match(p.name)
             if not m:
                 continue
             if p.parents[1].name == "tractor" and p.parents[2].name != self.config.region:
                 continue  # another region (north / south) of the same mirror
-            out.append(RawInput(f"{self.config.region}/{m.group(1)}",
-                                tuple(str(f) for f in [p, *self._coadd_files(p, m.group(1)).values()] if f.exists())))
-        return out
+            files = self._coadd_files(p, m.group(1))
+            key = f"{self.config.region}/{m.group(1)}"
+            seen.add(key)
+            out.append(RawInput(key, tuple(str(f) for f in [p, *files.values()] if f.exists())))
+            missing = [b for b in self.config.bands
+                       if not files[f"image-{b}"].exists() and not files[f"invvar-{b}"].exists()]
+            if missing and len(missing) < len(self.config.bands) and files["maskbits"].exists():
+                self._missing_bands[key] = missing
+        # coadd folders without a catalogue: listed, so that `read` rejects them by name
+        bricks: dict[str, list[str]] = {}
+        for p in sorted(Path(raw).rglob("legacysurvey-*.fits.fz")):
+            m = COADD_RE.match(p.name)
+            if not m or p.parent.name != m.group(1):
+                continue
+            if p.parents[2].name == "coadd" and p.parents[3].name != self.config.region:
+                continue
+            key = f"{self.config.region}/{m.group(1)}"
+            if key not in seen:
+                bricks.setdefault(key, []).append(str(p))
+        out += [RawInput(k, tuple(v)) for k, v in sorted(bricks.items())]
+        return sorted(out, key=lambda i: i.key)
+
+    def manifest_extra(self) -> dict:
+        """Bricks whose rows are kept with some bands masked (information, not rejections)."""
+        if not self._missing_bands:
+            return {}
+        per_band = Counter(b for bands in self._missing_bands.values() for b in bands)
+        return {"input_notes": {"bricks_missing_bands": {
+            "count": len(self._missing_bands), "by_band": dict(sorted(per_band.items())),
+            "bricks": dict(sorted(self._missing_bands.items()))}}}
 
     def _coadd_files(self, tractor: Path, brick: str) -> dict[str, Path]:
         top = tractor.parents[2] if tractor.parents[1].name == "tractor" else tractor.parent
@@ -102,31 +155,47 @@ class LegacySurvey(Builder):
     def read(self, item):
         c = self.config
         tractor = Path(item.paths[0])
-        brick = TRACTOR_RE.match(tractor.name).group(1)
+        m = TRACTOR_RE.match(tractor.name)
+        if not m:
+            brick = item.key.rsplit("/", 1)[-1]
+            raise InputRejected(f"brick {brick}: coadd files {[Path(x).name for x in item.paths]} but no "
+                                f"catalogue tractor-{brick}.fits (expected in <region>/tractor/{brick[:3]}/); "
+                                "download it")
+        brick = m.group(1)
         files = self._coadd_files(tractor, brick)
-        missing = [f.name for f in files.values() if not f.exists()]
-        if missing:
-            raise InputRejected(f"tractor-{brick}.fits: coadd file(s) {missing} missing next to it "
-                                f"(expected in {files['maskbits'].parent}); download them, or drop the "
-                                f"band from builder_config.bands")
+        where = f"(expected in {files['maskbits'].parent})"
+        if not files["maskbits"].exists():
+            raise InputRejected(f"tractor-{brick}.fits: {files['maskbits'].name} missing {where}; download it")
+        observed = []
+        for b in c.bands:
+            have = [k for k in ("image", "invvar") if files[f"{k}-{b}"].exists()]
+            if len(have) == 1:
+                lacks = "invvar" if have == ["image"] else "image"
+                raise InputRejected(f"tractor-{brick}.fits: {files[f'{have[0]}-{b}'].name} present but "
+                                    f"{files[f'{lacks}-{b}'].name} missing {where}; re-download the {b} band")
+            if have:
+                observed.append(b)
+        if not observed:
+            raise InputRejected(f"tractor-{brick}.fits: no image files for any of bands {list(c.bands)} {where}; "
+                                "download them")
         cat = self._catalog(tractor)
         keep = self._select(cat)
         if not keep.any():
             return
         maskbits, _, _ = _image(files["maskbits"], "MASKBITS", None)
         planes = {}
-        for b in c.bands:
+        for b in observed:
             img, wcs, hdr = _image(files[f"image-{b}"], "nanomaggy", maskbits.shape)
             ivar, _, _ = _image(files[f"invvar-{b}"], None, maskbits.shape)
             # lossy fpack quantisation can turn ivar = 0 into small values of either sign:
             # a negative inverse variance carries no information, so it becomes 0 (masked)
             np.maximum(ivar, 0, out=ivar, where=~np.isnan(ivar))
             planes[b] = (img, ivar, wcs, hdr)
-        wcs0 = planes[c.bands[0]][2]
+        wcs0 = planes[observed[0]][2]
         from astropy.wcs.utils import proj_plane_pixel_scales
         scale = float(np.mean(proj_plane_pixel_scales(wcs0))) * 3600.0  # deg -> arcsec
         centres = {}
-        for b in c.bands:
+        for b in observed:
             x, y = planes[b][2].all_world2pix(cat["ra"], cat["dec"], 0)
             x, y = (np.nan_to_num(v, nan=-1e9, posinf=-1e9, neginf=-1e9) for v in (x, y))
             centres[b] = (np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64))
@@ -141,7 +210,7 @@ class LegacySurvey(Builder):
                 yield Rejection(item.key, f"{where}: ra, dec = {ra}, {dec} out of range", int(i),
                                 cat["object_id"][i], "dec" if 0 <= ra < 360 else "ra")
                 continue
-            for b in c.bands:
+            for b in observed:
                 cx, cy = centres[b][0][i], centres[b][1][i]
                 if not (0 <= cx < w and 0 <= cy < h):
                     ok[i] = False
@@ -211,7 +280,11 @@ class LegacySurvey(Builder):
         ivar = np.zeros((n, nb, size, size), np.float32)
         mask = np.ones((n, nb, size, size), bool)
         h, w = maskbits.shape
+        psf = cat["psf"][rows].copy()
         for j, b in enumerate(c.bands):
+            if b not in planes:  # no images in this band: flux 0, ivar 0, mask True, psf_fwhm 0
+                psf[:, j] = 0.0
+                continue
             img, iv = planes[b][0], planes[b][1]
             bad_bits = (1 << SATUR_BIT[b]) | (1 << ALLMASK_BIT[b])
             for k, i in enumerate(rows):
@@ -223,10 +296,12 @@ class LegacySurvey(Builder):
                 mask[dst] = ((maskbits[ya:yb, xa:xb] & bad_bits) != 0) | (iv[ya:yb, xa:xb] <= 0)
         cols = common_columns([cat["object_id"][i] for i in rows], cat["ra"][rows], cat["dec"][rows],
                               "legacysurvey", "dr10")
-        cols["image"] = image_array(self.modalities()["image"], flux, ivar, mask, cat["psf"][rows], scale)
+        cols["image"] = image_array(self.modalities()["image"], flux, ivar, mask, psf, scale)
         take = pa.array(rows)
         for name, arr in cat["columns"].items():
             cols[name] = arr.take(take)
+        observed = [f"legacysurvey-{b}" for b in c.bands if b in planes]
+        cols["bands_observed"] = pa.array([observed] * n, pa.list_(pa.string()))
         return pa.table(cols)
 
     # ---------------------------------------------------------------------------------------
@@ -235,8 +310,9 @@ class LegacySurvey(Builder):
         """Download the tractor catalogue, maskbits and per-band image + invvar coadds of each
         brick in `bricks` (the first `limit` of them) into RAW/legacysurvey/dr10/<region>/. The
         region's brick list is not parsed here: pass brick names (e.g. '1126p222'). A brick the
-        archive lacks a file of (HTTP 404: not in this region, or no coverage in a band) is
-        skipped with a report; `mmu build` then rejects it by name if part of it was fetched."""
+        archive lacks the catalogue or maskbits of (HTTP 404: not in this region) is skipped with
+        a warning; a band the archive has no images of in a brick (no coverage: DR10 south's i)
+        is skipped with a warning, and `mmu build` keeps the brick with that band masked."""
         if not bricks:
             raise ValueError("legacysurvey fetch needs brick names, e.g. bricks=['1126p222']")
         base = ARCHIVE.format(region=self.config.region)
@@ -246,12 +322,23 @@ class LegacySurvey(Builder):
             rel = f"tractor/{brick[:3]}/tractor-{brick}.fits"
             try:
                 got.append(download(base + rel, root / rel))
-                for f in self._coadd_files(root / rel, brick).values():
-                    got.append(download(base + f.relative_to(root).as_posix(), f))
+                files = self._coadd_files(root / rel, brick)
+                got.append(download(base + files["maskbits"].relative_to(root).as_posix(), files["maskbits"]))
             except FetchError as e:
                 if e.status != 404:
                     raise
-                report("skip", what=f"brick {brick}", reason=f"not in the archive: {e}")
+                log.warning("skipped brick %s: not in the archive: %s", brick, e)
+                continue
+            for b in self.config.bands:
+                try:
+                    for kind in ("image", "invvar"):
+                        f = files[f"{kind}-{b}"]
+                        got.append(download(base + f.relative_to(root).as_posix(), f))
+                except FetchError as e:
+                    if e.status != 404:
+                        raise
+                    log.warning("brick %s has no %s-band images in the archive (no coverage; `mmu build` "
+                                "masks the band): %s", brick, b, e)
         return got
 
 

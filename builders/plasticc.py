@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ._common import common_columns, download
 from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
 from mmu.model.schema import LightcurveSpec, lightcurve_array
+
+from ._common import common_columns, download
 
 LSST_BANDS = "ugrizy"
 LC_RE = re.compile(r"^(?:plasticc_(train|test)_lightcurves(?:_[0-9]+)?|(training|test)_set)\.csv(\.gz)?$")

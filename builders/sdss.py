@@ -1,13 +1,16 @@
 """SDSS DR17 optical spectra from `spec-PLATE-MJD-FIBER.fits` files -> spectrum rows.
 
-Format (SDSS datamodel, BOSS_SPECTRO_REDUX/RUN2D/spectra/PLATE4/spec.html): HDU 'COADD' holds
+Format (SDSS datamodel, BOSS_SPECTRO_REDUX/RUN2D/spectra/PLATE4/spec.html): HDU 1 'COADD' holds
 flux, loglam, ivar, and_mask, or_mask, wdisp, sky, model on the native log10(λ/Å) grid (1e-4
-dex pixels); HDU 'SPECOBJ' holds the plate/MJD/fiber, plug position, redshift and class. One raw
-input is one plate directory (up to ~1000 files), read in chunks; a bad file is rejected on its
-own with its name, the rest of the plate is ingested.
+dex pixels); HDU 2 holds the object's row of the survey's summary table: 'SPECOBJ' (the specObj
+row) in SDSS-I/II files (run2d 26, 103, 104: the SDSS spectrograph, 640 fibres, 3,800-9,200 Å)
+and 'SPALL' (the spAll row) in BOSS/eBOSS files (run2d v5_*: the BOSS spectrograph, 1,000
+fibres, 3,600-10,400 Å). One raw input is one plate directory (up to ~1000 files), read in
+chunks; a bad file is rejected on its own with its name, the rest of the plate is ingested.
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,25 +19,39 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ._common import (column_or_null, common_columns, download, list_links, native, open_fits,
-                              report, require_columns, require_hdu)
 from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
 from mmu.model.schema import SpectrumSpec, spectrum_array
 
+from ._common import column_or_null, common_columns, download, list_links, native, open_fits, require_columns
+
+log = logging.getLogger(__name__)
+
 FILE_RE = re.compile(r"^spec-([0-9]{4,})-([0-9]{5})-([0-9]{4})\.fits$")
 LN10 = np.log(10.0)
+DLOGLAM = 1e-4  # the SDSS and BOSS coadd pixel, in log10(λ/Å)
 # spec-lite files: SDSS-I/II reductions (run2d 26, 103, 104) under sdss/, BOSS/eBOSS (v5_*) under eboss/
 ARCHIVE = "https://data.sdss.org/sas/dr17/{tree}/spectro/redux/{run2d}/spectra/lite/"
 LEGACY_RUN2D = ("26", "103", "104")
 COADD_COLUMNS = ["flux", "loglam", "ivar", "and_mask", "wdisp"]
-SPECOBJ_COLUMNS = ["PLATE", "MJD", "FIBERID", "PLUG_RA", "PLUG_DEC", "Z", "Z_ERR", "ZWARNING",
-                   "CLASS", "SUBCLASS"]
-# (SPECOBJ column, hub column, Arrow type) riding along
+# HDU 2 by its EXTNAME: BOSS/eBOSS files carry the spAll row, SDSS-I/II files the specObj row
+META_HDUS = {"SPALL": "BOSS", "SPECOBJ": "SDSS"}
+FIBERS = {"SDSS": 640, "BOSS": 1000}  # fibres per plate of each spectrograph
+META_COLUMNS = ["PLATE", "MJD", "FIBERID", "PLUG_RA", "PLUG_DEC", "Z", "Z_ERR", "ZWARNING",
+                "CLASS", "SUBCLASS"]
+# (HDU 2 column, hub column, Arrow type) riding along; the same names in specObj and spAll
 CATALOG = [("PLATE", "plate", pa.int32()), ("MJD", "mjd", pa.int32()), ("FIBERID", "fiberid", pa.int32()),
            ("Z", "z", pa.float64()), ("Z_ERR", "z_err", pa.float64()), ("ZWARNING", "zwarning", pa.int64()),
            ("CLASS", "class", pa.string()), ("SUBCLASS", "subclass", pa.string())]
-OPTIONAL = [("SPECPRIMARY", "specprimary", pa.int16()), ("SPECOBJID", "specobjid", pa.string()),
-            ("RUN2D", "run2d", pa.string()), ("SN_MEDIAN_ALL", "sn_median_all", pa.float32())]
+# null where the file lacks them: SPECBOSS and the *_NOQSO redshift (the one to use for BOSS
+# galaxy targets) are spAll columns; SPECPRIMARY is in both
+OPTIONAL = [("SPECPRIMARY", "specprimary", pa.int16()), ("SPECBOSS", "specboss", pa.int16()),
+            ("SPECOBJID", "specobjid", pa.string()), ("RUN2D", "run2d", pa.string()),
+            ("PROGRAMNAME", "programname", pa.string()), ("SN_MEDIAN_ALL", "sn_median_all", pa.float32()),
+            ("Z_NOQSO", "z_noqso", pa.float64()), ("Z_ERR_NOQSO", "z_err_noqso", pa.float64()),
+            ("ZWARNING_NOQSO", "zwarning_noqso", pa.int64()), ("CLASS_NOQSO", "class_noqso", pa.string())]
+# per row: the spectrograph and the wavelength range of the row's pixels
+DERIVED = [pa.field("spectrograph", pa.string()), pa.field("lambda_min", pa.float32()),
+           pa.field("lambda_max", pa.float32())]
 
 
 @dataclass(frozen=True)
@@ -45,14 +62,14 @@ class SdssConfig(BuilderConfig):
 
 @register_builder("sdss")
 class Sdss(Builder):
-    version = "1"
+    version = "2"  # 2: BOSS/eBOSS files (SPALL), spectrograph and wavelength range, LSF convention
     Config = SdssConfig
 
     def modalities(self):
         return {"spectrum": SpectrumSpec(None)}  # native grid, length varies per plate
 
     def extra_columns(self):
-        return [pa.field(name, t) for _, name, t in CATALOG + OPTIONAL]
+        return [pa.field(name, t) for _, name, t in CATALOG + OPTIONAL] + DERIVED
 
     def list_inputs(self, raw):
         plates: dict[Path, list[str]] = defaultdict(list)
@@ -84,18 +101,31 @@ class Sdss(Builder):
         name = Path(path).name
         hint = "is this a spec (or spec-lite) file from the SDSS archive?"
         with open_fits(path) as hd:
-            coadd = require_hdu(hd, "COADD", path, hint).data
+            names = [h.name for h in hd]
+            if "COADD" not in names:
+                raise InputRejected(f"{name}: HDU 'COADD' missing (found {names}); {hint}")
+            coadd = hd["COADD"].data
             require_columns(coadd, COADD_COLUMNS, path, "COADD", hint)
-            spobj = require_hdu(hd, "SPECOBJ", path, hint).data
-            require_columns(spobj, SPECOBJ_COLUMNS, path, "SPECOBJ", hint)
+            meta_hdu = next((h for h in META_HDUS if h in names), None)
+            if meta_hdu is None:
+                raise InputRejected(f"{name}: neither HDU 'SPALL' (BOSS/eBOSS) nor 'SPECOBJ' (SDSS-I/II) "
+                                    f"found (found {names}); {hint}")
+            spobj = hd[meta_hdu].data
+            require_columns(spobj, META_COLUMNS, path, meta_hdu, hint)
             if len(spobj) != 1:
-                raise InputRejected(f"{name}: HDU 'SPECOBJ' has {len(spobj)} rows, expected 1")
+                raise InputRejected(f"{name}: HDU {meta_hdu!r} has {len(spobj)} rows, expected 1")
             try:
                 arrays = {c: native(coadd[c]) for c in ("flux", "loglam", "ivar", "and_mask", "wdisp")}
             except (ValueError, TypeError) as e:
                 raise InputRejected(f"{name}: HDU 'COADD' unreadable ({e}); re-download it") from None
             meta = {name_: column_or_null(spobj, col, t, 1) for col, name_, t in CATALOG + OPTIONAL}
             ra, dec = float(spobj["PLUG_RA"][0]), float(spobj["PLUG_DEC"][0])
+            run2d = meta["run2d"][0].as_py() or str(hd[0].header.get("RUN2D", "")).strip()
+        spectrograph = _spectrograph(run2d, meta_hdu)
+        plate, mjd, fiber = (int(spobj[c][0]) for c in ("PLATE", "MJD", "FIBERID"))
+        if not 1 <= fiber <= FIBERS[spectrograph]:
+            raise InputRejected(f"{name}: FIBERID {fiber} outside 1-{FIBERS[spectrograph]}, the fibres of a "
+                                f"{spectrograph} plate (run2d {run2d or '?'}, HDU {meta_hdu!r})")
         lam = 10.0 ** arrays["loglam"].astype(np.float64)
         lo, hi = self.config.wave_range
         if len(lam) == 0:
@@ -103,13 +133,16 @@ class Sdss(Builder):
         if np.nanmin(lam) < lo or np.nanmax(lam) > hi:
             raise InputRejected(f"{name}: 10**loglam spans {np.nanmin(lam):.4g}-{np.nanmax(lam):.4g}, outside "
                                 f"{lo:g}-{hi:g} Å; loglam must be log10(vacuum wavelength / Å)")
-        # wdisp is the LSF sigma in units of the 1e-4 dex pixel: dλ = λ ln(10) 1e-4 per pixel
-        lsf = arrays["wdisp"].astype(np.float64) * 1e-4 * LN10 * lam
+        # wdisp is the sigma of the Gaussian LSF in 1e-4 dex pixels (dλ = λ ln(10) 1e-4), fitted
+        # without the pixel's own width; lsf_sigma includes it (docs/schema.md): σ² + 1/12 px²
+        wdisp = arrays["wdisp"].astype(np.float64)
+        lsf = np.sqrt(wdisp * wdisp + 1.0 / 12.0) * DLOGLAM * LN10 * lam
         mask = (arrays["and_mask"] != 0) | (arrays["ivar"] <= 0)
-        plate, mjd, fiber = (int(spobj[c][0]) for c in ("PLATE", "MJD", "FIBERID"))
         return {"object_id": f"{plate:04d}-{mjd:05d}-{fiber:04d}", "ra": ra, "dec": dec,
                 "lambda": lam.astype(np.float32), "flux": arrays["flux"], "ivar": arrays["ivar"],
-                "mask": mask, "lsf_sigma": lsf.astype(np.float32), "meta": meta}
+                "mask": mask, "lsf_sigma": lsf.astype(np.float32), "meta": meta,
+                "spectrograph": spectrograph, "lambda_min": float(np.nanmin(lam)),
+                "lambda_max": float(np.nanmax(lam))}
 
     @staticmethod
     def _table(rows: list[dict]) -> pa.Table:
@@ -119,26 +152,46 @@ class Sdss(Builder):
                                           ("lambda", "flux", "ivar", "mask", "lsf_sigma")))
         for _, name, t in CATALOG + OPTIONAL:
             cols[name] = pa.concat_arrays([r["meta"][name] for r in rows]).cast(t)
+        cols["spectrograph"] = pa.array([r["spectrograph"] for r in rows], pa.string())
+        for k in ("lambda_min", "lambda_max"):
+            cols[k] = pa.array(np.array([r[k] for r in rows], np.float32))
         return pa.table(cols)
 
     def fetch(self, raw, limit=None, run2d: str = "26"):
-        """Download spec-lite files plate by plate from the DR17 SAS (`limit` files) into
-        RAW/sdss/dr17/spectra/<plate>/. run2d 26 (default), 103, 104: the SDSS-I/II spectra, whose
-        metadata HDU is SPECOBJ (what `read` expects); v5_13_2: BOSS/eBOSS, whose files carry
-        SPALL instead."""
-        tree = "sdss" if str(run2d) in LEGACY_RUN2D else "eboss"
-        if tree == "eboss":
-            report("note", text=f"run2d {run2d} is a BOSS/eBOSS reduction; its spec files carry an SPALL "
-                                "HDU, and the sdss builder reads SDSS-I/II files (SPECOBJ): `mmu build` "
-                                "will reject them")
+        """Download spec-lite files plate by plate from the DR17 SAS (`limit` files). run2d 26
+        (default), 103, 104: the SDSS-I/II spectra (HDU SPECOBJ), into
+        RAW/sdss/dr17/spectra/<plate>/; v5_13_2 (or another v5_* reduction): the BOSS/eBOSS
+        spectra (HDU SPALL), into RAW/sdss/dr17/eboss/spectro/redux/<run2d>/spectra/lite/<plate>/,
+        the SAS layout, so that two reductions of one plate stay apart. `read` takes both."""
+        run2d = str(run2d)
+        if run2d not in LEGACY_RUN2D and not re.fullmatch(r"v5_[0-9]+_[0-9]+", run2d):
+            raise ValueError(f"run2d {run2d!r} is not a DR17 optical reduction: use 26, 103 or 104 "
+                             "(SDSS-I/II) or v5_13_2 (BOSS/eBOSS; also v5_13_0, v5_10_0)")
+        tree = "sdss" if run2d in LEGACY_RUN2D else "eboss"
         base = ARCHIVE.format(tree=tree, run2d=run2d)
+        dest = (Path(raw) / "sdss/dr17/spectra" if tree == "sdss"
+                else Path(raw) / "sdss/dr17/eboss/spectro/redux" / run2d / "spectra/lite")
+        if tree == "eboss":
+            log.info("run2d %s is a BOSS/eBOSS reduction (HDU SPALL, 1,000 fibres per plate); "
+                     "files go to %s", run2d, dest)
         got = []
         for plate in list_links(base, r"[0-9]{4,}/"):
             for name in list_links(base + plate, r"spec-[0-9-]+\.fits"):
-                got.append(download(base + plate + name, Path(raw) / "sdss/dr17/spectra" / plate / name))
+                got.append(download(base + plate + name, dest / plate / name))
                 if limit and len(got) >= limit:
                     return got
         return got
+
+
+def _spectrograph(run2d: str, meta_hdu: str) -> str:
+    """SDSS or BOSS: by the reduction (run2d 26/103/104 are SDSS-I/II, v5_* BOSS/eBOSS), else by
+    which summary table HDU 2 is."""
+    run2d = (run2d or "").strip()
+    if run2d in LEGACY_RUN2D:
+        return "SDSS"
+    if run2d.startswith("v5"):
+        return "BOSS"
+    return META_HDUS[meta_hdu]
 
 
 def _file_id(reason: str) -> str | None:

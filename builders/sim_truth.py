@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
 
-F, I, S, B = pa.float64(), pa.int64(), pa.string(), pa.bool_()
+F, I, S, B = pa.float64(), pa.int64(), pa.string(), pa.bool_()  # noqa: E741
 
 
 def _cols(spec: str, t: pa.DataType) -> dict:

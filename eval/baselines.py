@@ -3,7 +3,8 @@
 - random-weights: the config's model (the trainer's encoders + projections) at initialisation,
   saved as a real checkpoint (step 0, no training manifest) and evaluated like any other;
 - raw-pca: PCA of the raw flux (pixels / spectrum / light-curve fluxes, collated to the config's
-  shapes by the trainer's collator, bad values zeroed), fitted on train rows only (at most `max_fit_rows`, the first by sha256(object_id));
+  shapes by the trainer's collator, bad values zeroed), fitted on train rows only (at most
+  `max_fit_rows`, the first by sha256(object_id));
 - supervised: one encoder per input column (the config's, from the trainer's encoder registry)
   trained end to end on the labels of every task reading that column (multi-output: standardised
   regression targets with MSE, classes with cross-entropy), train rows only, fixed epochs; its
@@ -25,6 +26,16 @@ from mmu.eval.tasks import iter_samples
 
 
 def random_weights_checkpoint(cfg, out_dir: Path, seed: int = 0) -> Path:
+    """The config's model at initialisation (seeded), saved as a real step-0 checkpoint.
+
+    Args:
+        cfg: the pretraining config.
+        out_dir: checkpoint folder.
+        seed: torch seed of the initialisation.
+
+    Returns:
+        The checkpoint's path (its name carries a sha256 prefix).
+    """
     import torch
 
     from mmu.pretrain.checkpoint import save_checkpoint
@@ -44,17 +55,20 @@ class _ConfigInputs:
         self.cfg = cfg
 
     def collate(self, samples, column):
+        """`samples`' values of `column` collated to the config's shapes (the trainer's collator)."""
         from mmu.pretrain.data import Collator
 
         m = self.cfg.model.modalities[column]
         return Collator({column: m}, len(samples))(samples)[column]
 
     def inputs(self, samples, column):
+        """The encoder inputs of `samples`: collated, then preprocessed as in pretraining."""
         from mmu.pretrain.preprocess import preprocess
 
         return preprocess(self.cfg.model.modalities[column].kind, self.collate(samples, column))
 
     def preprocessing_id(self, column: str) -> str:
+        """sha256 of the preprocessing source and `column`'s input spec (part of the cache key)."""
         from mmu.pretrain import data, preprocess
 
         spec = self.cfg.model.modalities[column].model_dump()
@@ -65,6 +79,7 @@ class _ConfigInputs:
 
     @property
     def columns(self) -> dict[str, str]:
+        """The config's input columns and their modality kinds."""
         return {c: m.kind for c, m in self.cfg.model.modalities.items()}
 
 
@@ -86,9 +101,9 @@ def _train_batches(group, model_column, batch_rows=256):
 
     def batches():
         seen = set()
-        for (name, column), (files, wanted) in per_dataset.items():
+        for (_name, column), (files, wanted) in per_dataset.items():
             for oids, samples in iter_samples(files, "train", column, batch_rows):
-                rows = [(o, _as(s, column, model_column)) for o, s in zip(oids, samples)
+                rows = [(o, _as(s, column, model_column)) for o, s in zip(oids, samples, strict=False)
                         if o in wanted and o not in seen]
                 seen.update(o for o, _ in rows)
                 if rows:
@@ -97,6 +112,15 @@ def _train_batches(group, model_column, batch_rows=256):
 
 
 class RawPCAEmbedder(_ConfigInputs):
+    """Baseline: PCA of each column's raw flux (collated to the config's shapes, bad values
+    zeroed), fitted on train rows only (at most `max_fit_rows`, the first by sha256 of the id).
+
+    Args:
+        cfg: the pretraining config (input columns and shapes).
+        n_components: PCA components (fewer when the fit set is smaller).
+        max_fit_rows: the most train rows a PCA is fitted on.
+    """
+
     kind = "baseline"
     aligned = False  # one PCA per column: no shared space, so no retrieval
 
@@ -107,33 +131,37 @@ class RawPCAEmbedder(_ConfigInputs):
         self.fits: dict = {}
 
     def prepare(self, group, model_column):
+        """Fit the PCA of `model_column` on the train rows of every (task data, column) in `group`."""
         from sklearn.decomposition import PCA
 
         batches, ids = _train_batches(group, model_column)
         keep = set(np.asarray(ids)[gallery_order(ids)[:self.max_fit_rows]].tolist())
         feats = []
         for oids, samples in batches():
-            rows = [s for o, s in zip(oids, samples) if o in keep]
+            rows = [s for o, s in zip(oids, samples, strict=False) if o in keep]
             if rows:
                 feats.append(_flat(self.collate(rows, model_column)))
         x = np.concatenate(feats)
         k = min(self.n_components, x.shape[0], x.shape[1])
         self.pca[model_column] = PCA(n_components=k, svd_solver="full").fit(x)
-        self.fits[model_column] = {"datasets": sorted({f"{d.task.hub_name}@{d.manifest.get('content_revision')}"
+        self.fits[model_column] = {"datasets": sorted({f"{d.task.hub_name}@{d.manifest.content_revision}"
                                                        for d, _ in group}),
                                    "fit_rows": int(len(x)), "ids_sha256": sha256_ids(keep)}
 
     @property
     def sha256(self) -> str:
+        """The baseline's identity: its settings and what it was fitted on."""
         return hashlib.sha256(json.dumps({"baseline": "raw-pca", "n_components": self.n_components,
                                           "max_fit_rows": self.max_fit_rows, "fits": self.fits},
                                          sort_keys=True).encode()).hexdigest()
 
     def describe(self) -> dict:
+        """The model block's extra keys: name, fits, config (no training manifest)."""
         return {"name": "baseline-raw-pca", "fits": self.fits, "config": self.cfg.to_dict(),
                 "training_manifest": None}
 
     def embed(self, samples, column, which):
+        """float32 [n, D] embeddings of `samples`' `column` (`which` is ignored: one output)."""
         return self.pca[column].transform(_flat(self.collate(samples, column))).astype(np.float32)
 
 
@@ -142,6 +170,18 @@ def _as(sample, column, model_column):
 
 
 class SupervisedEmbedder(_ConfigInputs):
+    """Baseline: one encoder per input column (the config's), trained end to end on the train
+    labels of every task reading that column (standardised regression targets with MSE,
+    classes with cross-entropy, one head per task); its backbone features are the embedding.
+
+    Args:
+        cfg: the pretraining config (encoders, input columns and shapes).
+        epochs: training epochs.
+        batch_size: rows per step.
+        lr: AdamW learning rate.
+        seed: torch seed of the initialisation.
+    """
+
     kind = "baseline"
     aligned = False  # one encoder per column: no shared space, so no retrieval
 
@@ -152,6 +192,11 @@ class SupervisedEmbedder(_ConfigInputs):
         self.fits: dict = {}
 
     def prepare(self, group, model_column):
+        """Train the encoder of `model_column` on the train labels of every task in `group`.
+
+        Raises:
+            ValueError: no regression or classification task reads the column.
+        """
         import torch
         from torch import nn
 
@@ -162,7 +207,7 @@ class SupervisedEmbedder(_ConfigInputs):
         enc = build_encoder(m.encoder, m, **m.options)
         heads, targets = nn.ModuleList(), []
         for d, _ in group:
-            lab = dict(zip(d.ids["train"], d.y["train"]))
+            lab = dict(zip(d.ids["train"], d.y["train"], strict=False))
             if d.task.type == "regression":
                 v = np.asarray(list(lab.values()), float)
                 mu, sd = v.mean(), v.std() or 1.0
@@ -179,10 +224,10 @@ class SupervisedEmbedder(_ConfigInputs):
         enc.train()
         for _ in range(self.epochs):
             for oids, samples in batches():
-                rows = list(zip(oids, samples))
+                rows = list(zip(oids, samples, strict=False))
                 feats = enc(self.inputs([s for _, s in rows], model_column))
                 loss = 0.0
-                for (kind, lab, _), head in zip(targets, heads):
+                for (kind, lab, _), head in zip(targets, heads, strict=False):
                     have = [i for i, (o, _) in enumerate(rows) if o in lab]
                     if not have:
                         continue
@@ -201,19 +246,23 @@ class SupervisedEmbedder(_ConfigInputs):
         buf = io.BytesIO()
         torch.save(enc.state_dict(), buf)
         self.fits[model_column] = {"tasks": [d.task.name for d, _ in group],
-                                   "ids_sha256": sha256_ids(ids), "weights_sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
+                                   "ids_sha256": sha256_ids(ids),
+                                   "weights_sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
 
     @property
     def sha256(self) -> str:
+        """The baseline's identity: its settings and what it was fitted on."""
         return hashlib.sha256(json.dumps({"baseline": "supervised", "epochs": self.epochs, "lr": self.lr,
                                           "batch_size": self.batch_size, "seed": self.seed, "fits": self.fits},
                                          sort_keys=True).encode()).hexdigest()
 
     def describe(self) -> dict:
+        """The model block's extra keys: name, fits, config (no training manifest)."""
         return {"name": "baseline-supervised", "fits": self.fits, "config": self.cfg.to_dict(),
                 "training_manifest": None}
 
     def embed(self, samples, column, which):
+        """float32 [n, D] embeddings of `samples`' `column` (`which` is ignored: one output)."""
         import torch
 
         with torch.no_grad():
@@ -222,9 +271,31 @@ class SupervisedEmbedder(_ConfigInputs):
 
 def run_baselines(cfg, hub, out: Path, *, kinds=("random-weights", "raw-pca", "supervised"),
                   task_names=None, cache_dir=None, column_map=None, supervised_epochs: int = 5,
-                  protocol_names=None, log=print) -> dict[str, list[dict]]:
-    """Evaluate each baseline (every protocol of each task, or `protocol_names`); results go to
-    OUT/baseline-<kind>/."""
+                  protocol_names=None) -> dict[str, list[dict]]:
+    """Evaluate each baseline on the tasks, like any model (`mmu.eval.run.run_tasks`).
+
+    Args:
+        cfg: the pretraining config (`mmu.pretrain.config`) whose encoders and input shapes the
+            baselines use.
+        hub: the hub folder holding the tasks' datasets.
+        out: results root; each baseline's results go to OUT/baseline-<kind>/.
+        kinds: any of "random-weights", "raw-pca", "supervised".
+        task_names: tasks to run (default: every current task).
+        cache_dir: embedding cache, used for random weights only (the fitted baselines are
+            fitted afresh each time).
+        column_map: dataset column -> model column, where the names differ.
+        supervised_epochs: training epochs of the supervised encoders.
+        protocol_names: protocols to run (default: each task's own).
+
+    Returns:
+        {kind: its results}.
+
+    Raises:
+        ValueError: an unknown baseline kind.
+
+    Example:
+        >>> run_baselines(load_config("pretrain/configs/demo.yaml"), "hub", Path("results"))  # doctest: +SKIP
+    """
     from mmu.eval.run import model_block, run_tasks
 
     out = Path(out)
@@ -245,5 +316,5 @@ def run_baselines(cfg, hub, out: Path, *, kinds=("random-weights", "raw-pca", "s
         done[kind] = run_tasks(emb, hub, out / name, model=lambda e=emb, n=name, k=kind: model_block(e, n, k),
                                task_names=task_names, protocol_names=protocol_names, which=which,
                                cache_dir=cache_dir if kind == "random-weights" else None,
-                               column_map=column_map, log=log)
+                               column_map=column_map)
     return done

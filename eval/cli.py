@@ -1,29 +1,103 @@
-"""`mmu eval embed|run|submit|leaderboard|baselines`. `configure_parser` imports nothing heavy; each
+"""`mmu eval embed|run|submit|leaderboard|baselines`. `register` imports nothing heavy; each
 command imports torch / scikit-learn only when it runs."""
 from __future__ import annotations
 
 import argparse
-import sys
+import contextlib
+import logging
+import os
 import textwrap
 from pathlib import Path
+
+from mmu.cli.common import UsageError, mark_group, require_extra
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_HELP = ("a checkpoint written by `mmu pretrain`: a run folder (run.dir; its newest intact "
+                   "checkpoint is used) or one file, RUN/checkpoints/stepNNNNNNNN-<sha256 prefix>.pt; "
+                   "it carries the resolved config and the model's modality columns")
+WHICH_HELP = ("which embedding: 'projection' (default), the shared contrastive space every modality "
+              "is projected to, or 'backbone', each encoder's output before its projection head")
+DEVICE_HELP = "torch device to embed on: cpu, cuda, cuda:1, mps (default: cuda when present, else cpu)"
+TASKS_HELP = ("task names (default: every current task), and/or task files: a YAML overlay of the catalog "
+              "(e.g. a demo's OUT/demo-tasks.yaml) whose tasks are added and, without names, are the "
+              "ones run")
+CACHE_HELP = ("embedding cache root: embeddings go to CACHE/embeddings (default $MMU_CACHE/embeddings, "
+              "else ~/.cache/mmu/embeddings); 'none' disables the cache")
+TASK_FILES_HELP = ("task files: YAML overlays of the catalog defining the tasks of these results, "
+                   "e.g. a demo's OUT/demo-tasks.yaml (the same as MMU_CATALOG=FILE)")
 
 
 def _colmap(items) -> dict:
     out = {}
     for item in items or []:
         k, sep, v = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--column-map {item!r}: expected DATASET_COLUMN=MODEL_COLUMN")
+        if not sep or not k or not v:
+            raise UsageError(f"--column-map {item!r}: expected DATASET_COLUMN=MODEL_COLUMN")
         out[k] = v
     return out
+
+
+def _is_task_file(item: str) -> bool:
+    return Path(item).suffix in (".yaml", ".yml") or Path(item).is_file()
+
+
+def _split_tasks(items: list[str] | None, names_allowed: bool = True) -> tuple[list[Path], list[str]]:
+    """--tasks -> (task files, task names). A name ending in .yaml/.yml, or an existing file, is a file."""
+    files, names = [], []
+    for item in items or []:
+        if _is_task_file(item):
+            if not Path(item).is_file():
+                raise UsageError(f"--tasks {item}: no such task file")
+            files.append(Path(item))
+        elif names_allowed:
+            names.append(item)
+        else:
+            raise UsageError(f"--tasks {item}: not a task file (a YAML overlay of the catalog, e.g. "
+                             "demo/demo-tasks.yaml); this command takes no task names")
+    return files, names
+
+
+def _file_task_names(path: Path) -> list[str]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UsageError(f"--tasks {path}: not valid YAML: {e}") from None
+    names = [t.get("name") for t in (data or {}).get("tasks") or [] if isinstance(t, dict)] \
+        if isinstance(data, dict) else []
+    if not names:
+        raise UsageError(f"--tasks {path}: the file defines no tasks (expected a `tasks:` list, as in a "
+                         "demo's demo-tasks.yaml)")
+    return names
+
+
+@contextlib.contextmanager
+def task_overlays(items: list[str] | None, names_allowed: bool = True):
+    """Within the block the catalog also holds the tasks of the files of --tasks; yields the task
+    names to run: those named, else those the files define, else None (every current task)."""
+    from mmu.registry.catalog import CatalogError, active_overlays, load_catalog
+
+    files, names = _split_tasks(items, names_allowed)
+    env = {Path(p).resolve() for p in os.environ.get("MMU_CATALOG", "").split(os.pathsep) if p}
+    new = [f for f in files if f.resolve() not in env]  # already an overlay through MMU_CATALOG
+    with active_overlays(*new):
+        try:
+            load_catalog()
+        except CatalogError as e:
+            raise UsageError(f"--tasks: {e}") from None
+        if files and not names:
+            names = [n for f in files for n in _file_task_names(f)]
+            log.info("tasks of %s: %s", ", ".join(map(str, files)), ", ".join(names))
+        yield names or None
 
 
 def _common(p, hub=True):
     if hub:
         p.add_argument("--hub", required=True, help="the hub directory holding the task datasets")
-    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="task names (default: all current)")
-    p.add_argument("--cache", default=None, help="embedding cache folder (default $MMU_CACHE or "
-                   "~/.cache/mmu, /embeddings); 'none' disables it")
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK|FILE", help=TASKS_HELP)
+    p.add_argument("--cache", default=None, help=CACHE_HELP)
     p.add_argument("--column-map", nargs="+", default=None, metavar="DATASET_COL=MODEL_COL",
                    help="which model column reads which dataset column (default: same name, else the "
                         "model's only column of that kind)")
@@ -37,6 +111,16 @@ def _cache(args):
     return Path(args.cache) / "embeddings" if args.cache else default_cache_dir()
 
 
+def _parser(sub, name: str, help: str, example: str, description: str | None = None):
+    return sub.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".",
+                          epilog=f"example:  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="the benchmark: embed, run tasks, submit, leaderboard, baselines")
+    configure_parser(p)
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = textwrap.dedent("""\
@@ -46,34 +130,52 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
           mmu eval run --checkpoint CKPT --hub HUB --out RESULTS
           mmu eval baselines --config pretrain/configs/X.yaml --hub HUB --out RESULTS
           mmu eval submit RESULTS/MODEL --leaderboard REPO
-          mmu eval leaderboard --leaderboard REPO --out SITE""")
+          mmu eval leaderboard --leaderboard REPO --out SITE
+
+        On a demo's outputs add its task file, e.g. --tasks demo/demo-tasks.yaml.
+        exit status: 0 ok; 1 failed; 2 a usage error or refused input (unknown task, too few
+        rows, results that do not validate).""")
+    p.epilog = ("example:  mmu eval run --checkpoint demo/runs/demo --hub demo/hub --out demo/my-results "
+                "--tasks demo/demo-tasks.yaml")
+    mark_group(p)
     sub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
 
-    e = sub.add_parser("embed", help="embeddings of a dataset's rows to Parquet (float32, cached)")
-    e.add_argument("--checkpoint", required=True, help="a `mmu pretrain` checkpoint (.pt)")
+    e = _parser(sub, "embed", "embeddings of a dataset's rows to Parquet (float32, cached)",
+                "mmu eval embed --checkpoint CKPT --dataset ls_desi --hub hub --column desi_spectrum "
+                "--out emb.parquet")
+    e.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     e.add_argument("--dataset", required=True, help="a hub dataset (or paired catalog)")
-    e.add_argument("--hub", required=True)
+    e.add_argument("--hub", required=True, help="the hub directory holding the dataset")
     e.add_argument("--out", required=True, help="output Parquet file")
     e.add_argument("--column", required=True, help="the dataset's modality column to embed")
     e.add_argument("--model-column", default=None, help="the model's column reading it (default: same "
                    "name, else the model's only column of that kind)")
-    e.add_argument("--split", nargs="+", default=["train", "val", "test"], choices=["train", "val", "test"])
-    e.add_argument("--which", default="projection", choices=["projection", "backbone"])
-    e.add_argument("--cache", default=None)
-    e.add_argument("--device", default=None, help="cpu / cuda (default: cuda when present)")
+    e.add_argument("--split", nargs="+", default=["train", "val", "test"], choices=["train", "val", "test"],
+                   help="splits to embed (default all three)")
+    e.add_argument("--which", default="projection", choices=["projection", "backbone"], help=WHICH_HELP)
+    e.add_argument("--cache", default=None, help=CACHE_HELP)
+    e.add_argument("--device", default=None, help=DEVICE_HELP)
     e.set_defaults(func=run_embed)
 
-    r = sub.add_parser("run", help="evaluate a checkpoint on the tasks; one results JSON per task x protocol")
-    r.add_argument("--checkpoint", required=True)
+    r = _parser(sub, "run", "evaluate a checkpoint on the tasks; one results JSON per task x protocol",
+                "mmu eval run --checkpoint demo/runs/demo --hub demo/hub --out demo/my-results "
+                "--tasks demo/demo-tasks.yaml",
+                description=textwrap.dedent("""\
+                    Evaluate a frozen checkpoint: embed each task's train/val/test objects (cached by
+                    checkpoint, dataset revision, split and preprocessing), run each task's protocols
+                    (linear and kNN probes, retrieval) and write RESULTS/<task>__<protocol>.json with
+                    the metrics, predictions and provenance, ready for `mmu eval submit`."""))
+    r.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     r.add_argument("--out", required=True, help="results folder (RESULTS/<task>__<protocol>.json)")
     r.add_argument("--protocols", nargs="+", default=None, help="subset of each task's protocols")
-    r.add_argument("--which", default="projection", choices=["projection", "backbone"])
+    r.add_argument("--which", default="projection", choices=["projection", "backbone"], help=WHICH_HELP)
     r.add_argument("--name", default=None, help="model name (default: the checkpoint's run name)")
-    r.add_argument("--device", default=None)
+    r.add_argument("--device", default=None, help=DEVICE_HELP)
     _common(r)
     r.set_defaults(func=run_run)
 
-    s = sub.add_parser("submit", help="validate results (recomputing every metric) and add them to a leaderboard")
+    s = _parser(sub, "submit", "validate results (recomputing every metric) and add them to a leaderboard",
+                "mmu eval submit demo/my-results --leaderboard demo/leaderboard --tasks demo/demo-tasks.yaml")
     s.add_argument("results", help="a results folder (one model) or file")
     s.add_argument("--leaderboard", required=True, help="a git repository path, or hf://datasets/OWNER/NAME")
     s.add_argument("--model", default=None, help="entry name (default: the results' model name)")
@@ -81,24 +183,31 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     s.add_argument("--branch", default=None, help="git branch to commit to (default submit/<model>)")
     s.add_argument("--verified-by", default=None, metavar="RERUN",
                    help="maintainers: results of your own re-run; marks the entry verified")
+    s.add_argument("--tasks", nargs="+", default=None, metavar="FILE", help=TASK_FILES_HELP)
     s.set_defaults(func=run_submit)
 
-    lb = sub.add_parser("leaderboard", help="render the leaderboard as Markdown + a static HTML page")
+    lb = _parser(sub, "leaderboard", "render the leaderboard as Markdown + a static HTML page",
+                 "mmu eval leaderboard --leaderboard demo/leaderboard --out demo/my-site --tasks demo/demo-tasks.yaml")
     lb.add_argument("--leaderboard", required=True, help="a git repository, a folder, or hf://datasets/OWNER/NAME")
     lb.add_argument("--out", required=True, help="site folder (index.html, leaderboard.md, model-cards/)")
     lb.add_argument("--ref", default="HEAD", help="git ref to render (default HEAD)")
+    lb.add_argument("--tasks", nargs="+", default=None, metavar="FILE",
+                    help=TASK_FILES_HELP + "; the board's columns are the catalog's tasks")
     lb.set_defaults(func=run_leaderboard)
 
-    b = sub.add_parser("baselines", help="random-weight, raw-feature PCA and supervised baselines")
+    b = _parser(sub, "baselines", "random-weight, raw-feature PCA and supervised baselines",
+                "mmu eval baselines --config pretrain/configs/tiny_cpu.yaml --hub hub --out results "
+                "--set data.batch_size=16")
     b.add_argument("--config", required=True, help="pretraining config whose encoders the baselines use")
     b.add_argument("--out", required=True, help="results root (OUT/baseline-<kind>/)")
     b.add_argument("--kinds", nargs="+", default=["random-weights", "raw-pca", "supervised"],
                    choices=["random-weights", "raw-pca", "supervised"])
     b.add_argument("--epochs", type=int, default=5, help="supervised training epochs (default 5)")
-    b.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    b.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides of the config, dotted keys with YAML values (as `mmu pretrain --set`), "
+                        "e.g. --set data.batch_size=16")
     _common(b)
     b.set_defaults(func=run_baselines)
-    p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
 
 def run(args) -> int:
@@ -106,11 +215,12 @@ def run(args) -> int:
 
 
 def _fail(e) -> int:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    """Refused input (a task, protocol, checkpoint or result the command cannot use): exit 2."""
+    raise UsageError(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
 
 
 def run_embed(args) -> int:
+    require_extra("eval", "mmu eval embed")
     from mmu.eval.embed import CheckpointEmbedder, embed_split, map_columns, write_embeddings
     from mmu.hub.layout import dataset_dir, read_manifest
 
@@ -125,8 +235,8 @@ def run_embed(args) -> int:
 
     all_ids, all_emb, splits, keys = [], [], [], {}
     for split in args.split:
-        files = [dataset_dir(args.hub, args.dataset) / f for f in manifest["data_files"].get(split, [])]
-        ids, x, info = embed_split(emb, files, args.dataset, manifest["content_revision"], split, args.column,
+        files = [dataset_dir(args.hub, args.dataset) / f for f in manifest.data_files.get(split, [])]
+        ids, x, info = embed_split(emb, files, args.dataset, manifest.content_revision, split, args.column,
                                    args.which, _cache(args), model_column=mcol)
         keys[split] = info["key"]
         all_ids += list(ids)
@@ -134,7 +244,7 @@ def run_embed(args) -> int:
         splits += [split] * len(ids)
     x = np.concatenate([a for a in all_emb if a.size]) if any(a.size for a in all_emb) else np.zeros((0, 0), np.float32)
     write_embeddings(Path(args.out), all_ids, x, {"model_sha256": emb.sha256, "dataset": args.dataset,
-                                                  "dataset_revision": manifest["content_revision"],
+                                                  "dataset_revision": manifest.content_revision,
                                                   "column": args.column, "model_column": mcol, "which": args.which,
                                                   "dtype": "float32", "cache_keys": keys},
                      extra={"split": splits})
@@ -143,49 +253,63 @@ def run_embed(args) -> int:
 
 
 def run_run(args) -> int:
+    require_extra("eval", "mmu eval run")
     from mmu.eval.embed import CheckpointEmbedder
     from mmu.eval.protocols import ProtocolError
     from mmu.eval.run import model_block, run_tasks
     from mmu.eval.tasks import TaskError
+    from mmu.pretrain.checkpoint import CheckpointError
 
-    try:
-        emb = CheckpointEmbedder(args.checkpoint, device=args.device)
-        run_tasks(emb, args.hub, args.out, model=model_block(emb, args.name), task_names=args.tasks,
-                  protocol_names=args.protocols, which=args.which, cache_dir=_cache(args),
-                  column_map=_colmap(args.column_map))
-    except (TaskError, ProtocolError, FileNotFoundError, KeyError) as e:
-        return _fail(e)
+    column_map = _colmap(args.column_map)
+    with task_overlays(args.tasks) as task_names:
+        try:
+            emb = CheckpointEmbedder(args.checkpoint, device=args.device)
+            run_tasks(emb, args.hub, args.out, model=model_block(emb, args.name), task_names=task_names,
+                      protocol_names=args.protocols, which=args.which, cache_dir=_cache(args),
+                      column_map=column_map)
+        except (TaskError, ProtocolError, CheckpointError, FileNotFoundError, KeyError) as e:
+            return _fail(e)
     return 0
 
 
 def run_submit(args) -> int:
+    require_extra("eval", "mmu eval submit")
     from mmu.eval.submit import SubmitError, submit
 
-    try:
-        submit(Path(args.results), args.leaderboard, model=args.model, replace=args.replace,
-               branch=args.branch, verified_by=Path(args.verified_by) if args.verified_by else None)
-    except SubmitError as e:
-        return _fail(e)
+    with task_overlays(args.tasks, names_allowed=False):
+        try:
+            submit(Path(args.results), args.leaderboard, model=args.model, replace=args.replace,
+                   branch=args.branch, verified_by=Path(args.verified_by) if args.verified_by else None)
+        except SubmitError as e:
+            return _fail(e)
     return 0
 
 
 def run_leaderboard(args) -> int:
+    require_extra("eval", "mmu eval leaderboard")
     from mmu.eval.leaderboard import render
 
-    render(args.leaderboard, args.out, ref=args.ref)
+    with task_overlays(args.tasks, names_allowed=False):
+        render(args.leaderboard, args.out, ref=args.ref)
     return 0
 
 
 def run_baselines(args) -> int:
+    require_extra("eval", "mmu eval baselines")
     from mmu.eval.baselines import run_baselines as go
     from mmu.eval.protocols import ProtocolError
     from mmu.eval.tasks import TaskError
     from mmu.pretrain.config import ConfigError, load_config
 
+    column_map = _colmap(args.column_map)
     try:
         cfg = load_config(args.config, args.set)
-        go(cfg, args.hub, Path(args.out), kinds=tuple(args.kinds), task_names=args.tasks,
-           cache_dir=_cache(args), column_map=_colmap(args.column_map), supervised_epochs=args.epochs)
-    except (ConfigError, TaskError, ProtocolError, FileNotFoundError, KeyError) as e:
+    except ConfigError as e:
         return _fail(e)
+    with task_overlays(args.tasks) as task_names:
+        try:
+            go(cfg, args.hub, Path(args.out), kinds=tuple(args.kinds), task_names=task_names,
+               cache_dir=_cache(args), column_map=column_map, supervised_epochs=args.epochs)
+        except (TaskError, ProtocolError, FileNotFoundError, KeyError) as e:
+            return _fail(e)
     return 0

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from mmu.hub.layout import atomic_path
+
+log = logging.getLogger(__name__)
 
 WHICH = ("projection", "backbone")
 CACHE_FORMAT = "mmu-eval-embeddings/1"
@@ -41,13 +47,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MMU_CACHE") or Path.home() / ".cache" / "mmu") / "embeddings"
 
 
+class EmbedError(RuntimeError):
+    """Embedding failed for a reason the user can act on (e.g. out of GPU memory)."""
+
+
 def cache_key(model_sha256: str, dataset: str, dataset_revision: str, split: str, column: str,
-              preprocessing: str, which: str) -> str:
+              preprocessing: str, which: str, precision: str = "fp32") -> str:
+    """The embedding cache's key: a hash of everything that determines the numbers. fp32 keys are
+    the same as before precision was a setting, so existing caches stay valid."""
     if which not in WHICH:
         raise ValueError(f"which embedding: {which!r} is not one of {WHICH}")
     parts = {"format": CACHE_FORMAT, "model_sha256": model_sha256, "dataset": dataset,
              "dataset_revision": dataset_revision, "split": split, "column": column,
              "preprocessing": preprocessing, "which": which}
+    if precision != "fp32":
+        parts["precision"] = precision
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -75,9 +89,8 @@ def write_embeddings(path: Path, ids, emb: np.ndarray, meta: dict, extra: dict |
                       **{k: pa.array(v) for k, v in (extra or {}).items()},
                       "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), d)})
     table = table.replace_schema_metadata({"mmu_eval": json.dumps(meta, sort_keys=True)})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -90,32 +103,92 @@ def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def embed_split(embedder: Embedder, files: list[Path], dataset: str, dataset_revision: str, split: str,
-                column: str, which: str, cache_dir: Path | None = None, batch_rows: int = 256,
-                model_column: str | None = None, log=None) -> tuple[np.ndarray, np.ndarray, dict]:
+                column: str, which: str, cache_dir: Path | None = None, batch_rows: int | None = None,
+                model_column: str | None = None,
+                num_workers: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Embeddings of every row of `split` having `column`, from the cache when its key matches.
-    Returns (ids, embeddings, {"key", "cached", "path", ...key parts})."""
+
+    An embedder with `collate` and `embed_batch` (trainer checkpoints and the baselines built on
+    them) is fed by DataLoader workers that read Parquet row groups and collate in parallel
+    (`mmu.eval.loader`); others get batches from this process.
+
+    Args:
+        batch_rows: rows per encoder batch (default: 1024 on a GPU, 256 otherwise).
+        num_workers: loader workers (default `mmu.eval.loader.default_workers`: up to 8 with a GPU,
+            0 on a CPU).
+
+    Returns:
+        (ids, float32 embeddings [n, D], {"key", "cached", "path", ...the key's parts}).
+
+    Raises:
+        EmbedError: out of GPU memory (the message names the batch size and a smaller one).
+    """
     from mmu.eval.tasks import iter_samples
 
     mcol = model_column or column
     prep = embedder.preprocessing_id(mcol)
-    key = cache_key(embedder.sha256, dataset, dataset_revision, split, column, prep, which)
+    precision = getattr(embedder, "precision", "fp32")
+    key = cache_key(embedder.sha256, dataset, dataset_revision, split, column, prep, which, precision)
     info = {"key": key, "model_sha256": embedder.sha256, "dataset": dataset,
             "dataset_revision": dataset_revision, "split": split, "column": column, "model_column": mcol,
             "preprocessing": prep, "which": which, "dtype": "float32"}
+    if precision != "fp32":
+        info["precision"] = precision
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / key[:2] / f"{key}.parquet"
         if path.exists():
             ids, emb, _ = read_embeddings(path)
             return ids, emb, {**info, "cached": True, "path": str(path)}
-    batches = ((oids, [_rename(s, column, mcol) for s in samples])
-               for oids, samples in iter_samples(files, split, column, batch_rows))
-    ids, emb = embed_dataset(embedder, batches, mcol, which)
-    if log:
-        log(f"embedded {len(ids)} {split} rows of {dataset}:{column} ({which})")
+    if files:
+        check_inputs(embedder, files[0], column, mcol)
+    device = str(getattr(embedder, "device", "cpu"))
+    batch_rows = batch_rows or (1024 if device.startswith("cuda") else 256)
+    try:
+        if hasattr(embedder, "collate") and hasattr(embedder, "embed_batch"):
+            from mmu.eval.loader import default_workers, embed_rows
+
+            workers = default_workers(device) if num_workers is None else num_workers
+            ids, emb = embed_rows(embedder, files, split, column, mcol, which, batch_rows, workers)
+        else:
+            batches = ((oids, [_rename(s, column, mcol) for s in samples])
+                       for oids, samples in iter_samples(files, split, column, batch_rows))
+            ids, emb = embed_dataset(embedder, batches, mcol, which)
+    except Exception as e:  # torch's OutOfMemoryError without importing torch here
+        if type(e).__name__ == "OutOfMemoryError":
+            raise EmbedError(f"out of GPU memory embedding {dataset}:{column} at a batch size of "
+                             f"{batch_rows} rows; try a smaller one, e.g. --batch-rows "
+                             f"{max(1, batch_rows // 4)}") from None
+        raise
+    log.info("embedded %d %s rows of %s:%s (%s)", len(ids), split, dataset, column, which)
     if path is not None:
         write_embeddings(path, ids, emb, info)
     return ids, emb, {**info, "cached": False, "path": str(path) if path else None}
+
+
+def check_inputs(embedder: Embedder, path: Path, column: str, model_column: str) -> None:
+    """Refuse, before any row is read, a model whose input for `model_column` cannot take the
+    dataset's `column`: another modality kind, or images with another number of bands.
+
+    Raises:
+        EmbedError: naming the model's column and setting and the dataset's column and file.
+    """
+    from mmu.model.schema import modalities_of
+
+    cfg = getattr(getattr(embedder, "p", None), "config", None) or getattr(embedder, "cfg", None)
+    if cfg is None or model_column not in cfg.model.modalities:
+        return
+    want = cfg.model.modalities[model_column]
+    have = modalities_of(pq.read_schema(path)).get(column)
+    if have is None:
+        raise EmbedError(f"{path}: {column!r} is not a modality column of this dataset")
+    if have.kind != want.kind:
+        raise EmbedError(f"the model's column {model_column!r} takes a {want.kind}, but the dataset's "
+                         f"{column!r} is a {have.kind} ({path}); map another column with --column-map")
+    if want.kind == "image" and len(have.bands) != want.channels:
+        raise EmbedError(f"the model's column {model_column!r} takes {want.channels}-band images "
+                         f"(model.modalities.{model_column}.channels), but the dataset's {column!r} has "
+                         f"{len(have.bands)} bands {list(have.bands)} ({path})")
 
 
 def _rename(sample: dict, column: str, model_column: str) -> dict:
@@ -140,15 +213,33 @@ class CheckpointEmbedder:
 
     kind = "checkpoint"
 
-    def __init__(self, path: str | Path, device: str | None = None, pretrained=None):
+    def __init__(self, path: str | Path, device: str | None = None, pretrained=None,
+                 precision: str = "auto", compile: bool = False):
+        """Args:
+            path: the checkpoint file.
+            device: "cuda", "cpu", ... (default: a GPU when there is one).
+            pretrained: an already loaded `mmu.pretrain.api.Pretrained` (then `path` is a label).
+            precision: "fp32", "bf16" (autocast) or "auto" (bf16 on a GPU, fp32 on a CPU).
+            compile: `torch.compile` the encoders (worth it for long runs on a GPU).
+
+        Raises:
+            ValueError: an unknown precision.
+        """
         import torch
 
         from mmu.pretrain.api import load_pretrained
 
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.p = pretrained or load_pretrained(path, device=dev)
-        self.path = Path(path) if path else None
+        self.path = Path(self.p.path) if path else None  # a run folder resolves to its checkpoint file
         self.sha256 = self.p.sha256
+        self.device = str(self.p.device)
+        if precision == "auto":
+            precision = "bf16" if self.device.startswith("cuda") else "fp32"
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32, bf16 or auto, got {precision!r}")
+        self.precision = precision
+        self._compiled: dict = {} if compile else None
 
     @property
     def columns(self) -> dict[str, str]:
@@ -170,9 +261,32 @@ class CheckpointEmbedder:
                                          sort_keys=True, default=str).encode()).hexdigest()
 
     def embed(self, samples: list[dict], column: str, which: str) -> np.ndarray:
-        batch = self.p.collate(samples)
-        out = self.p.embed(batch, project=(which == "projection"), columns=[column])[column]
-        return out[:len(samples)].cpu().numpy().astype(np.float32)
+        return self.embed_batch(self.collate(samples, column), column, which)[:len(samples)]
+
+    def collate(self, samples: list[dict], column: str) -> dict:
+        """The encoder inputs of `column` for `samples` (CPU tensors; runs in loader workers)."""
+        from mmu.pretrain.data import Collator
+
+        return Collator({column: self.p.config.model.modalities[column]}, max(1, len(samples)))(samples)[column]
+
+    def embed_batch(self, inputs: dict, column: str, which: str) -> np.ndarray:
+        """float32 [rows, D] embeddings of collated `inputs`, on the model's device, in inference
+        mode, under bf16 autocast when `precision` is bf16."""
+        import contextlib
+
+        import torch
+
+        model = self.p.model
+        model.eval()
+        x = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        encode = model.encode
+        if self._compiled is not None:
+            encode = self._compiled.setdefault(column, torch.compile(model.encode))
+        amp = (torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
+               if self.precision == "bf16" else contextlib.nullcontext())
+        with torch.inference_mode(), amp:
+            out = encode(column, x, project=(which == "projection"))
+        return out.float().cpu().numpy()
 
 
 def map_columns(model_columns: dict[str, str], task_columns: list[str], task_modality: str,

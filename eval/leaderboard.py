@@ -7,19 +7,32 @@ is better) is left blank for a model missing any column; the Borda rank beside i
 column, the models a model beats (half a point per tie) and sums over columns. Baselines are
 marked; `verified` only where a maintainer's re-run confirmed the results. Also writes each
 model's Hub model-card evaluation metadata (`model-index`) to SITE/model-cards/<model>.md.
+
+The pages are jinja2 templates in eval/templates (leaderboard.html.j2, autoescaped; leaderboard.md.j2,
+every value escaped for Markdown); this module computes what they show. A board with no score in
+any column (results for tasks the rendering catalog does not define) says so instead of ranking.
 """
 from __future__ import annotations
 
+import functools
 import html
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
+
 from mmu.eval.submit import RESULTS_DIR, SUBMISSION, board_files_git, parse_hf
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Row:
+    """One model on the board: its submission.json (`meta`), its results by (task, protocol),
+    the mean of its signed scores (None when a column is missing), Borda points and rank."""
+
     model: str
     meta: dict
     cells: dict = field(default_factory=dict)  # (task, protocol) -> result
@@ -29,14 +42,26 @@ class Row:
 
     @property
     def baseline(self) -> str | None:
+        """The baseline kind of a `mmu eval baselines` entry, else None."""
         return self.meta.get("baseline") if self.meta.get("kind") == "baseline" else None
 
     @property
     def verified(self) -> bool:
+        """Whether a maintainer's re-run confirmed the entry's results."""
         return bool(self.meta.get("verified"))
 
 
 def read_board(leaderboard: str, ref: str = "HEAD") -> dict[str, bytes]:
+    """The files under results/ of a board, by path relative to the board's root.
+
+    Args:
+        leaderboard: a git repository (read at `ref`, no working tree needed), a plain folder,
+            or hf://datasets/OWNER/NAME (downloaded).
+        ref: the git ref.
+
+    Returns:
+        {"results/<model>/<file>.json": bytes}.
+    """
     if leaderboard.startswith("hf://"):
         from huggingface_hub import snapshot_download
 
@@ -49,6 +74,8 @@ def read_board(leaderboard: str, ref: str = "HEAD") -> dict[str, bytes]:
 
 
 def columns(catalog=None) -> list[tuple]:
+    """The board's columns: (task, protocol, main score, higher is better) of every current
+    (not superseded) task of the catalog, one per protocol."""
     from mmu.registry.catalog import load_catalog
 
     catalog = catalog or load_catalog()
@@ -57,6 +84,22 @@ def columns(catalog=None) -> list[tuple]:
 
 
 def aggregate(files: dict[str, bytes], cols: list[tuple]) -> list[Row]:
+    """The board's models, ranked.
+
+    Args:
+        files: the board's files (`read_board`).
+        cols: the columns (`columns`).
+
+    Returns:
+        One `Row` per model folder, sorted by Borda points (then name). Per column, a model gets
+        a point for each model it beats and half a point per tie; the rank counts the models
+        with more points (ties share a rank). The mean is over all columns, lower-is-better
+        scores negated, and None for a model missing any column.
+
+    Example:
+        >>> rows = aggregate(read_board("board"), columns())  # doctest: +SKIP
+        >>> [(r.rank, r.model, r.borda) for r in rows]  # doctest: +SKIP
+    """
     rows: dict[str, Row] = {}
     for name, data in sorted(files.items()):
         parts = name.split("/")
@@ -69,7 +112,6 @@ def aggregate(files: dict[str, bytes], cols: list[tuple]) -> list[Row]:
         else:
             row.cells[(obj["task"]["name"], obj["protocol"]["name"])] = {**obj, "_file": name}
     out = list(rows.values())
-    keys = [(t, p) for t, p, _, _ in cols]
     for r in out:
         vals = [_signed(r, c) for c in cols]
         r.mean = None if any(v is None for v in vals) or not vals else sum(vals) / len(vals)
@@ -78,9 +120,8 @@ def aggregate(files: dict[str, bytes], cols: list[tuple]) -> list[Row]:
         for r, v in scored:
             r.borda += sum(1.0 if v > w else 0.5 if v == w else 0.0 for o, w in scored if o is not r)
     order = sorted(out, key=lambda r: (-r.borda, r.model))
-    for i, r in enumerate(order):
+    for r in order:
         r.rank = 1 + sum(1 for o in order if o.borda > r.borda)
-    del keys
     return order
 
 
@@ -108,6 +149,15 @@ def _label(r: Row) -> str:
 
 
 def provenance(cell: dict) -> str:
+    """One line saying where a cell's score comes from (the page shows it on hover).
+
+    Args:
+        cell: a results file's content, with ``_file`` (its path on the board) added by `aggregate`.
+
+    Returns:
+        File, model sha256, dataset and revision, split hash, protocol and its selected settings,
+        test count, objects near the pretraining sky, embedding, time and git commit, joined by " | ".
+    """
     m, t, e = cell["model"], cell["task"], cell.get("environment", {})
     near = cell.get("near_pretraining", {})
     return (f"{cell['_file']} | model sha256 {m['sha256'][:12]} | {t['hub_dataset']} rev "
@@ -121,89 +171,150 @@ def _short(sel: dict) -> dict:
     return {k: v for k, v in sel.items() if not isinstance(v, list)}
 
 
-def markdown(rows: list[Row], cols: list[tuple]) -> str:
-    head = ["rank", "model", "Borda", "mean"] + [f"{t} {p} {s} {'↑' if hib else '↓'}" for t, p, s, hib in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+# ----------------------------------------------------------------------------- the pages
+
+
+def _markdown_text(value) -> str:
+    """A value as literal Markdown table text: no raw HTML (names come from submitted files) and
+    no cell breaks."""
+    if value is None:
+        return ""
+    return html.escape(str(value), quote=False).replace("|", "\\|")
+
+
+@functools.cache
+def _templates(kind: str) -> jinja2.Environment:
+    """The Jinja environment of eval/templates: HTML autoescaped, Markdown escaped by `finalize`."""
+    loader = jinja2.FileSystemLoader(Path(__file__).parent / "templates")
+    common = dict(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                  keep_trailing_newline=True)
+    if kind == "md":
+        return jinja2.Environment(autoescape=False, finalize=_markdown_text, **common)
+    return jinja2.Environment(autoescape=True, **common)
+
+
+def scored(rows: list[Row], cols: list[tuple]) -> bool:
+    """Whether any model has a score in any column (else there is nothing to rank)."""
+    return any(_score(r, c) is not None for r in rows for c in cols)
+
+
+def empty_board_message(rows: list[Row], cols: list[tuple]) -> str | None:
+    """What a board with no score in any column says instead of ranking; None when it has scores.
+
+    Args:
+        rows: the board's models (`aggregate`).
+        cols: the columns rendered (`columns`).
+
+    Returns:
+        None when some model has a score in some column; otherwise a sentence naming the results
+        on the board and the tasks the catalog rendering it knows, so that a board read against
+        the wrong catalog (a demo board without its task overlay) says so.
+    """
+    if scored(rows, cols):
+        return None
+    if not rows:
+        return "No results on this board yet: nothing to rank."
+    on_board = sorted({f"{t} {p}" for r in rows for t, p in r.cells})
+    wanted = sorted({f"{t} {p}" for t, p, _, _ in cols})
+    if not on_board:
+        return (f"No scores to rank: the board lists {len(rows)} model(s) but holds no results files.")
+    return (f"No scores to rank: the board's {len(rows)} model(s) have results for "
+            f"{_names(on_board)}, but the catalog rendering it has columns for "
+            f"{_names(wanted) if wanted else 'no task'}. Render it with the catalog that defines "
+            f"its tasks (the MMU_CATALOG task overlay, e.g. a demo's demo-tasks.yaml).")
+
+
+def _names(items: list[str], most: int = 6) -> str:
+    return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def _columns_view(cols: list[tuple]) -> list[dict]:
+    return [{"key": f"{t}/{p}", "task": t, "protocol": p, "metric": s, "arrow": "↑" if hib else "↓",
+             "better": "higher" if hib else "lower"} for t, p, s, hib in cols]
+
+
+def _rows_view(rows: list[Row], cols: list[tuple]) -> list[dict]:
+    out = []
     for r in rows:
-        cells = [str(r.rank), _label(r), f"{r.borda:g}", _fmt(r.mean)] + [_fmt(_score(r, c)) for c in cols]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    note = ("\nMean: over all columns, lower-is-better scores negated; blank for a model missing any "
-            "column. Borda: per column, one point per model beaten (half per tie). Baselines come only "
-            "from `mmu eval baselines`; ✓ verified = a maintainer re-ran the results.\n")
-    return "\n".join(lines) + "\n" + note
-
-
-_CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f3f3f3;cursor:pointer}
-td.model{text-align:left}tr.baseline td{background:#f8f8f0;font-style:italic}.badge{font-size:11px;padding:0 4px;
-border-radius:3px;background:#ddd;margin-left:4px}.verified{background:#bfe3bf}caption{text-align:left;margin:.5em 0}"""
-
-_JS = """(function(){var t=document.getElementById('board');var hs=t.tHead.rows[0].cells;
-function val(td){var v=td.getAttribute('data-value');return v===''||v===null?null:parseFloat(v);}
-function sortBy(key,dir){var k=-1;for(var i=0;i<hs.length;i++){if(hs[i].getAttribute('data-key')===key)k=i;}
-if(k<0)return;var rows=Array.prototype.slice.call(t.tBodies[0].rows);
-rows.sort(function(a,b){var x=val(a.cells[k]),y=val(b.cells[k]);if(x===null&&y===null)return 0;
-if(x===null)return 1;if(y===null)return -1;return dir==='asc'?x-y:y-x;});
-rows.forEach(function(r){t.tBodies[0].appendChild(r);});t.setAttribute('data-sorted',key+':'+dir);}
-for(var i=0;i<hs.length;i++){hs[i].addEventListener('click',function(){var key=this.getAttribute('data-key');
-var cur=t.getAttribute('data-sorted')||'';var dir=cur===key+':desc'?'asc':'desc';sortBy(key,dir);});}
-var m=/sort=([^&]+)(?:&dir=(asc|desc))?/.exec(decodeURIComponent(location.hash||''));
-if(m)sortBy(m[1],m[2]||'desc');})();"""
-
-
-def _plot(rows: list[Row]) -> str:
-    """Inline SVG: Borda points per model (horizontal bars)."""
-    w, bar, gap, left = 520, 16, 6, 220
-    top = max([r.borda for r in rows] + [1.0])
-    h = len(rows) * (bar + gap) + 30
-    parts = [f'<svg id="plot" width="{w}" height="{h}" role="img" '
-             f'aria-label="Borda points per model">']
-    for i, r in enumerate(rows):
-        y = 20 + i * (bar + gap)
-        length = (w - left - 40) * r.borda / top
-        fill = "#b0b0a0" if r.baseline else "#4a7ab5"
-        parts.append(f'<text x="{left - 6}" y="{y + bar - 4}" text-anchor="end" font-size="12">'
-                     f'{html.escape(r.model)}</text><rect class="bar" data-model="{html.escape(r.model)}" '
-                     f'x="{left}" y="{y}" width="{length:.1f}" height="{bar}" fill="{fill}"/>'
-                     f'<text x="{left + length + 4:.1f}" y="{y + bar - 4}" font-size="11">{r.borda:g}</text>')
-    parts.append(f'<text x="{left}" y="12" font-size="11">Borda points</text></svg>')
-    return "".join(parts)
-
-
-def html_page(rows: list[Row], cols: list[tuple], title: str = "mmu benchmark leaderboard") -> str:
-    e = html.escape
-    head = ['<th data-key="rank">rank</th>', '<th data-key="model">model</th>',
-            '<th data-key="borda" title="Borda points">Borda</th>',
-            '<th data-key="mean" title="mean over all columns, lower-is-better negated; blank if any is missing">mean</th>']
-    for t, p, s, hib in cols:
-        head.append(f'<th data-key="{e(t)}/{e(p)}" title="{e(s)}, {"higher" if hib else "lower"} is better">'
-                    f'{e(t)}<br>{e(p)}<br>{e(s)} {"↑" if hib else "↓"}</th>')
-    body = []
-    for r in rows:
-        badges = (f'<span class="badge baseline">baseline: {e(r.baseline)}</span>' if r.baseline else "") + \
-                 ('<span class="badge verified">✓ verified</span>' if r.verified else "")
-        cells = [f'<td data-value="{r.rank}">{r.rank}</td>', f'<td class="model" data-value="">{e(r.model)}{badges}</td>',
-                 f'<td data-value="{r.borda:g}">{r.borda:g}</td>',
-                 f'<td class="mean" data-value="{"" if r.mean is None else repr(r.mean)}">{_fmt(r.mean)}</td>']
+        cells = []
         for c in cols:
             v = _score(r, c)
             cell = r.cells.get((c[0], c[1]))
-            tip = e(provenance(cell)) if cell else "no result"
-            signed = "" if v is None else repr(v if c[3] else -v)
-            cells.append(f'<td data-value="{signed}" title="{tip}">{_fmt(v)}</td>')
-        cls = ' class="baseline"' if r.baseline else ""
-        body.append(f'<tr{cls} data-model="{e(r.model)}">' + "".join(cells) + "</tr>")
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
-            f'<style>{_CSS}</style></head><body><h1>{e(title)}</h1>'
-            f'<table id="board"><caption>Click a header to sort (lower-is-better columns sort by the negated '
-            f'score, so best first). Hover a cell for its provenance.</caption><thead><tr>{"".join(head)}</tr>'
-            f'</thead><tbody>{"".join(body)}</tbody></table><h2>Borda points</h2>{_plot(rows)}'
-            f'<p>Numbers on the mock universe are not comparable with published ones on real data; splits '
-            f'are by sky region (docs/benchmark.md).</p><script>{_JS}</script></body></html>\n')
+            cells.append({"text": _fmt(v), "value": "" if v is None else repr(v if c[3] else -v),
+                          "title": provenance(cell) if cell else "no result"})
+        out.append({"model": r.model, "label": _label(r), "baseline": r.baseline, "verified": r.verified,
+                    "rank": r.rank, "borda": f"{r.borda:g}", "mean": _fmt(r.mean),
+                    "mean_value": "" if r.mean is None else repr(r.mean), "cells": cells})
+    return out
+
+
+def _plot_view(rows: list[Row]) -> dict:
+    """Geometry of the inline SVG: Borda points per model as horizontal bars."""
+    w, bar, gap, left = 520, 16, 6, 220
+    top = max([r.borda for r in rows] + [1.0])
+    bars = []
+    for i, r in enumerate(rows):
+        y = 20 + i * (bar + gap)
+        length = (w - left - 40) * r.borda / top
+        bars.append({"model": r.model, "y": y, "text_y": y + bar - 4, "label_x": left - 6,
+                     "length": f"{length:.1f}", "value_x": f"{left + length + 4:.1f}", "value": f"{r.borda:g}",
+                     "fill": "#b0b0a0" if r.baseline else "#4a7ab5"})
+    return {"width": w, "height": len(rows) * (bar + gap) + 30, "left": left, "bar": bar, "bars": bars}
+
+
+def markdown(rows: list[Row], cols: list[tuple], title: str | None = None) -> str:
+    """The board as a Markdown table (rank, model, Borda, mean, one column per task x protocol).
+
+    Every value is escaped for Markdown: a model or baseline name holding HTML shows as text,
+    never as markup, and a '|' cannot break the table. A board with no scores says so instead
+    of ranking (`empty_board_message`).
+
+    Args:
+        rows: the ranked models (`aggregate`).
+        cols: the columns (`columns`): (task, protocol, main score, higher is better).
+        title: a "# title" line above the table (none by default).
+
+    Returns:
+        The Markdown text, ending with a newline.
+
+    Example:
+        >>> print(markdown(aggregate(read_board("board"), columns()), columns()))  # doctest: +SKIP
+    """
+    return _templates("md").get_template("leaderboard.md.j2").render(
+        title=title, empty=empty_board_message(rows, cols), columns=_columns_view(cols),
+        rows=_rows_view(rows, cols))
+
+
+def html_page(rows: list[Row], cols: list[tuple], title: str = "mmu benchmark leaderboard") -> str:
+    """The board as one static HTML page: a sortable table, a bar plot of Borda points (inline
+    SVG), inline CSS and JS, no http(s) resources, so that it opens from disk.
+
+    Every name and provenance string is HTML-escaped (jinja2 autoescape). A board with no scores
+    shows `empty_board_message` instead of the table.
+
+    Args:
+        rows: the ranked models (`aggregate`).
+        cols: the columns (`columns`).
+        title: the page's title and heading.
+
+    Returns:
+        The page's HTML text. Its sorter reads ``#sort=KEY&dir=asc|desc`` from the URL.
+    """
+    return _templates("html").get_template("leaderboard.html.j2").render(
+        title=title, empty=empty_board_message(rows, cols), columns=_columns_view(cols),
+        rows=_rows_view(rows, cols), plot=_plot_view(rows))
 
 
 def model_card_metadata(row: Row) -> dict:
-    """The Hub model card `model-index` of one model's results (huggingface_hub's format)."""
+    """The Hub model card `model-index` of one model's results (huggingface_hub's format).
+
+    Args:
+        row: one model of the board.
+
+    Returns:
+        {"model-index": [...]} with one result group per (task, protocol) and every scalar
+        metric, marked verified when the board's entry is; {} for a model with no results.
+    """
     from huggingface_hub import EvalResult
     from huggingface_hub.repocard_data import eval_results_to_model_index
 
@@ -222,7 +333,23 @@ def model_card_metadata(row: Row) -> dict:
     return {"model-index": eval_results_to_model_index(row.model, results)} if results else {}
 
 
-def render(leaderboard: str, out: str | Path, ref: str = "HEAD", log=print) -> dict:
+def render(leaderboard: str, out: str | Path, ref: str = "HEAD") -> dict:
+    """Write a board's pages: OUT/index.html, OUT/leaderboard.md and OUT/model-cards/<model>.md.
+
+    Args:
+        leaderboard: a git repository (path), a folder with results/, or hf://datasets/OWNER/NAME.
+        out: the site folder (created).
+        ref: the git ref to render.
+
+    Returns:
+        {"rows": models, "columns": columns, "scored": whether any model has a score, "index":
+        path of index.html, "markdown": path of leaderboard.md}. A board without scores is
+        rendered with a note instead of ranks, and logged as a warning.
+
+    Example:
+        >>> render("board", "site")  # doctest: +SKIP
+        {'rows': 4, 'columns': 6, 'scored': True, ...}
+    """
     import yaml
 
     out = Path(out)
@@ -237,5 +364,10 @@ def render(leaderboard: str, out: str | Path, ref: str = "HEAD", log=print) -> d
         meta = model_card_metadata(r)
         if meta:
             (cards / f"{r.model}.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n")
-    log(f"wrote {out / 'index.html'} and {out / 'leaderboard.md'}: {len(rows)} model(s), {len(cols)} column(s)")
-    return {"rows": len(rows), "columns": len(cols)}
+    empty = empty_board_message(rows, cols)
+    if empty:
+        log.warning("%s: %s", leaderboard, empty)
+    log.info("wrote %s and %s: %d model(s), %d column(s)", out / "index.html", out / "leaderboard.md",
+             len(rows), len(cols))
+    return {"rows": len(rows), "columns": len(cols), "scored": empty is None,
+            "index": str(out / "index.html"), "markdown": str(out / "leaderboard.md")}

@@ -89,8 +89,6 @@ def retrieval_scores(ranks) -> dict:
 REGRESSION = {"r2": r2, "sigma_nmad": sigma_nmad, "outlier_fraction": outlier_fraction, "bias": bias}
 CLASSIFICATION = {"accuracy": accuracy, "macro_f1": macro_f1, "weighted_log_loss": None}
 RETRIEVAL = ("r@1", "r@5", "r@10", "median_rank")
-DEFAULT_METRICS = {"regression": ["r2"], "classification": ["accuracy", "macro_f1", "weighted_log_loss"],
-                   "retrieval": ["r@1", "r@5", "r@10", "median_rank"]}
 KNOWN = set(REGRESSION) | set(CLASSIFICATION) | set(RETRIEVAL)
 
 

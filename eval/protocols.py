@@ -18,21 +18,21 @@ import numpy as np
 
 from mmu.eval import metrics as M
 
-_PROTOCOLS: dict[str, "Protocol"] = {}
+_PROTOCOLS: dict[str, Protocol] = {}
 
 
 class ProtocolError(ValueError):
     pass
 
 
-def register(p: "Protocol") -> "Protocol":
+def register(p: Protocol) -> Protocol:
     if p.name in _PROTOCOLS:
         raise ValueError(f"protocol {p.name!r} is already registered; a new setting needs a new name")
     _PROTOCOLS[p.name] = p
     return p
 
 
-def get_protocol(name: str) -> "Protocol":
+def get_protocol(name: str) -> Protocol:
     try:
         return _PROTOCOLS[name]
     except KeyError:
@@ -40,7 +40,7 @@ def get_protocol(name: str) -> "Protocol":
                             f"{', '.join(sorted(_PROTOCOLS))}") from None
 
 
-def protocols() -> dict[str, "Protocol"]:
+def protocols() -> dict[str, Protocol]:
     return dict(_PROTOCOLS)
 
 
@@ -54,7 +54,7 @@ class Split:
     x: np.ndarray
     x2: np.ndarray | None = None
 
-    def take(self, rows) -> "Split":
+    def take(self, rows) -> Split:
         return Split(self.ids[rows], self.y[rows], self.x[rows], None if self.x2 is None else self.x2[rows])
 
     def __len__(self):
@@ -78,6 +78,72 @@ class Protocol:
 
     def spec_sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- device
+
+
+def probe_device() -> str | None:
+    """The torch device the ridge and kNN probes run on, or None for the CPU reference path.
+
+    None (the default without a GPU): scikit-learn's Ridge and a numpy kNN, as they always were.
+    "cuda" (the default with a GPU): ridge (one eigendecomposition for the whole penalty grid) and
+    kNN in torch on the GPU, the same numbers within float rounding. `MMU_PROBE_DEVICE` overrides:
+    "sklearn" (the reference path), "cuda", or "cpu" (the torch path on the CPU, which the tests
+    compare with scikit-learn). Logistic regression stays on scikit-learn everywhere.
+
+    Raises:
+        ProtocolError: `MMU_PROBE_DEVICE` is set to something else.
+    """
+    import os
+
+    forced = os.environ.get("MMU_PROBE_DEVICE")
+    if forced:
+        if forced not in ("sklearn", "cpu", "cuda"):
+            raise ProtocolError(f"MMU_PROBE_DEVICE must be sklearn, cpu or cuda, got {forced!r}")
+        return None if forced == "sklearn" else forced
+    try:
+        import torch
+    except ImportError:
+        return None
+    return "cuda" if torch.cuda.is_available() else None
+
+
+class RidgePath:
+    """Ridge regression for a whole grid of penalties from one eigendecomposition, in torch
+    (float64) on any device: for standardised features X (n x d, centred here) and targets y,
+    w(alpha) = V diag(1 / (lambda + alpha)) V^T X^T y with X^T X = V diag(lambda) V^T, and the
+    intercept mean(y) - mean(X) w. The same solution scikit-learn's `Ridge(alpha,
+    fit_intercept=True)` finds, for every alpha at the cost of one fit.
+
+    Example:
+        >>> path = RidgePath(x_train, y_train, device="cuda")          # doctest: +SKIP
+        >>> preds = path.predict(x_val, alphas=[0.1, 1.0, 10.0])         # [3, n_val]
+    """
+
+    def __init__(self, x, y, device: str = "cpu"):
+        import torch
+
+        self.torch, self.device = torch, device
+        x = torch.as_tensor(np.asarray(x), device=device).double()
+        y = torch.as_tensor(np.asarray(y, float), device=device).double()
+        self.x_mean, self.y_mean = x.mean(0), y.mean()
+        xc = x - self.x_mean
+        self.lam, self.v = torch.linalg.eigh(xc.T @ xc)
+        self.vb = self.v.T @ (xc.T @ (y - self.y_mean))
+
+    def coef(self, alpha: float):
+        w = self.v @ (self.vb / (self.lam.clamp_min(0) + alpha))
+        return w, self.y_mean - self.x_mean @ w
+
+    def predict(self, q, alphas) -> np.ndarray:
+        """float64 [len(alphas), len(q)] predictions of the fits at each alpha."""
+        q = self.torch.as_tensor(np.asarray(q), device=self.device).double()
+        out = []
+        for a in alphas:
+            w, b = self.coef(float(a))
+            out.append(q @ w + b)
+        return self.torch.stack(out).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------- linear
@@ -107,6 +173,10 @@ class LinearProbe(Protocol):
         from sklearn.linear_model import LogisticRegression, Ridge
 
         scaler = _Scaler(x)
+        device = probe_device()
+        if kind == "regression" and device is not None:
+            path = RidgePath(scaler(x), y, device=device)
+            return lambda q: {"pred": path.predict(scaler(q), [penalty])[0]}
         if kind == "regression":
             from scipy.linalg import LinAlgWarning
 
@@ -129,8 +199,14 @@ class LinearProbe(Protocol):
         """The penalty whose train-fitted probe scores best on val (main score, its direction)."""
         grid = self.ridge_alphas if task.type == "regression" else self.logistic_cs
         scores = []
-        for penalty in grid:
-            out = self._fit(task.type, train.x, train.y, penalty, classes)(val.x)
+        device = probe_device()
+        if task.type == "regression" and device is not None:  # the whole grid from one fit
+            scaler = _Scaler(train.x)
+            val_preds = RidgePath(scaler(train.x), train.y, device).predict(scaler(val.x), grid)
+            outs = ({"pred": p} for p in val_preds)
+        else:
+            outs = (self._fit(task.type, train.x, train.y, penalty, classes)(val.x) for penalty in grid)
+        for out in outs:
             s = M.compute(task.type, [task.main_score], _pred_block(val.y, out, classes),
                           task.class_weights)[task.main_score]
             scores.append(s)
@@ -276,6 +352,27 @@ def nearest(ref, query, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarr
     return idx, dist
 
 
+def nearest_torch(ref, query, k: int, device: str = "cuda", chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """`nearest` in torch on `device` (a GPU): the same squared distances (float32 products,
+    float64 norms), the k smallest by `torch.topk`, then ordered by (distance, reference index)."""
+    import torch
+
+    ref_t = torch.as_tensor(np.asarray(ref, np.float32), device=device)
+    k = min(k, len(ref_t))
+    rn = (ref_t.double() ** 2).sum(1)
+    idx = np.empty((len(query), k), np.int64)
+    dist = np.empty((len(query), k))
+    for s in range(0, len(query), chunk):
+        q = torch.as_tensor(np.asarray(query[s:s + chunk], np.float32), device=device)
+        d2 = (rn[None] + (q.double() ** 2).sum(1)[:, None] - 2.0 * (q @ ref_t.T).double()).clamp_min(0)
+        pd, part = torch.topk(d2, k, dim=1, largest=False)
+        pd, part = pd.cpu().numpy(), part.cpu().numpy()
+        order = np.lexsort((part, pd), axis=1)
+        idx[s:s + len(q)] = np.take_along_axis(part, order, 1)
+        dist[s:s + len(q)] = np.sqrt(np.take_along_axis(pd, order, 1))
+    return idx, dist
+
+
 def distance_weights(dist, eps: float = 1e-12):
     """1/d, as scikit-learn's weights='distance'; a row with an exact match uses only those."""
     exact = dist < eps
@@ -303,7 +400,8 @@ class KNN(Protocol):
         else:
             sc = _Scaler(ref_x.astype(np.float64))
             ref, q = sc(ref_x).astype(np.float32), sc(test.x).astype(np.float32)
-        idx, dist = nearest(ref, q, self.k)
+        device = probe_device()
+        idx, dist = nearest(ref, q, self.k) if device is None else nearest_torch(ref, q, self.k, device)
         w = distance_weights(dist) if self.weighting == "distance" else np.ones_like(dist)
         classes = _classes(task, splits)
         if task.type == "regression":

@@ -32,19 +32,39 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
 def sha256_ids(ids) -> str:
+    """sha256 of a set of object ids (as strings, sorted, one per line): order does not matter.
+
+    Example:
+        >>> sha256_ids(["b", "a"]) == sha256_ids(["a", "b"])
+        True
+    """
     return hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()
 
 
 def sha256_json(obj) -> str:
+    """sha256 of `obj` as canonical JSON (sorted keys, no spaces)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def result_filename(task: str, protocol: str) -> str:
+    """A result's file name: ``<task>__<protocol>.json``."""
     return f"{task}__{protocol}.json"
 
 
 def safe_name(name: str, what: str = "name") -> str:
-    """A name usable as one path component: no separators, no '..', no leading dot."""
+    """`name` if usable as one path component: letters, digits, '.', '_' and '-', at most 80,
+    starting with a letter or digit, no '..'.
+
+    Args:
+        name: the name to check.
+        what: what the name is, for the message ("model name", "task name", ...).
+
+    Returns:
+        `name` unchanged.
+
+    Raises:
+        ValueError: any other name.
+    """
     if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
         raise ValueError(f"{what} {name!r} is not allowed: use letters, digits, '.', '_' and '-' "
                          f"(at most 80, starting with a letter or digit, no '..')")
@@ -55,6 +75,7 @@ def safe_name(name: str, what: str = "name") -> str:
 
 
 def git_commit() -> str | None:
+    """The commit of the mmu checkout running this code; None outside a git checkout."""
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -65,6 +86,8 @@ def git_commit() -> str | None:
 
 
 def environment() -> dict:
+    """A result's ``environment`` block: harness version, git commit, Python and package
+    versions, hardware (CPUs, torch threads, the GPU's name) and the time (UTC)."""
     versions = {}
     for p in PACKAGES:
         try:
@@ -93,7 +116,18 @@ def near_pretraining(training_manifest: dict | None, radec_test: np.ndarray,
                      radius_arcsec: float = NEAR_RADIUS_ARCSEC) -> dict:
     """How many test positions lie within `radius_arcsec` of any sample position in the shards
     the checkpoint was pretrained on (the manifest's exports' index.parquet, restricted to the
-    shards the manifest lists). `count` is None, with a reason, when that cannot be measured."""
+    shards the manifest lists).
+
+    Args:
+        training_manifest: the checkpoint's training manifest ({"train": [export, ...], "val": ...},
+            each export with its ``path`` and ``shards``), or None.
+        radec_test: [n, 2] test positions (degrees).
+        radius_arcsec: the match radius.
+
+    Returns:
+        {"count", "radius_arcsec", "reason", "indexed_positions", "indexes"}; ``count`` is None,
+        with a ``reason``, when it cannot be measured (no manifest, an index not readable here).
+    """
     out = {"count": None, "radius_arcsec": radius_arcsec, "reason": None, "indexed_positions": 0,
            "indexes": []}
     exports = [e for key in ("train", "val") for e in ((training_manifest or {}).get(key) or [])]
@@ -143,6 +177,8 @@ class _Strict(BaseModel):
 
 
 class ModelInfo(_Open):
+    """A result's ``model`` block (more keys allowed: config, fits, training manifest)."""
+
     name: str
     kind: Literal["checkpoint", "baseline"]
     baseline: Literal["random-weights", "raw-pca", "supervised"] | None = None
@@ -150,6 +186,8 @@ class ModelInfo(_Open):
 
 
 class TaskInfo(_Strict):
+    """A result's ``task`` block: the catalog entry and the revision and split hash actually used."""
+
     name: str
     dataset: str
     hub_dataset: str
@@ -167,11 +205,15 @@ class TaskInfo(_Strict):
 
 
 class SplitInfo(_Strict):
+    """How many objects a split has and the sha256 of their ids."""
+
     count: int
     ids_sha256: str
 
 
 class ProtocolInfo(_Strict):
+    """A result's protocol: name, frozen spec and its sha256, the settings selected on val."""
+
     name: str
     spec: dict
     spec_sha256: str
@@ -179,12 +221,16 @@ class ProtocolInfo(_Strict):
 
 
 class Near(_Open):
+    """Test objects near the pretraining sky (`near_pretraining`)."""
+
     count: int | None
     radius_arcsec: float
     reason: str | None
 
 
 class Result(_Strict):
+    """One results file (``mmu-eval-result/1``); `mmu eval submit` validates against it."""
+
     format: Literal["mmu-eval-result/1"]
     model: ModelInfo
     task: TaskInfo
@@ -207,17 +253,32 @@ class Result(_Strict):
 
 def make_result(*, model: dict, task, data, outcome, protocol, embedding: dict, near: dict,
                 seconds: dict) -> dict:
+    """One results file's content (format ``mmu-eval-result/1``, the `Result` schema).
+
+    Args:
+        model: the model block (`mmu.eval.run.model_block`).
+        task: the catalog task entry.
+        data: the opened task (`mmu.eval.tasks.TaskData`): ids, labels, manifest, comparability.
+        outcome: what the protocol returned (metrics, selected settings, predictions).
+        protocol: the protocol (name, frozen spec, seeds).
+        embedding: which embedding, its dimension, columns, cache keys and preprocessing.
+        near: `near_pretraining` of the test positions.
+        seconds: time spent embedding and probing.
+
+    Returns:
+        A JSON-ready dict (numpy values converted), with the predictions and their sha256.
+    """
     m = data.manifest
     res = {
         "format": FORMAT,
         "model": model,
         "task": {"name": task.name, "dataset": task.dataset, "hub_dataset": task.hub_name,
-                 "dataset_revision": task.dataset_revision, "dataset_revision_used": m.get("content_revision"),
-                 "split_hash": task.split_hash, "split_hash_used": (m.get("split") or {}).get("hash"),
+                 "dataset_revision": task.dataset_revision, "dataset_revision_used": m.content_revision,
+                 "split_hash": task.split_hash, "split_hash_used": m.split.hash,
                  "type": task.type, "main_score": task.main_score, "higher_is_better": task.higher_is_better,
                  "class_weights": task.class_weights, "metrics": task.metric_names, "mock": task.mock,
                  "entry": task.model_dump(mode="json")},
-        "mock": bool(task.mock or m.get("mock")),
+        "mock": bool(task.mock or m.mock),
         "comparable": bool(data.comparable),
         "not_comparable": list(data.not_comparable),
         "splits": {s: {"count": int(len(data.ids[s])), "ids_sha256": sha256_ids(data.ids[s])}
@@ -250,6 +311,7 @@ def _json_default(v):
 
 
 def write_result(out_dir: Path, result: dict) -> Path:
+    """Write `result` atomically to OUT_DIR/<task>__<protocol>.json and return the path."""
     from mmu.hub.layout import atomic_write_json
 
     out_dir = Path(out_dir)
@@ -260,7 +322,12 @@ def write_result(out_dir: Path, result: dict) -> Path:
 
 
 def read_results(path: Path) -> list[tuple[Path, dict]]:
-    """A results file, or every `*.json` results file in a folder."""
+    """(path, content) of a results file, or of every ``*.json`` results file in a folder;
+    JSON files of another format are left out.
+
+    Raises:
+        json.JSONDecodeError: a ``*.json`` file that is not JSON.
+    """
     path = Path(path)
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
     out = []

@@ -7,6 +7,7 @@ data, dataset column)], possibly from several datasets) before anything is embed
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -16,7 +17,10 @@ import numpy as np
 from mmu.eval.embed import Embedder, embed_split, map_columns
 from mmu.eval.protocols import ProtocolError, Split, get_protocol
 from mmu.eval.results import make_result, near_pretraining, write_result
-from mmu.eval.tasks import TaskData, open_task, tasks as catalog_tasks
+from mmu.eval.tasks import TaskData, open_task
+from mmu.eval.tasks import tasks as catalog_tasks
+
+log = logging.getLogger(__name__)
 
 
 def _align(want_ids: np.ndarray, ids: np.ndarray, emb: np.ndarray, what: str) -> np.ndarray:
@@ -31,10 +35,40 @@ def _align(want_ids: np.ndarray, ids: np.ndarray, emb: np.ndarray, what: str) ->
 def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, model,
               task_names: list[str] | None = None, protocol_names: list[str] | None = None,
               which: str = "projection", cache_dir: Path | None = None, column_map: dict | None = None,
-              batch_rows: int = 256, log=print) -> list[dict]:
-    """Evaluate `embedder` on the tasks; write results to `out` (if given) and return them.
-    `model`: the results' model block (name, kind, baseline, sha256, ...), or a function making
-    it (called after the embedder's `prepare`)."""
+              batch_rows: int = 256) -> list[dict]:
+    """Evaluate `embedder` on the catalog's tasks: one result per (task, protocol).
+
+    Each (dataset, split, column) is embedded once and shared by the tasks reading it; an
+    embedder with ``prepare`` (PCA, supervised baselines) is fitted first on the train rows of
+    every task it serves. A task the model cannot run (retrieval without a shared embedding
+    space, no column of the task's modality) is skipped with a log line, unless named in
+    `task_names`.
+
+    Args:
+        embedder: the model (`mmu.eval.embed.CheckpointEmbedder` or a baseline).
+        hub: the hub folder holding the tasks' datasets.
+        out: folder for the results files (one JSON per task x protocol); None writes nothing.
+        model: the results' model block (name, kind, baseline, sha256, ...), or a function
+            making it (called after the embedder's ``prepare``).
+        task_names: tasks to run (default: every current task of the catalog).
+        protocol_names: protocols to run (default: each task's own).
+        which: "projection" (the shared space) or "backbone" features.
+        cache_dir: embedding cache folder (None: no cache).
+        column_map: dataset column -> model column, where the names differ.
+        batch_rows: rows per encoder batch.
+
+    Returns:
+        The results (dicts in the `mmu.eval.results.Result` schema), in task order.
+
+    Raises:
+        ProtocolError: the catalog has no benchmark tasks.
+        TaskError: a named task is unknown, or its data is missing or too small.
+        KeyError: a named task reads a column the model cannot map.
+
+    Example:
+        >>> emb = CheckpointEmbedder("runs/x/checkpoints/step-100.pt")  # doctest: +SKIP
+        >>> run_tasks(emb, "hub", "results/x", model=model_block(emb))  # doctest: +SKIP
+    """
     hub = Path(hub)
     selected = catalog_tasks(task_names)
     if not selected:
@@ -43,7 +77,7 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
     colmaps = {}
     for t in list(selected):
         if t.type == "retrieval" and not getattr(embedder, "aligned", True):
-            log(f"skipping {t.name}: this model's modality embeddings share no space (retrieval needs one)")
+            log.info("skipping %s: this model's modality embeddings share no space (retrieval needs one)", t.name)
             selected.remove(t)
             continue
         try:
@@ -52,12 +86,12 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
         except KeyError as e:
             if task_names:  # asked for by name: say why it cannot run
                 raise
-            log(f"skipping {t.name}: {e.args[0]}")
+            log.info("skipping %s: %s", t.name, e.args[0])
             selected.remove(t)
     datas: dict[str, TaskData] = {t.name: open_task(t, hub) for t in selected}
     for d in datas.values():
         if not d.comparable:
-            log(f"warning: {d.task.name} will not be comparable: {'; '.join(d.not_comparable)}")
+            log.warning("%s will not be comparable: %s", d.task.name, "; ".join(d.not_comparable))
     if hasattr(embedder, "prepare"):
         groups = defaultdict(list)  # model column -> [(task data, dataset column)], across datasets
         for t in selected:
@@ -79,10 +113,10 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
                 continue
             xs = []
             for c in t.columns:
-                k = (t.hub_name, data.manifest.get("content_revision"), s, c)
+                k = (t.hub_name, data.manifest.content_revision, s, c)
                 if k not in cache:
                     cache[k] = embed_split(embedder, data.files[s], t.hub_name, str(k[1]), s, c, which,
-                                           cache_dir, batch_rows, colmaps[t.name][c], log)
+                                           cache_dir, batch_rows, model_column=colmaps[t.name][c])
                 ids, emb, info = cache[k]
                 keys.setdefault(c, {})[s] = info["key"]
                 xs.append(_align(data.ids[s], ids, emb, f"{t.name}/{s}/{c}"))
@@ -91,14 +125,14 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
         near = near_pretraining(model.get("training_manifest"), data.radec["test"])
         for pname in protocol_names or t.protocols:
             if pname not in t.protocols:
-                log(f"skipping {pname} for {t.name}: the task names only {t.protocols}")
+                log.info("skipping %s for %s: the task names only %s", pname, t.name, t.protocols)
                 continue
             proto = get_protocol(pname)
             t1 = time.perf_counter()
             outcome = proto.run(t, splits, t.metric_names)
             dim = int(splits["test"].x.shape[1])
             emb_info = {"which": which, "dtype": "float32", "dim": dim, "columns": colmaps[t.name],
-                        "cache_keys": keys, "preprocessing": {c: cache[(t.hub_name, data.manifest.get("content_revision"),
+                        "cache_keys": keys, "preprocessing": {c: cache[(t.hub_name, data.manifest.content_revision,
                                                                          "test", c)][2]["preprocessing"]
                                                               for c in t.columns}}
             res = make_result(model=model, task=t, data=data, outcome=outcome, protocol=proto,
@@ -106,7 +140,8 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
                               seconds={"embed": round(t_embed, 3), "probe": round(time.perf_counter() - t1, 3)})
             if out is not None:
                 path = write_result(Path(out), res)
-                log(f"{t.name} {pname}: {t.main_score} = {_fmt(outcome.metrics.get(t.main_score))}  -> {path}")
+                log.info("%s %s: %s = %s  -> %s", t.name, pname, t.main_score,
+                         _fmt(outcome.metrics.get(t.main_score)), path)
             results.append(res)
     return results
 
@@ -116,6 +151,17 @@ def _fmt(v):
 
 
 def model_block(embedder: Embedder, name: str | None = None, baseline: str | None = None) -> dict:
+    """The results' ``model`` block of an embedder: its name, kind, baseline and sha256, plus what
+    its ``describe()`` says (config, training manifest, fits).
+
+    Args:
+        embedder: the model.
+        name: the entry name (default: the embedder's own, else the first 12 hex of its sha256).
+        baseline: the baseline kind, for `mmu eval baselines` models.
+
+    Returns:
+        The block as a dict.
+    """
     d = embedder.describe()
     return {"name": name or d.get("name") or embedder.sha256[:12], "kind": embedder.kind,
             "baseline": baseline, "sha256": embedder.sha256, **{k: v for k, v in d.items() if k != "name"}}

@@ -14,6 +14,7 @@ only from `mmu eval baselines`, confirmed by a maintainer's re-run (`--verified-
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -29,23 +30,38 @@ from mmu.eval.results import Result, read_results, result_filename, safe_name, s
 
 RESULTS_DIR = "results"
 SUBMISSION = "submission.json"
+log = logging.getLogger(__name__)
 
 
 class SubmitError(ValueError):
-    pass
+    """A submission refused (every problem listed), or a leaderboard that cannot be written."""
 
 
 def labels_sha256(predictions: dict) -> str | None:
+    """sha256 of a result's (test id, label) pairs sorted by id; None for retrieval (no labels)."""
     if "y" not in predictions:
         return None
-    pairs = sorted(zip(map(str, predictions["ids"]), predictions["y"]), key=lambda p: p[0])
+    pairs = sorted(zip(map(str, predictions["ids"]), predictions["y"], strict=False), key=lambda p: p[0])
     return sha256_json(pairs)
 
 
 def lock_entries(hub: Path, tasks) -> dict:
     """What a lock file pins for `tasks` on a built hub: each dataset's content revision and rows,
     each task's id sets per split and test-label hash (what `validate` checks a mock task's
-    results against). A task is opened at the hub's revision of its dataset."""
+    results against). A task is opened at the hub's revision of its dataset.
+
+    Args:
+        hub: the hub folder.
+        tasks: catalog task entries (`mmu.registry.catalog.TaskEntry`).
+
+    Returns:
+        {"datasets": {name: {content_revision, rows, inputs_revisions}}, "tasks": {name:
+        {dataset, content_revision, splits: {split: {count, ids_sha256}}, test_labels_sha256}}}.
+
+    Raises:
+        ValueError: a paired dataset built with other prefixes than the task names.
+        FileNotFoundError: a task's dataset is not built in `hub`.
+    """
     from mmu.eval.tasks import open_task
     from mmu.hub.layout import read_manifest
 
@@ -53,17 +69,17 @@ def lock_entries(hub: Path, tasks) -> dict:
     for t in tasks:
         m = read_manifest(hub, t.hub_name)
         if t.paired:
-            got = list(m.get("prefixes", []))
+            got = list(m.prefixes or [])
             if got and got != t.paired.prefixes:
                 raise ValueError(f"{t.hub_name}: prefixes {got} are not the task's {t.paired.prefixes}")
-        out["datasets"][t.hub_name] = {"content_revision": m["content_revision"], "rows": m["rows"],
-                                       "inputs_revisions": m.get("inputs_revisions")}
-        d = open_task(t.model_copy(update={"dataset_revision": m["content_revision"]}), hub)
+        out["datasets"][t.hub_name] = {"content_revision": m.content_revision, "rows": m.rows.model_dump(),
+                                       "inputs_revisions": m.inputs_revisions}
+        d = open_task(t.model_copy(update={"dataset_revision": m.content_revision}), hub)
         labels = None
         if t.type != "retrieval":
             ys = [str(v) if t.type == "classification" else float(v) for v in d.y["test"]]
-            labels = sha256_json(sorted(zip(map(str, d.ids["test"]), ys), key=lambda p: p[0]))
-        out["tasks"][t.name] = {"dataset": t.hub_name, "content_revision": m["content_revision"],
+            labels = sha256_json(sorted(zip(map(str, d.ids["test"]), ys, strict=False), key=lambda p: p[0]))
+        out["tasks"][t.name] = {"dataset": t.hub_name, "content_revision": m.content_revision,
                                 "splits": {s: {"count": int(len(d.ids[s])), "ids_sha256": sha256_ids(d.ids[s])}
                                            for s in ("train", "val", "test")},
                                 "test_labels_sha256": labels}
@@ -71,6 +87,7 @@ def lock_entries(hub: Path, tasks) -> dict:
 
 
 def load_lock(path: Path) -> dict | None:
+    """A lock file's content, or None when there is no such file."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -84,7 +101,15 @@ def _lock_path(task) -> Path:
 
 
 def recompute(res: dict) -> list[str]:
-    """Problems found by recomputing every claimed metric from the included predictions."""
+    """Problems found by recomputing every claimed metric from the included predictions.
+
+    Args:
+        res: one results file's content.
+
+    Returns:
+        One sentence per problem ([] when every metric, the main score and the predictions'
+        hash agree).
+    """
     t, preds = res["task"], res["predictions"]
     problems = []
     if sha256_json(preds) != res["predictions_sha256"]:
@@ -126,7 +151,8 @@ def _compare(where, claimed: dict, got: dict) -> list[str]:
     for k, v in got.items():
         c = claimed.get(k)
         if isinstance(v, list):
-            if not isinstance(c, list) or len(c) != len(v) or not all(M.close(a, b) for a, b in zip(c, v)):
+            same = isinstance(c, list) and len(c) == len(v) and all(M.close(a, b) for a, b in zip(c, v, strict=True))
+            if not same:
                 out.append(f"{where}.{k}: claimed {c}, recomputed {v}")
         elif not M.close(c, v):
             out.append(f"{where}.{k}: claimed {c}, recomputed {v} from the predictions")
@@ -134,8 +160,16 @@ def _compare(where, claimed: dict, got: dict) -> list[str]:
 
 
 def validate(results: list[tuple[Path, dict]], catalog=None, board: dict | None = None) -> list[str]:
-    """Every problem of a result set ([] = valid). `board`: {(task): labels_sha256} of results
-    already on the leaderboard."""
+    """Every problem of a result set ([] = valid).
+
+    Args:
+        results: (path, content) of each results file, as `mmu.eval.results.read_results` gives.
+        catalog: the catalog to check against (default: `load_catalog()`).
+        board: {task name: labels_sha256} of the results already on the leaderboard.
+
+    Returns:
+        One sentence per problem, each naming its file.
+    """
     from mmu.registry.catalog import load_catalog
 
     catalog = catalog or load_catalog()
@@ -222,7 +256,14 @@ def validate(results: list[tuple[Path, dict]], catalog=None, board: dict | None 
 
 
 def verify_against(results, rerun_dir: Path, tolerance: float = 1e-4) -> list[str]:
-    """A maintainer's re-run must reproduce every main score within `tolerance`."""
+    """Problems of a maintainer's re-run check: every main score reproduced within `tolerance`
+    by the same model ([] when all agree).
+
+    Args:
+        results: the submission's (path, content) pairs.
+        rerun_dir: the maintainer's own results folder for the same model.
+        tolerance: the largest accepted difference of a main score.
+    """
     rerun = {(r["task"]["name"], r["protocol"]["name"]): r for _, r in read_results(rerun_dir)}
     problems = []
     for path, res in results:
@@ -250,7 +291,8 @@ def _git(repo: Path, *args, check=True) -> subprocess.CompletedProcess:
 
 
 def board_files_git(repo: Path, ref: str = "HEAD") -> dict[str, bytes]:
-    """Every file under results/ at `ref` of a git leaderboard (working tree not needed)."""
+    """Every file under results/ at `ref` of a git leaderboard (working tree not needed);
+    {} when the ref does not exist (an empty board)."""
     out = _git(repo, "ls-tree", "-r", "--name-only", ref, "--", RESULTS_DIR, check=False)
     if out.returncode != 0:
         return {}
@@ -262,6 +304,7 @@ def board_files_git(repo: Path, ref: str = "HEAD") -> dict[str, bytes]:
 
 
 def board_labels(files: dict[str, bytes]) -> dict[str, str]:
+    """{task name: labels_sha256} of the first result of each task among a board's files."""
     out = {}
     for name, data in files.items():
         if name.endswith(".json") and not name.endswith(SUBMISSION):
@@ -276,6 +319,12 @@ def board_labels(files: dict[str, bytes]) -> dict[str, str]:
 
 
 def entry_files(results, model: str, verified: dict | None) -> dict[str, bytes]:
+    """The files a submission adds: results/<model>/<task>__<protocol>.json and submission.json.
+
+    Raises:
+        ValueError: a model, task or protocol name that is not a safe path component.
+        SubmitError: a file that would land outside results/<model>/.
+    """
     model = safe_name(model, "model name")
     base = PurePosixPath(RESULTS_DIR) / model
     files = {}
@@ -295,6 +344,16 @@ def entry_files(results, model: str, verified: dict | None) -> dict[str, bytes]:
 
 
 def commit_git(repo: Path, files: dict[str, bytes], branch: str, message: str, base: str = "HEAD") -> str:
+    """Commit `files` to `branch` of a git repository through a temporary worktree (the
+    repository's own working tree is never touched); the branch starts at `base` if new.
+
+    Returns:
+        The new commit's sha.
+
+    Raises:
+        SubmitError: not a git repository, a path outside results/, a git failure, or nothing
+        to commit (the branch already holds exactly these results).
+    """
     if _git(repo, "rev-parse", "--git-dir", check=False).returncode != 0:
         raise SubmitError(f"{repo} is not a git repository (create one with `git init {repo}`)")
     exists = _git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode == 0
@@ -337,6 +396,11 @@ def commit_git(repo: Path, files: dict[str, bytes], branch: str, message: str, b
 
 
 def parse_hf(url: str) -> str:
+    """hf://datasets/OWNER/NAME -> OWNER/NAME.
+
+    Raises:
+        SubmitError: any other form.
+    """
     rest = url[len("hf://"):]
     if not rest.startswith("datasets/") or rest.count("/") != 2:
         raise SubmitError(f"{url}: a Hub leaderboard is hf://datasets/OWNER/NAME")
@@ -344,7 +408,30 @@ def parse_hf(url: str) -> str:
 
 
 def submit(results_path: Path, leaderboard: str, *, model: str | None = None, replace: bool = False,
-           branch: str | None = None, verified_by: Path | None = None, log=print) -> dict:
+           branch: str | None = None, verified_by: Path | None = None) -> dict:
+    """Validate a result set (`validate`: nothing is written when there is a problem), then add
+    it to a leaderboard: a commit on a branch of a git repository, or a pull request on a Hub
+    dataset repository.
+
+    Args:
+        results_path: one model's results folder (or one file).
+        leaderboard: a git repository path, or hf://datasets/OWNER/NAME.
+        model: the entry name (default: the results' model name).
+        replace: overwrite this model's entries already on the board.
+        branch: git branch to commit to (default submit/<model>).
+        verified_by: a maintainer's re-run of the same model; required for baselines, and marks
+            the entry verified when it reproduces every main score.
+
+    Returns:
+        {"branch", "commit", "files"} for git, {"pull_request", "files"} for the Hub.
+
+    Raises:
+        SubmitError: every problem found, or a board that cannot be read or written.
+
+    Example:
+        >>> submit(Path("results/my-model"), "board")  # doctest: +SKIP
+        {'branch': 'submit/my-model', 'commit': '3f2a...', 'files': [...]}
+    """
     results = read_results(Path(results_path))
     if not results:
         raise SubmitError(f"{results_path}: no mmu-eval-result/1 results files")
@@ -378,11 +465,11 @@ def submit(results_path: Path, leaderboard: str, *, model: str | None = None, re
     message = f"Add {name}: {len(results)} result(s)"
     if hf:
         url = _hf_pull_request(parse_hf(leaderboard), files, message)
-        log(f"opened {url}")
+        log.info("opened %s", url)
         return {"pull_request": url, "files": sorted(files)}
     branch = branch or f"submit/{name}"
     sha = commit_git(Path(leaderboard), files, branch, message)
-    log(f"committed {len(files)} file(s) to branch {branch} of {leaderboard} ({sha[:12]})")
+    log.info("committed %d file(s) to branch %s of %s (%s)", len(files), branch, leaderboard, sha[:12])
     return {"branch": branch, "commit": sha, "files": sorted(files)}
 
 
@@ -398,12 +485,10 @@ def _hf_api():
 def _hf_errors():
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    extra = []
-    for mod, cls in (("httpx", "HTTPError"), ("requests", "RequestException")):
-        try:
-            extra.append(getattr(__import__(mod), cls))
-        except ImportError:
-            pass
+    from mmu.hub.publish import http_module
+
+    http = http_module()  # huggingface_hub 2.x raises httpx2's errors for network failures
+    extra = [http.HTTPError] if http is not None else []
     return (OfflineModeIsEnabled, HfHubHTTPError, OSError, *extra)
 
 

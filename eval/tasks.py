@@ -18,9 +18,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from mmu.registry.catalog import TaskEntry, load_catalog
 from mmu.hub.layout import dataset_dir, read_manifest
+from mmu.hub.manifest import BuildManifest
 from mmu.model.schema import SPLIT_COLUMN, SPLITS
+from mmu.registry.catalog import TaskEntry, load_catalog
 
 _OPS = {"==": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge, "<": operator.lt,
         ">": operator.gt}
@@ -35,7 +36,7 @@ class TaskError(ValueError):
 class TaskData:
     task: TaskEntry
     hub: Path
-    manifest: dict
+    manifest: BuildManifest
     ids: dict[str, np.ndarray]
     y: dict[str, np.ndarray]
     radec: dict[str, np.ndarray]
@@ -45,7 +46,7 @@ class TaskData:
     @property
     def files(self) -> dict[str, list[Path]]:
         d = dataset_dir(self.hub, self.task.hub_name)
-        return {s: [d / f for f in self.manifest["data_files"].get(s, [])] for s in SPLITS}
+        return {s: [d / f for f in self.manifest.data_files.get(s, [])] for s in SPLITS}
 
     def counts(self) -> dict[str, int]:
         return {s: int(len(self.ids[s])) for s in SPLITS}
@@ -100,10 +101,10 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
     manifest = read_manifest(hub, name)
     catalog = catalog or load_catalog()
     reasons = []
-    if manifest.get("content_revision") != task.dataset_revision:
-        reasons.append(f"{name} content revision {str(manifest.get('content_revision'))[:16]} is not the "
+    if manifest.content_revision != task.dataset_revision:
+        reasons.append(f"{name} content revision {manifest.content_revision[:16]} is not the "
                        f"task's {task.dataset_revision[:16]}")
-    split_hash = (manifest.get("split") or {}).get("hash")
+    split_hash = manifest.split.hash
     if split_hash != task.split_hash or task.split_hash != catalog.splits.hash:
         reasons.append(f"split hash {str(split_hash)[:16]} (dataset) / {task.split_hash[:16]} (task) / "
                        f"{catalog.splits.hash[:16]} (catalog) differ")
@@ -112,7 +113,7 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
     ids, y, radec = {}, {}, {}
     for split in SPLITS:
         parts = []
-        for f in manifest["data_files"].get(split, []):
+        for f in manifest.data_files.get(split, []):
             path = d / f
             schema = pq.read_schema(path)
             missing = [c for c in dict.fromkeys(wanted) if c not in schema.names]
@@ -164,23 +165,33 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
 def iter_samples(files: list[Path], split: str, column: str, batch_rows: int = 256):
     """Batches of (object_ids, samples) of one modality column for the rows of `split`; a sample
     is `{"object_id", column: {field: ndarray}}`, as the trainer's collator takes it."""
-    from mmu.shards.export import row_arrays  # the exporter's struct -> per-row arrays, reused as is
-    from mmu.model.schema import modalities_of
-
     for path in files:
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=batch_rows, columns=["object_id", SPLIT_COLUMN, column]):
-            t = pa.Table.from_batches([batch])
-            t = t.filter(pc.and_(pc.equal(t.column(SPLIT_COLUMN), split), pc.is_valid(t.column(column))))
-            if t.num_rows == 0:
-                continue
-            mods = {k: v for k, v in modalities_of(t.schema).items() if k == column}
-            if column not in mods:
-                raise TaskError(f"{path}: column {column!r} is not a modality column")
-            arrays = row_arrays(t, mods, {})
-            oids = [str(o) for o in t.column("object_id").to_pylist()]
-            samples = []
-            for oid, a in zip(oids, arrays):
-                fields = {k.split(".", 1)[1]: v for k, v in a.items()}
-                samples.append({"object_id": oid, column: fields})
-            yield oids, samples
+            out = table_samples(pa.Table.from_batches([batch]), split, column, path)
+            if out[0]:
+                yield out
+
+
+def table_samples(t: pa.Table, split: str, column: str, path) -> tuple[list[str], list[dict]]:
+    """(object_ids, samples) of the rows of table `t` in `split` that have `column`.
+
+    Raises:
+        TaskError: `column` is not a modality column of `t` (read from file `path`).
+    """
+    from mmu.model.schema import modalities_of
+    from mmu.shards.export import row_arrays  # the exporter's struct -> per-row arrays, reused as is
+
+    keep = pc.and_(pc.equal(t.column(SPLIT_COLUMN), split), pc.is_valid(t.column(column)))
+    if not pc.all(keep, skip_nulls=False).as_py():  # a partition file usually holds one split: no copy
+        t = t.filter(keep)
+    if t.num_rows == 0:
+        return [], []
+    mods = {k: v for k, v in modalities_of(t.schema).items() if k == column}
+    if column not in mods:
+        raise TaskError(f"{path}: column {column!r} is not a modality column")
+    arrays = row_arrays(t, mods, {})
+    oids = [str(o) for o in t.column("object_id").to_pylist()]
+    samples = [{"object_id": oid, column: {k.split(".", 1)[1]: v for k, v in a.items()}}
+               for oid, a in zip(oids, arrays)]
+    return oids, samples

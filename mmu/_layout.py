@@ -36,6 +36,16 @@ class _SiblingPackageFinder(importlib.abc.MetaPathFinder):
 
 
 def install_sibling_finder(parent: str, package_dir: str) -> None:
+    """Map `parent.builders`, `parent.pretrain` and `parent.eval` to the sibling folders, if
+    `package_dir` is a checkout's `mmu/`; otherwise do nothing. Installing it twice is a no-op.
+
+    Args:
+        parent: the package's name, ``"mmu"`` (its ``__name__``).
+        package_dir: the folder of that package (its ``__path__[0]``).
+
+    Example:
+        >>> install_sibling_finder(__name__, __path__[0])   # in mmu/__init__.py  # doctest: +SKIP
+    """
     pkg = Path(package_dir).resolve()
     root = pkg.parent
     # a checkout: the sibling folders exist beside mmu/ and are not inside it

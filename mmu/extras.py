@@ -3,10 +3,12 @@
 The base install (``pip install mmu-hub``) reads and loads hubs. Each heavier capability is an
 extra, declared in pyproject.toml with the same names:
 
-    build   raw survey files -> hub datasets, cross-match, export (hats-import, Dask, fitsio)
-    sim     the mock observatory (galsim, skypy, speclite, fitsio)
+    build   raw survey files -> hub datasets, cross-match, export (hats-import, Dask, astropy,
+            webdataset)
+    sim     the mock observatory (galsim, skypy, speclite, fitsio, scipy)
     train   pretraining (torch, timm, webdataset)
-    eval    the benchmark (torch, scikit-learn, ...)
+    eval    the benchmark and its pages (torch, scikit-learn, scipy, jinja2)
+    demo    the whole chain (every extra above, plus matplotlib for the report)
     all     everything
 
 A command that needs an extra calls `require_extra` first, so that a missing package is one
@@ -16,13 +18,19 @@ from __future__ import annotations
 
 import importlib.util
 
-#: extra -> the top-level modules it provides (checked with importlib.util.find_spec)
+#: extra -> the top-level modules of the distributions pyproject.toml lists for it, one module per
+#: distribution (dask[distributed] gives two); tests/test_packaging.py checks that they agree
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "build": ("hats_import", "distributed", "fitsio"),
-    "sim": ("galsim", "skypy", "speclite", "fitsio"),
+    "build": ("hats_import", "dask", "distributed", "astropy", "pandas", "webdataset"),
+    "sim": ("galsim", "skypy", "speclite", "fitsio", "astropy", "scipy", "sklearn", "pandas", "dask",
+            "distributed"),
     "train": ("torch", "timm", "webdataset"),
-    "eval": ("torch", "sklearn"),
+    "eval": ("torch", "sklearn", "scipy", "jinja2"),
 }
+# demo = build + sim + train + eval + the report's figures; all = every extra
+EXTRAS["demo"] = tuple(dict.fromkeys(
+    [m for e in ("build", "sim", "train", "eval") for m in EXTRAS[e]] + ["matplotlib", "astropy", "sklearn"]))
+EXTRAS["all"] = tuple(dict.fromkeys(m for e in ("build", "sim", "train", "eval", "demo") for m in EXTRAS[e]))
 
 
 class MissingExtra(ImportError):
@@ -33,7 +41,14 @@ def missing_modules(extra: str) -> list[str]:
     """The modules of `extra` that cannot be imported here."""
     if extra not in EXTRAS:
         raise ValueError(f"unknown extra {extra!r}; the extras are {sorted(EXTRAS)}")
-    return [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    return [m for m in EXTRAS[extra] if not _importable(m)]
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken install, or a module set to None in sys.modules
+        return False
 
 
 def require_extra(extra: str, command: str) -> None:

@@ -31,11 +31,27 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a message is logged (a redirected or captured
+    stream included), not to the stream of the moment mmu was imported."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _root() -> logging.Logger:
     global _handler
     log = logging.getLogger(ROOT)
     if _handler is None:
-        _handler = logging.StreamHandler(sys.stderr)
+        _handler = _StderrHandler()
         _handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(_handler)
         log.propagate = False
@@ -81,12 +97,27 @@ def progress_bars_enabled() -> bool:
 
 
 def tqdm(*args, **kwargs):
-    """`tqdm.auto.tqdm`, disabled when progress bars are off (`disable_progress_bars`, ``-q``)."""
+    """`tqdm.auto.tqdm`, drawn only where its stream is a terminal, and never when progress bars
+    are off (`disable_progress_bars`, ``-q``, ``--no-progress``)."""
     from tqdm.auto import tqdm as _tqdm
 
     if not _bars_enabled:
         kwargs["disable"] = True
+    elif not kwargs.get("disable"):
+        kwargs["disable"] = None  # None: a bar only where its stream is a terminal
     return _tqdm(*args, **kwargs)
 
 
+class _KnownNoise(logging.Filter):
+    """Drops third-party root-logger messages that report an expected result, not a problem:
+    hats' `is_valid_catalog` warns "found collection" each time hats-import validates the
+    collection it has just written (every build)."""
+
+    MESSAGES = frozenset({"Looking for catalog - found collection."})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and record.getMessage() in self.MESSAGES)
+
+
 _root()
+logging.getLogger().addFilter(_KnownNoise())

@@ -2,6 +2,7 @@
 
     from mmu.pretrain.api import load_pretrained
     p = load_pretrained("runs/astroclip/checkpoints/step00010000-3f2a9c1b7d04.pt")
+    p = load_pretrained("runs/astroclip")     # a run folder: its newest intact checkpoint
     p.config, p.manifest, p.sha256            # what it is and what it was trained on
     batch = p.collate(samples)                # decoded samples -> fixed-shape tensors
     emb = p.embed(batch)                      # {column: [B, embed_dim]} L2-normalised
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmu.pretrain.checkpoint import CheckpointError, check_same_model, file_sha256, load_checkpoint
+from mmu.pretrain.checkpoint import CheckpointError, check_same_model, file_sha256, find_latest, load_checkpoint
 from mmu.pretrain.config import PretrainConfig, parse_config
 from mmu.pretrain.data import Collator
 from mmu.pretrain.model import MultimodalCLIP
@@ -46,7 +47,7 @@ class Pretrained:
     def collate(self, samples: list[dict | None], constants: dict | None = None) -> dict:
         """Decoded samples -> one batch of len(samples) rows, shapes as in training.
         `constants`: fields left out of the samples, e.g. an export index's
-        `{"desi_spectrum.lambda": [...]}` (`mmu.shards.format.read_index(dir)["constants"]`)."""
+        `{"desi_spectrum.lambda": [...]}` (`mmu.shards.format.read_index(dir).constants`)."""
         consts = {k: np.asarray(v) for k, v in (constants or {}).items()}
         return Collator(self.config.model.modalities, max(1, len(samples)))(
             [_normalise_sample(s, consts) for s in samples])
@@ -76,11 +77,26 @@ def _normalise_sample(s, constants: dict):
     return s
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """`path` itself when it is a file; for a run folder (`run.dir`) or its `checkpoints/`, the newest
+    checkpoint whose content matches the sha256 in its name."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    latest = find_latest(folder)
+    if latest is None:
+        raise CheckpointError(f"{path}: a folder without an intact checkpoint (stepNNNNNNNN-<sha256>.pt "
+                              f"in {folder}); pass a checkpoint file or a `mmu pretrain` run.dir")
+    return latest
+
+
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu",
                     expect_config: PretrainConfig | None = None) -> Pretrained:
-    """Load a checkpoint (weights_only) into its model; with `expect_config`, refuse a checkpoint
-    of another model."""
-    path = Path(path)
+    """Load a checkpoint (weights_only) into its model; `path` is a checkpoint file or a run folder
+    (then its newest intact checkpoint). With `expect_config`, refuse a checkpoint of another
+    model."""
+    path = resolve_checkpoint(path)
     ckpt = load_checkpoint(path)
     cfg = parse_config(ckpt["config"], f"{path} (embedded config)")
     if expect_config is not None:

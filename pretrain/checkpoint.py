@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from mmu.hub.layout import atomic_write
+
 FORMAT = "mmu-pretrain-checkpoint/1"
 LATEST = "latest.json"
 _NAME_RE = re.compile(r"^step(\d{8})-([0-9a-f]{12})\.pt$")
@@ -31,15 +33,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(directory: str | Path, state: dict, step: int, keep: int = 3) -> Path:
     """Write `state` as checkpoint `step`, point latest.json at it, keep the newest `keep`."""
     directory = Path(directory)
@@ -52,8 +45,8 @@ def save_checkpoint(directory: str | Path, state: dict, step: int, keep: int = 3
     sha = file_sha256(tmp)
     final = directory / f"step{step:08d}-{sha[:12]}.pt"
     os.replace(tmp, final)
-    _atomic_write_bytes(directory / LATEST, json.dumps(
-        {"file": final.name, "sha256": sha, "step": step}).encode())
+    atomic_write(directory / LATEST, json.dumps(
+        {"file": final.name, "sha256": sha, "step": step}).encode(), fsync=True)
     for old in list_checkpoints(directory)[:-keep]:
         if old != final:
             old.unlink(missing_ok=True)
@@ -80,7 +73,7 @@ def find_latest(directory: str | Path) -> Path | None:
     for path in reversed(list_checkpoints(directory)):
         if verify(path):
             return path
-        warnings.warn(f"{path}: content does not match the sha256 in its name; skipping it")
+        warnings.warn(f"{path}: content does not match the sha256 in its name; skipping it", stacklevel=2)
     return None
 
 

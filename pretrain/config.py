@@ -3,7 +3,6 @@ errors), overridable with dotted `key=value` arguments; the resolved config is s
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from pathlib import Path
@@ -174,31 +173,15 @@ class PretrainConfig(_Strict):
         return hashlib.sha256(json.dumps(self.model_signature(), sort_keys=True).encode()).hexdigest()
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """`a.b.c=value` (value parsed as YAML: numbers, booleans, lists) into a copy of `data`."""
-    data = copy.deepcopy(data)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=100")
-        node = data
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            child = node.get(p)
-            if child is None:
-                child = node[p] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
-            node = child
-        node[parts[-1]] = _parse_value(value)
-    return data
+    """`a.b.c=value` (value parsed as YAML: numbers, booleans, lists) into a copy of `data`;
+    the one override syntax of every mmu command (`mmu.overrides`)."""
+    from mmu import overrides as mmu_overrides
+
+    try:
+        return mmu_overrides.apply_overrides(data, overrides)
+    except mmu_overrides.OverrideError as e:
+        raise ConfigError(str(e)) from None
 
 
 def parse_config(data: dict, source: str = "<config>") -> PretrainConfig:

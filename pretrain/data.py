@@ -16,15 +16,15 @@ import hashlib
 import json
 import random
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from mmu.shards.format import INDEX_JSON
+from mmu.shards.format import INDEX_JSON, parse_index
 
 FIELDS = {"image": ("flux", "ivar", "mask"),
           "spectrum": ("flux", "ivar", "mask", "lambda"),
@@ -49,34 +49,152 @@ class Export:
         if raw is None:
             raise FileNotFoundError(f"{self.path / INDEX_JSON}: no shard index; is {self.path} an "
                                     "`mmu export-wds` output? (set data.train / data.val)")
-        self.index = json.loads(raw)
+        self.index = parse_index(raw, self.path / INDEX_JSON)
         self.index_sha256 = hashlib.sha256(raw).hexdigest()
-        if "shards" not in self.index:
-            raise ValueError(f"{self.path / INDEX_JSON}: no 'shards' list")
-        self.constants = {k: np.asarray(v) for k, v in (self.index.get("constants") or {}).items()}
+        self.constants = {k: np.asarray(v) for k, v in self.index.constants.items()}
 
     def shards(self, split: str) -> list[dict]:
-        out = []
-        for s in self.index["shards"]:
-            shard_split = s.get("split") or s["name"].split("-")[1]
-            if shard_split == split:
-                out.append({**s, "path": str(self.path / s["name"])})
+        out = [{**s.model_dump(exclude_unset=True), "path": str(self.path / s.name)}
+               for s in self.index.shards if s.shard_split == split]
         return sorted(out, key=lambda s: s["name"])
 
     def describe(self, split: str) -> dict:
         ix = self.index
-        return {"path": str(self.path), "dataset": ix.get("dataset"),
-                "content_revision": ix.get("content_revision"), "build_key": ix.get("build_key"),
-                "inputs_datasets": ix.get("inputs_datasets"), "inputs_revisions": ix.get("inputs_revisions"),
-                "mock": ix.get("mock"), "split": split, "split_hash": ix.get("split_hash"),
-                "shuffle_seed": ix.get("seed"), "index_sha256": self.index_sha256,
-                "index_parquet_sha256": ix.get("index_parquet_sha256"),
+        return {"path": str(self.path), "dataset": ix.dataset,
+                "content_revision": ix.content_revision, "build_key": ix.build_key,
+                "inputs_datasets": ix.inputs_datasets, "inputs_revisions": ix.inputs_revisions,
+                "mock": ix.mock, "split": split, "split_hash": ix.split_hash,
+                "shuffle_seed": ix.seed, "index_sha256": self.index_sha256,
+                "index_parquet_sha256": ix.index_parquet_sha256,
                 "shards": [{"name": s["name"], "samples": s.get("samples"), "sha256": s.get("sha256")}
                            for s in self.shards(split)]}
 
 
 def open_exports(paths: list[str]) -> list[Export]:
     return [Export(p) for p in paths]
+
+
+def shard_columns(exports: list[Export]) -> dict[str, dict] | None:
+    """{column: spec} of the modalities listed by the exports' index.json files (a column in any of
+    them counts); None when an index has no `modalities` entry (then only the batches can tell)."""
+    columns: dict[str, dict] = {}
+    for e in exports:
+        mods = e.index.modalities
+        if not isinstance(mods, dict):
+            return None
+        for column, spec in mods.items():
+            columns.setdefault(column, spec if isinstance(spec, dict) else {})
+    return columns
+
+
+def split_samples(exports: list[Export], split: str) -> int:
+    """Samples of `split` in the exports (from their indexes)."""
+    return sum(int(s.get("samples") or 0) for e in exports for s in e.shards(split))
+
+
+def _describe_columns(columns: dict[str, dict]) -> str:
+    return ", ".join(f"{c} ({columns[c].get('kind', '?')})" for c in sorted(columns)) or "none"
+
+
+def column_mismatch(model_cfg, exports: list[Export], setting: str) -> tuple[str | None, list[str]]:
+    """Compare the config's modality columns with the ones the shards hold.
+
+    Returns (error, warnings): an error when no pair of the config is present in the shards (a run
+    would see no pair and learn nothing) or a column's kind / image bands differ, naming both sides
+    and suggesting the renaming as a `model.modalities=...` override; warnings for pairs that are
+    absent while others are present."""
+    shard_cols = shard_columns(exports)
+    if shard_cols is None:
+        return None, []
+    where = ", ".join(str(e.path / INDEX_JSON) for e in exports)
+    mods, pairs = model_cfg.modalities, model_cfg.pair_list()
+    errors = []
+    for column, m in mods.items():
+        spec = shard_cols.get(column)
+        if spec is None:
+            continue
+        if spec.get("kind") not in (None, m.kind):
+            errors.append(f"column {column!r} is a {spec['kind']} in the shards but a {m.kind} in the "
+                          f"config (model.modalities.{column}.kind)")
+        elif m.kind == "image" and spec.get("bands") and len(spec["bands"]) != m.channels:
+            errors.append(f"column {column!r} has {len(spec['bands'])} bands {spec['bands']} in the "
+                          f"shards; the config says channels: {m.channels} "
+                          f"(set model.modalities.{column}.channels={len(spec['bands'])})")
+    if errors:
+        return f"{setting} ({where}): " + "; ".join(errors), []
+    present = [p for p in pairs if p[0] in shard_cols and p[1] in shard_cols]
+    config_desc = ", ".join(f"{c} ({m.kind})" for c, m in mods.items())
+    pair_desc = ", ".join(f"{a}|{b}" for a, b in pairs)
+    if present:
+        absent = [f"{a}|{b}" for a, b in pairs if (a, b) not in present]
+        return None, ([f"{setting}: the pairs {absent} of the config are not in the shards ({where} "
+                       f"list {_describe_columns(shard_cols)}); only {[f'{a}|{b}' for a, b in present]} "
+                       "will be trained"] if absent else [])
+    import yaml
+
+    rename = _suggest_renaming(mods, shard_cols)
+    lines = [f"{setting}: no pair of the config's modalities is in the shards, so training would see "
+             "no pair and learn nothing.",
+             f"  the config's columns (model.modalities): {config_desc}; pairs {pair_desc}",
+             f"  the shards' columns ({where}): {_describe_columns(shard_cols)}"]
+    if rename:
+        lines.append("  Name the config's modalities after the shards' columns ("
+                     + ", ".join(f"{a} -> {b}" for a, b in rename.items()) + "), e.g. with the override")
+        override = f'    --set "{_renaming_override(mods, rename)}"'
+        if model_cfg.pairs is not None:
+            new_pairs = [[rename.get(a, a), rename.get(b, b)] for a, b in pairs]
+            override += f' "model.pairs={yaml.safe_dump(new_pairs, default_flow_style=True).strip()}"'
+        lines.append(override)
+    fitting = _configs_for(shard_cols)
+    if fitting:
+        lines.append(f"  or a config written for these columns: {', '.join(fitting)}")
+    return "\n".join(lines), []
+
+
+def _suggest_renaming(mods: dict, shard_cols: dict[str, dict]) -> dict[str, str]:
+    """Config column -> the first unused shard column of the same kind."""
+    used = {c for c in mods if c in shard_cols}
+    rename = {}
+    for column, m in mods.items():
+        if column in shard_cols:
+            continue
+        match = next((c for c, spec in shard_cols.items() if spec.get("kind") == m.kind and c not in used), None)
+        if match is not None:
+            rename[column] = match
+            used.add(match)
+    return rename
+
+
+def _renaming_override(mods: dict, rename: dict[str, str]) -> str:
+    import yaml
+
+    from mmu.pretrain.config import KINDS
+
+    renamed = {}
+    for column, m in mods.items():
+        name = rename.get(column, column)
+        body = m.model_dump(exclude_none=True, exclude_defaults=True)
+        body.pop("kind", None)
+        if next((k for k in KINDS if name == k or name.endswith("_" + k)), None) != m.kind:
+            body = {"kind": m.kind, **body}  # the new name does not tell the kind
+        renamed[name] = body
+    flow = yaml.safe_dump(renamed, default_flow_style=True, width=10 ** 6, sort_keys=False).strip()
+    return f"model.modalities={flow}"
+
+
+def _configs_for(shard_cols: dict[str, dict]) -> list[str]:
+    """The shipped configs (pretrain/configs/) whose every pair is in the shards."""
+    from mmu.pretrain.config import ConfigError, config_dir, load_config
+
+    fitting = []
+    for path in sorted(config_dir().glob("*.yaml")):
+        try:
+            cfg = load_config(path)
+        except (ConfigError, ValueError):
+            continue
+        if all(a in shard_cols and b in shard_cols for a, b in cfg.model.pair_list()):
+            fitting.append(f"pretrain/configs/{path.name}")
+    return fitting
 
 
 def training_manifest(train: list[Export], val: list[Export], train_split: str, val_split: str) -> dict:

@@ -1,16 +1,16 @@
 """The encoder registry: `@register_encoder("name", kind="image")` on a factory, so adding an
 encoder is a one-file change. A config names a built-in encoder (`encoder: convnet`) or one in
 any importable module as `module:name` (`encoder: my_encoders:spectrum_cnn`; importing the
-module registers it, in training and in evaluation alike). A factory takes the modality config (shapes) and keyword options
-and returns an `nn.Module` with a `width` attribute whose forward maps the preprocessed modality
-dict to features [B, width].
+module registers it, in training and in evaluation alike). A factory takes the modality config
+(shapes) and keyword options and returns an `nn.Module` with a `width` attribute whose forward
+maps the preprocessed modality dict to features [B, width].
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-_ENCODERS: dict[str, "EncoderEntry"] = {}
+_ENCODERS: dict[str, EncoderEntry] = {}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmu.shards.format import INDEX_JSON, INDEX_PARQUET, encode_sample, sample_key, shard_name, write_tar
+from mmu.shards.format import INDEX_PARQUET, ShardIndex, encode_sample, sample_key, shard_name, write_index, write_tar
 
 LSST_BANDS = ["lsst-u", "lsst-g", "lsst-r", "lsst-i", "lsst-z", "lsst-y"]
 
@@ -106,7 +106,7 @@ def write_synthetic_export(out: str | Path, columns: dict[str, str], *, n_sample
              "constants": ({f"{c}.lambda": lam.tolist() for c, k in columns.items() if k == "spectrum"}
                            if constant_lambda else {}),
              "shards": shards, "samples": n_samples}
-    (out / INDEX_JSON).write_text(json.dumps(index))
+    write_index(out, ShardIndex.model_validate(index))
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq

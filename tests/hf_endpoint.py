@@ -117,7 +117,7 @@ class HubEndpoint:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> "HubEndpoint":
+    def start(self) -> HubEndpoint:
         handler = type("Handler", (_Handler,), {"hub": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -132,7 +132,7 @@ class HubEndpoint:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "HubEndpoint":
+    def __enter__(self) -> HubEndpoint:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -41,7 +41,7 @@ def resolution(sigma_pix: np.ndarray) -> np.ndarray:
 
 def write_pair(root: Path, survey="main", program="dark", hpix=1000, targetids=(11, 12, 13), seed=0,
                zwarn=None, tsnr=None, drop_hdu=None, drop_zcol=None, nan_flux_target=None, zero_ivar_target=None,
-               dec=None, redshift_ids=None, wave_unit="Angstrom"):
+               dec=None, redshift_ids=None, wave_unit="Angstrom", ivar_per_arm=None):
     rng = np.random.default_rng(seed)
     n = len(targetids)
     d = root / "spectro/redux/iron/healpix" / survey / program / str(hpix // 100) / str(hpix)
@@ -60,6 +60,8 @@ def write_pair(root: Path, survey="main", program="dark", hpix=1000, targetids=(
         wave = arm_wave(arm)
         flux = rng.normal(3, 1, (n, wave.size)).astype(np.float32)
         ivar = rng.uniform(0.5, 4, (n, wave.size)).astype(np.float32)
+        if ivar_per_arm:  # one inverse variance per arm (a line profile keeps its shape in the merge)
+            ivar[:] = ivar_per_arm[arm]
         mask = np.zeros((n, wave.size), np.uint32)
         mask[:, 100:103] = 1 << 1
         if nan_flux_target is not None:
@@ -153,6 +155,76 @@ def test_lsf_sigma_matches_desispec_resolution(tmp_path, builder):
     assert 0.8 < lsf[zi[inner]].min() and lsf[zi[inner]].max() < 1.1  # 1.0-1.3 px x 0.8 Å
 
 
+def _line_width(profile: np.ndarray) -> float:
+    """Sigma (pixels) of a line profile on a pixel grid: the square root of its second moment."""
+    x = np.arange(profile.size)
+    w = profile / profile.sum()
+    return float(np.sqrt((w * (x - (w * x).sum()) ** 2).sum()))
+
+
+def test_lsf_at_the_arm_joins_matches_desispec_line_widths(tmp_path, builder):
+    """A line in each overlap, observed through desispec's own resolution matrices (desispec.io
+    read_spectra, Resolution.dot) and camera coadd (coadd_cameras): lsf_sigma is the line's width.
+    The first/last NDIAG//2 rows of an arm are cut off at its edge; they must not enter."""
+    from desispec.coaddition import coadd_cameras
+    from desispec.io import read_spectra
+
+    from mmu.builders.desi import lsf_sigma_pixels
+
+    weights = {"B": 1.0, "R": 3.0, "Z": 2.0}
+    coadd, _ = write_pair(tmp_path, ivar_per_arm=weights)
+    [item] = builder.list_inputs(tmp_path)
+    table, _ = read_all(builder, item)
+    tid = table.column("targetid")[0].as_py()
+    lsf = np.array(table.column("spectrum").combine_chunks().field("lsf_sigma")[0].values, np.float64)
+    spectra = read_spectra(str(coadd))
+    i = list(spectra.fibermap["TARGETID"]).index(tid)
+    idx = {a: np.rint((spectra.wave[a.lower()] - 3600) / 0.8).astype(int) for a in ARMS}
+    half = NDIAG // 2
+
+    def observed_width(arm, p):  # a line at grid pixel p seen by one arm: desispec's R . delta
+        delta = np.zeros(idx[arm].size)
+        delta[p - idx[arm][0]] = 1.0
+        return _line_width(spectra.R[arm.lower()][i].dot(delta))
+
+    checked = 0
+    for a, b in (("B", "R"), ("R", "Z")):
+        ov = np.intersect1d(idx[a], idx[b])
+        # 1. lines at the overlap's ends, where one arm's rows are cut off: the arms that see the
+        # whole line give its width (ivar-weighted variances, as the coadd), the cut arm does not enter
+        for p in np.r_[ov[:half + 2], ov[-half - 2:]]:
+            whole = [arm for arm in (a, b) if half <= p - idx[arm][0] < idx[arm].size - half]
+            assert whole
+            ref = 0.8 * np.sqrt(np.average([observed_width(arm, p) ** 2 for arm in whole],
+                                           weights=[weights[x] for x in whole]))
+            assert lsf[p] == pytest.approx(ref, rel=2e-3), (a, b, p)
+            checked += 1
+        # the arm's last row, cut off, is >30% narrower than its whole neighbours; averaged in with
+        # the other arm's (the old merge), it leaves the join 2-8% too narrow here
+        end = idx[a][-1]
+        with fits.open(coadd) as hd:
+            row = list(hd["FIBERMAP"].data["TARGETID"]).index(tid)
+            cut = {x: 0.8 * lsf_sigma_pixels(hd[f"{x}_RESOLUTION"].data[row:row + 1].astype(np.float64))[0]
+                   for x in (a, b)}
+        old = np.average([cut[a][-1], cut[b][end - idx[b][0]]], weights=[weights[a], weights[b]])
+        assert cut[a][-1] < 0.7 * cut[a][-half - 1] and cut[b][0] < 0.7 * cut[b][half]
+        assert old < 0.98 * lsf[end]
+        # 2. a line in the middle of the overlap through desispec's camera coadd
+        pc = int(ov[ov.size // 2])
+        for arm in ARMS:
+            spectra.flux[arm.lower()][i] = 0.0
+        for arm in (a, b):
+            delta = np.zeros(idx[arm].size)
+            delta[pc - idx[arm][0]] = 1.0
+            spectra.flux[arm.lower()][i] = spectra.R[arm.lower()][i].dot(delta)
+        merged = coadd_cameras(spectra).flux["brz"][i]
+        assert merged[pc] > 0 and np.isclose(merged[pc - 8:pc + 9].sum(), 1.0, rtol=1e-3)
+        assert lsf[pc] == pytest.approx(0.8 * _line_width(merged[pc - 8:pc + 9]), rel=2e-3)
+    assert checked == 2 * 2 * (half + 2)
+    # the grid's ends (3600 Å, 9824 Å) have no other arm: a cut row takes its arm's nearest whole row
+    assert lsf[:half].tolist() == [lsf[half]] * half and lsf[-half:].tolist() == [lsf[-half - 1]] * half
+
+
 def test_primary_across_survey_program_coadds(tmp_path, builder):
     # TARGETID 12 in main/dark (ZWARN != 0) and sv3/dark (ZWARN 0): sv3 wins despite lower TSNR2;
     # TARGETID 13 in both with ZWARN 0: the higher TSNR2_LRG wins (main)
@@ -220,26 +292,26 @@ def built(sim_raw, tmp_path_factory, dask_client):
                zero_ivar_target=22, dec=[2, 2, 2, 95, 2, 2])
     corrupt, _ = write_pair(bad, "sv3", "dark", hpix=2, targetids=[40], seed=4)
     corrupt.write_bytes(b"garbage".ljust(2880))
-    res = build("desi_dr1", raw, tmp / "hub", client=dask_client, progress=False, log=lambda *a: None)
+    res = build("desi_dr1", raw, tmp / "hub", client=dask_client)
     return raw, res
 
 
 def test_build_rejects_bad_inputs_and_rows_by_name(built):
     raw, res = built
     m = res.manifest
-    [rej_input] = m["rejected_inputs"]
-    assert rej_input["input"] == "healpix-2" and "coadd-sv3-dark-2.fits" in rej_input["reason"]
-    by_id = {r["object_id"]: r for r in m["rejected_rows"]}
+    [rej_input] = m.rejected_inputs
+    assert rej_input.input == "healpix-2" and "coadd-sv3-dark-2.fits" in rej_input.reason
+    by_id = {r.object_id: r for r in m.rejected_rows}
     assert set(by_id) == {"main-dark-21", "main-dark-22", "main-dark-23", "main-dark-24"}
-    assert all(r["input"] == "healpix-1" for r in by_id.values())
-    assert "non-finite flux" in by_id["main-dark-21"]["reason"]
-    assert "all-zero ivar" in by_id["main-dark-22"]["reason"]
-    assert "dec outside" in by_id["main-dark-23"]["reason"] and "duplicate" in by_id["main-dark-24"]["reason"]
+    assert all(r.input == "healpix-1" for r in by_id.values())
+    assert "non-finite flux" in by_id["main-dark-21"].reason
+    assert "all-zero ivar" in by_id["main-dark-22"].reason
+    assert "dec outside" in by_id["main-dark-23"].reason and "duplicate" in by_id["main-dark-24"].reason
     n_sim = 0
     for f in (raw / "desi").rglob("coadd-*.fits"):
         with fits.open(f) as hd:
             n_sim += len(hd["FIBERMAP"].data)
-    assert m["rows"]["total"] == n_sim + 2  # TARGETIDs 20 and 24 of the hand-written file
+    assert m.rows.total == n_sim + 2  # TARGETIDs 20 and 24 of the hand-written file
 
 
 def test_mock_coadds_in_the_hub_equal_desispec_camera_coadd(built):
@@ -284,7 +356,7 @@ def test_mock_redshifts_joined_and_primary_flags(built):
     for r in sim:
         per_target.setdefault(r["targetid"], []).append(r)
     assert any(len(v) > 1 for v in per_target.values())  # the mock has repeated TARGETIDs
-    for tid, reps in per_target.items():
+    for reps in per_target.values():
         assert sum(r["primary"] for r in reps) == 1 and all(r["zcat_nspec"] == len(reps) for r in reps)
         best = min(reps, key=lambda r: (r["zwarn"] != 0, r["desi_survey"], r["program"]))
         assert best["primary"]  # no TSNR2 in the mock files: ZWARN, then (survey, program) order
@@ -292,4 +364,4 @@ def test_mock_redshifts_joined_and_primary_flags(built):
 
 def test_hub_opens_with_datasets_and_lsdb(built):
     _, res = built
-    assert_opens(res.path, res.manifest["rows"]["total"])
+    assert_opens(res.path, res.manifest.rows.total)

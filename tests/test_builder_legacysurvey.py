@@ -1,8 +1,10 @@
 """The legacysurvey builder: WCS cutouts equal the brick pixels, per-band masks from maskbits,
-edge policy, selection cuts, brick_primary, and bad inputs rejected by name.
+edge policy, selection cuts, brick_primary, a band without images masked (rows kept), and bad
+inputs rejected by name.
 
 Bricks are written here from the DR10 file descriptions (fpack-compressed image / invvar /
-maskbits with a TAN WCS, a tractor catalogue), independently of the mock observatory.
+maskbits with a TAN WCS, a tractor catalogue), independently of the mock observatory, and read
+back with fitsio (an independent FITS reader) where the test needs the pixels.
 """
 from __future__ import annotations
 
@@ -30,8 +32,10 @@ def brick_wcs(ra0=150.125, dec0=2.125) -> WCS:
 
 
 def write_brick(root: Path, brick="1501p021", sources=None, drop_file=None, drop_column=None, nan_at=None,
-                zero_ivar=False, dup_objid=False, region="south", bad_dec_row=None):
-    """Sources: list of (x, y, type, r_flux, brick_primary) in 0-indexed pixel coordinates."""
+                zero_ivar=False, dup_objid=False, region="south", bad_dec_row=None, drop_bands=(),
+                no_tractor=False):
+    """Sources: list of (x, y, type, r_flux, brick_primary) in 0-indexed pixel coordinates.
+    `drop_bands`: bands without image/invvar files (no coverage, as DR10 south's i-band)."""
     rng = np.random.default_rng(0)
     wcs = brick_wcs()
     sources = sources or [(150.2, 149.7, "SER", 10.0, True), (60.0, 200.0, "PSF", 2.0, True),
@@ -53,7 +57,7 @@ def write_brick(root: Path, brick="1501p021", sources=None, drop_file=None, drop
             iv[:] = 0
         for kind, data in (("image", img), ("invvar", iv)):
             name = f"legacysurvey-{brick}-{kind}-{b}.fits.fz"
-            if name == drop_file:
+            if name == drop_file or b in drop_bands:
                 continue
             h = fits.CompImageHDU(data, header=header, compression_type="RICE_1", quantize_level=-0.0001)
             if kind == "image":
@@ -79,6 +83,8 @@ def write_brick(root: Path, brick="1501p021", sources=None, drop_file=None, drop
     cat = fits.BinTableHDU.from_columns([fits.Column(k, f, array=np.asarray(a)) for k, (f, a) in cols.items()
                                          if k != drop_column])
     tdir = root / region / "tractor" / brick[:3]
+    if no_tractor:
+        return coadd, tdir / f"tractor-{brick}.fits"
     tdir.mkdir(parents=True, exist_ok=True)
     fits.HDUList([fits.PrimaryHDU(), cat]).writeto(tdir / f"tractor-{brick}.fits", overwrite=True)
     return coadd, tdir / f"tractor-{brick}.fits"
@@ -163,15 +169,64 @@ def test_selection_cuts(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"drop_file": "legacysurvey-1501p021-invvar-z.fits.fz"}, ["invvar-z", "missing"]),
+    ({"drop_file": "legacysurvey-1501p021-invvar-z.fits.fz"},
+     ["legacysurvey-1501p021-image-z.fits.fz present", "invvar-z.fits.fz missing"]),
+    ({"drop_file": "legacysurvey-1501p021-image-r.fits.fz"},
+     ["legacysurvey-1501p021-invvar-r.fits.fz present", "image-r.fits.fz missing"]),
+    ({"drop_file": "legacysurvey-1501p021-maskbits.fits.fz"}, ["maskbits.fits.fz missing"]),
+    ({"drop_bands": BANDS}, ["no image files for any of bands ['g', 'r', 'i', 'z']"]),
+    ({"no_tractor": True}, ["brick 1501p021", "no catalogue tractor-1501p021.fits"]),
     ({"drop_column": "psfsize_i"}, ["psfsize_i"]),
 ])
 def test_bad_brick_rejected_by_name(tmp_path, kwargs, words):
     write_brick(tmp_path, **kwargs)
     b = make()
+    [item] = b.list_inputs(tmp_path)
+    assert item.key == "south/1501p021"
     with pytest.raises(InputRejected) as e:
-        list(b.read(b.list_inputs(tmp_path)[0]))
+        list(b.read(item))
     assert all(w in str(e.value) for w in words), str(e.value)
+    assert b.manifest_extra() == {}  # a rejected brick is not a brick with masked bands
+
+
+def test_brick_without_i_band_keeps_its_rows_with_i_masked(tmp_path):
+    """DR10 south: no i-band images in a brick. Every row is kept; the i plane is flux 0, ivar 0,
+    masked, psf_fwhm 0; g, r, z equal the pixels fitsio reads; build.json counts the brick."""
+    import fitsio
+
+    full_root, part_root = tmp_path / "full", tmp_path / "part"
+    write_brick(full_root)
+    coadd, tractor = write_brick(part_root, drop_bands=("i",))
+    assert sorted(f.name for f in coadd.iterdir() if "-i." in f.name) == []
+    b = make()
+    [item] = b.list_inputs(part_root)
+    assert len(item.paths) == 8  # tractor, maskbits, image + invvar of g, r, z
+    table, rej = read_all(b, item)
+    full, _ = read_all(make(), make().list_inputs(full_root)[0])
+    assert rej == [] and table.num_rows == full.num_rows == 4  # no row lost
+    assert table.column("object_id").to_pylist() == full.column("object_id").to_pylist()
+    assert b.manifest_extra() == {"input_notes": {"bricks_missing_bands": {
+        "count": 1, "by_band": {"i": 1}, "bricks": {"south/1501p021": ["i"]}}}}
+    assert make().list_inputs(full_root) and make().manifest_extra() == {}
+    cat = fitsio.read(str(tractor), ext=1)
+    for k, row in enumerate(table.to_pylist()):
+        img, ref = row["image"], full.to_pylist()[k]["image"]
+        assert img["band"] == ["legacysurvey-g", "legacysurvey-r", "legacysurvey-i", "legacysurvey-z"]
+        assert row["bands_observed"] == ["legacysurvey-g", "legacysurvey-r", "legacysurvey-z"]
+        flux, ivar, mask = (np.array(img[n]) for n in ("flux", "ivar", "mask"))
+        assert (flux[2] == 0).all() and (ivar[2] == 0).all() and mask[2].all()
+        np.testing.assert_array_equal(img["psf_fwhm"], np.array([cat["psfsize_g"][k], cat["psfsize_r"][k], 0.0,
+                                                                 cat["psfsize_z"][k]], np.float32))
+        for j in (0, 1, 3):  # the observed bands: exactly what the full brick gives
+            for n in ("flux", "ivar", "mask"):
+                np.testing.assert_array_equal(np.array(img[n])[j], np.array(ref[n])[j])
+        assert not mask[[0, 1, 3]].all()
+    # the observed planes against fitsio's own decompression of the brick
+    row = table.to_pylist()[0]
+    x0, y0 = 118, 118  # pixel (150.2, 149.7) -> (150, 150) at index (32, 32) of a 64 px cutout
+    for j, band in ((0, "g"), (1, "r"), (3, "z")):
+        pix = fitsio.read(str(coadd / f"legacysurvey-1501p021-image-{band}.fits.fz"), ext=1)
+        np.testing.assert_array_equal(np.array(row["image"]["flux"], np.float32)[j], pix[y0:y0 + 64, x0:x0 + 64])
 
 
 @pytest.fixture(scope="module")
@@ -192,21 +247,22 @@ def built(sim_raw, tmp_path_factory, dask_client):
     f.write_bytes(f.read_bytes()[:5000])  # truncated
     write_brick(bad, "1507p021", drop_file="legacysurvey-1507p021-maskbits.fits.fz")
     write_brick(bad, "1509p021", region="north")  # another region: not listed
-    res = build("legacysurvey_dr10_south", raw, tmp / "hub", client=dask_client, progress=False,
-                log=lambda *a: None)
+    write_brick(bad, "1511p021", no_tractor=True)  # coadds without a catalogue: rejected by name
+    res = build("legacysurvey_dr10_south", raw, tmp / "hub", client=dask_client)
     return raw, res
 
 
 def test_build_rejects_bad_inputs_and_rows_by_name(built):
     raw, res = built
     m = res.manifest
-    keys = [i["key"] for i in m["inputs"]]
+    keys = [i.key for i in m.inputs]
     assert "south/1509p021" not in keys and "south/1501p021" in keys
-    bad = {r["input"]: r["reason"] for r in m["rejected_inputs"]}
-    assert set(bad) == {"south/1505p021", "south/1507p021"}
+    bad = {r.input: r.reason for r in m.rejected_inputs}
+    assert set(bad) == {"south/1505p021", "south/1507p021", "south/1511p021"}
+    assert "no catalogue tractor-1511p021.fits" in bad["south/1511p021"]
     assert "image-g.fits.fz" in bad["south/1505p021"] and "truncated" in bad["south/1505p021"]
     assert "maskbits.fits.fz" in bad["south/1507p021"] and "missing" in bad["south/1507p021"]
-    rows = {(r["input"], r["object_id"]): r["reason"] for r in m["rejected_rows"]}
+    rows = {(r.input, r.object_id): r.reason for r in m.rejected_rows}
     assert "non-finite flux" in rows[("south/1501p021", "1501p021-0")]
     assert "duplicate" in rows[("south/1501p021", "1501p021-2")]
     zero = [r for k, r in rows.items() if k[0] == "south/1503p021"]
@@ -216,7 +272,7 @@ def test_build_rejects_bad_inputs_and_rows_by_name(built):
     for t in (raw / "legacysurvey").rglob("tractor-*.fits"):
         with fits.open(t) as hd:
             n_sim += len(hd[1].data)
-    assert m["rows"]["total"] == n_sim + 2
+    assert m.rows.total == n_sim + 2
 
 
 def test_mock_cutouts_in_the_hub_equal_the_brick_pixels(built):
@@ -224,8 +280,8 @@ def test_mock_cutouts_in_the_hub_equal_the_brick_pixels(built):
     table = hub_table(res.path)
     ids = table.column("object_id").to_pylist()
     image = table.column("image").combine_chunks()
-    checked = padded = 0
-    for tractor in sorted((raw / "legacysurvey").rglob("tractor-*.fits"))[:3]:
+    checked = padded = masked_bands = 0
+    for tractor in sorted((raw / "legacysurvey").rglob("tractor-*.fits")):
         brick = tractor.name[8:16]
         coadd = tractor.parents[2] / "coadd" / brick[:3] / brick
         with fits.open(tractor) as hd:
@@ -234,6 +290,8 @@ def test_mock_cutouts_in_the_hub_equal_the_brick_pixels(built):
             maskbits = hd[1].data.astype(np.int64)
         planes = {}
         for b in BANDS:
+            if not (coadd / f"legacysurvey-{brick}-image-{b}.fits.fz").exists():
+                continue  # the mock leaves i-band out of some bricks, as DR10 south
             with fits.open(coadd / f"legacysurvey-{brick}-image-{b}.fits.fz") as hd:
                 planes[b] = (hd[1].data, WCS(hd[1].header))
             with fits.open(coadd / f"legacysurvey-{brick}-invvar-{b}.fits.fz") as hd:
@@ -243,8 +301,14 @@ def test_mock_cutouts_in_the_hub_equal_the_brick_pixels(built):
             row = image[k].as_py()
             flux, ivar, mask = (np.array(row[n]) for n in ("flux", "ivar", "mask"))
             assert flux.shape == (4, 96, 96) and row["scale"] == pytest.approx(0.262, rel=1e-4)
-            np.testing.assert_allclose(row["psf_fwhm"], [cat[f"psfsize_{b}"][i] for b in BANDS], rtol=1e-6)
+            np.testing.assert_allclose(row["psf_fwhm"], [cat[f"psfsize_{b}"][i] if b in planes else 0.0
+                                                         for b in BANDS], rtol=1e-6)
+            assert table.column("bands_observed")[k].as_py() == [f"legacysurvey-{b}" for b in BANDS if b in planes]
             for j, b in enumerate(BANDS):
+                if b not in planes:  # a band without images: masked, zero flux and ivar; the row is kept
+                    assert mask[j].all() and (flux[j] == 0).all() and (ivar[j] == 0).all()
+                    masked_bands += 1
+                    continue
                 img, wcs, iv = planes[b]
                 x, y = wcs.all_world2pix(cat["ra"][i], cat["dec"][i], 0)
                 x0, y0 = int(np.floor(x + 0.5)) - 48, int(np.floor(y + 0.5)) - 48
@@ -262,9 +326,14 @@ def test_mock_cutouts_in_the_hub_equal_the_brick_pixels(built):
                 np.testing.assert_array_equal(mask[j][st], ((maskbits[sl] & bits) != 0) | (iv[sl] <= 0))
             assert table.column("brick_primary")[k].as_py() == bool(cat["brick_primary"][i])
             checked += 1
-    assert checked >= 10
+    assert checked >= 10 and masked_bands >= 1
+    bricks_without_i = sorted(f"south/{t.name[8:16]}" for t in (raw / "legacysurvey").rglob("tractor-*.fits")
+                              if not any(t.parents[2].joinpath("coadd").rglob(f"*{t.name[8:16]}-image-i.*")))
+    notes = res.manifest.input_notes["bricks_missing_bands"]
+    assert bricks_without_i and sorted(notes["bricks"]) == bricks_without_i
+    assert notes["count"] == len(bricks_without_i) and notes["by_band"] == {"i": len(bricks_without_i)}
 
 
 def test_hub_opens_with_datasets_and_lsdb(built):
     _, res = built
-    assert_opens(res.path, res.manifest["rows"]["total"])
+    assert_opens(res.path, res.manifest.rows.total)

@@ -136,21 +136,21 @@ def built(sim_raw, tmp_path_factory, dask_client):
     meta["ra"], meta["decl"] = 150.0 + 0.01 * np.arange(5), meta["decl"].where(meta.decl < -90, 2.0)
     meta.to_csv(meta_path, index=False, compression="gzip")
     write_csvs(raw / "bad2", n_obj=3, start_id=950_000, drop_lc="mjd")  # a CSV missing a column
-    res = build("plasticc_2018", raw, tmp / "hub", client=dask_client, progress=False, log=lambda *a: None)
+    res = build("plasticc_2018", raw, tmp / "hub", client=dask_client)
     return raw, res
 
 
 def test_build_rejects_bad_inputs_and_rows_by_name(built):
     raw, res = built
     m = res.manifest
-    [bad] = m["rejected_inputs"]
-    assert bad["input"] == "bad2/plasticc_train_lightcurves.csv.gz" and "mjd" in bad["reason"]
-    by_id = {r["object_id"]: r for r in m["rejected_rows"]}
+    [bad] = m.rejected_inputs
+    assert bad.input == "bad2/plasticc_train_lightcurves.csv.gz" and "mjd" in bad.reason
+    by_id = {r.object_id: r for r in m.rejected_rows}
     assert set(by_id) == {"900001", "900002", "900003"}
-    assert "flux" in by_id["900001"]["reason"] and "flux_err" in by_id["900002"]["reason"]
-    assert "dec outside" in by_id["900003"]["reason"]
+    assert "flux" in by_id["900001"].reason and "flux_err" in by_id["900002"].reason
+    assert "dec outside" in by_id["900003"].reason
     n_sim = len(pd.read_csv(raw / "plasticc" / "plasticc_train_metadata.csv.gz"))
-    assert m["rows"]["total"] == n_sim + 2
+    assert m.rows.total == n_sim + 2
 
 
 def test_mock_light_curves_in_the_hub_equal_the_csv(built):
@@ -171,4 +171,4 @@ def test_mock_light_curves_in_the_hub_equal_the_csv(built):
 
 def test_hub_opens_with_datasets_and_lsdb(built):
     _, res = built
-    assert_opens(res.path, res.manifest["rows"]["total"])
+    assert_opens(res.path, res.manifest.rows.total)

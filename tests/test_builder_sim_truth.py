@@ -19,7 +19,7 @@ def built(sim_raw, tmp_path_factory, dask_client):
     tmp = tmp_path_factory.mktemp("sim_truth")
     raw = link_tree(sim_raw, tmp / "raw", "sim_truth")
     hub = tmp / "hub"
-    kw = dict(client=dask_client, progress=False, log=lambda *a: None)
+    kw = dict(client=dask_client)
     return raw, build("sim_truth_v1", raw, hub, **kw), build("sim_truth_transients_v1", raw, hub, **kw)
 
 
@@ -29,7 +29,7 @@ def test_truth_rows_equal_the_parquet(built, which):
     res, id_col = (gal, "galaxy_id") if which == "galaxies" else (trans, "object_id")
     truth = pq.read_table(raw / "sim_truth" / f"{which}.parquet").to_pandas().set_index(id_col)
     hub = hub_table(res.path).to_pandas().set_index("object_id")
-    assert res.manifest["rejected_rows"] == [] and res.manifest["rows"]["total"] == len(truth)
+    assert res.manifest.rejected_rows == [] and res.manifest.rows.total == len(truth)
     assert sorted(hub.index) == sorted(str(i) for i in truth.index)
     hub.index = hub.index.astype(np.int64)
     hub = hub.loc[truth.index]
@@ -68,5 +68,5 @@ def test_undeclared_column_reported_missing_id_rejected(tmp_path):
 
 def test_hubs_open_with_datasets_and_lsdb(built):
     _, gal, trans = built
-    assert_opens(gal.path, gal.manifest["rows"]["total"])
-    assert_opens(trans.path, trans.manifest["rows"]["total"])
+    assert_opens(gal.path, gal.manifest.rows.total)
+    assert_opens(trans.path, trans.manifest.rows.total)

@@ -7,8 +7,8 @@ import re
 import pytest
 import yaml
 
-from mmu.registry.catalog import CatalogError, default_catalog_path, load_catalog, parse_catalog
 from mmu.model.splits import SplitDefinition
+from mmu.registry.catalog import CatalogError, default_catalog_path, load_catalog, parse_catalog
 
 RAW = yaml.safe_load(default_catalog_path().read_text())
 CATALOG = load_catalog(default_catalog_path(), overlays=[])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,18 +173,39 @@ def test_paired_datasets_and_results_cite_their_inputs(tmp_path, capsys):
         collect([str(tmp_path / "odd.json")], cat)
 
 
+UNREADABLE = "not a BibTeX entry"
+
+
 @pytest.mark.parametrize("bad, why", [
-    ("@article{K, title = {unclosed}", "expected ','"),
-    ("@article{K, title = {a}}} ", "expected '@'"),
-    ("@article{K, title = {a}, title = {b}}", "appears twice"),
-    ("@article{, title = {a}}", "no citation key"),
-    ("@article{K, title {a}}", "expected '='"),
-    ("@article{K, title = {a}{b}}", "expected ','"),
-    ("text @article{K, title = {a}}", "expected '@'"),
+    ("@article{K, title = {unclosed}", UNREADABLE),
+    ("@article{K, title = {a}}} ", UNREADABLE),
+    ("@article{K, title = {a}, title = {b}}", "line 1: @article{K: field 'title' appears twice"),
+    ("@article{K, Title = {a}, title = {b}}", "field 'title' appears twice"),  # names are case-blind
+    ("@article{, title = {a}}", UNREADABLE),
+    ("@article{K, title {a}}", UNREADABLE),
+    ("@article{K, title = {a}{b}}", UNREADABLE),
+    ("text @article{K, title = {a}}", UNREADABLE),
+    ("@misc{A, year = 2020}\n\n@article{B, title = {a}{b}}", "line 3: not a BibTeX entry"),
 ])
 def test_strict_parser_rejects_malformed_bibtex(bad, why):
-    with pytest.raises(CiteError, match=why):
+    """bibtexparser alone would skip these (or keep the first title): each must be an error
+    naming the line, never a citation silently missing an entry or a field."""
+    with pytest.raises(CiteError, match=re.escape(why)):
         parse_bibtex(bad)
+
+
+def test_parser_keeps_field_order_non_ascii_macros_and_concatenation():
+    [a, b] = parse_bibtex("% a comment line\n"
+                          "@Article{Sch\u00f6n2024,\n  author = {Sch\u00f6n, J. and {\\\"O}zel, F.},\n"
+                          "  title = \"Spectra {DESI} \" # {in 3D}, month = jan, year = 2024,\n}\n"
+                          "@misc(Z99, note = {caf\u00e9 \u2014 \u00b0})")
+    assert (a.type, a.key) == ("article", "Sch\u00f6n2024")
+    assert [k for k, _ in a.fields] == ["author", "title", "month", "year"]  # as written
+    assert a.get("author") == "Sch\u00f6n, J. and {\\\"O}zel, F." and a.get("title") == "Spectra {DESI} in 3D"
+    assert a.get("month") == "January" and a.get("year") == "2024"
+    assert (b.type, b.key, b.get("note")) == ("misc", "Z99", "caf\u00e9 \u2014 \u00b0")
+    again = parse_bibtex(a.render() + "\n" + b.render())
+    assert [e.normalized() for e in again] == [a.normalized(), b.normalized()]
 
 
 def test_render_round_trips_every_catalog_entry():

@@ -13,15 +13,15 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord, match_coordinates_sky
 
 from mmu.engine.build import build
-from mmu.pairing.crossmatch import CrossmatchError, crossmatch, directional_light_radius
-from mmu.shards.export import ExportError, export_wds
 from mmu.model.schema import modalities_of
 from mmu.model.splits import SplitDefinition
 from mmu.model.validate import validate_rows
+from mmu.pairing.crossmatch import CrossmatchError, crossmatch, directional_light_radius
+from mmu.shards.export import ExportError, export_wds
 from mmu_testbuilder import write_spectra_file
 
 SPLIT = SplitDefinition()
-QUIET = dict(progress=False, log=lambda *a: None)
+QUIET: dict = {}  # progress and log go through mmu.logs (no per-call switches)
 
 
 def _border_points(rng, n, ra0, dec0, width):
@@ -74,9 +74,9 @@ def astropy_pairs(left, lid, right, rid, radius=1.0):
     d = d2d.to_value(u.arcsec)
     cand = sorted((rid[idx[i]], d[i], str(lid[i])) for i in range(len(lid)) if d[i] < radius)
     best = {}
-    for r, dist, l in cand:
-        best.setdefault(r, (l, dist))
-    return {(l, str(r)): dist for r, (l, dist) in best.items()}
+    for r, dist, left in cand:
+        best.setdefault(r, (left, dist))
+    return {(left, str(r)): dist for r, (left, dist) in best.items()}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_pairs_equal_astropy_across_borders_pole_and_ra_wrap(paired):
     assert (SPLIT.pixels(lp[:, 0], lp[:, 1]) != SPLIT.pixels(rp[:, 0], rp[:, 1])).sum() >= 5
     assert (((lp[:, 0] > 359) & (rp[:, 0] < 1)) | ((lp[:, 0] < 1) & (rp[:, 0] > 359))).sum() >= 1
     assert (lp[:, 1] > 88.8).sum() >= 25
-    assert result.manifest["match"]["many_to_one_dropped"]["othersurvey"] >= 1
+    assert result.manifest.match["many_to_one_dropped"]["othersurvey"] >= 1
 
 
 def test_paired_catalog_is_a_valid_hub_dataset(paired):
@@ -124,9 +124,9 @@ def test_paired_catalog_is_a_valid_hub_dataset(paired):
     assert set(mods) == {"testsurvey_spectrum", "othersurvey_spectrum"}
     assert validate_rows(t, mods) == []
     assert {"testsurvey_mag", "othersurvey_mag", "othersurvey_ra", "testsurvey_split"} <= set(t.column_names)
-    assert m["inputs_datasets"] == ["testsurvey_v1", "othersurvey_v1"]
-    assert len(m["inputs_revisions"]) == 2 and m["content_revision"] and m["paired"]
-    assert min(int(f.split("Norder=")[1].split("/")[0]) for fs in m["data_files"].values() for f in fs) >= SPLIT.order
+    assert m.inputs_datasets == ["testsurvey_v1", "othersurvey_v1"]
+    assert len(m.inputs_revisions) == 2 and m.content_revision and m.paired
+    assert min(int(f.split("Norder=")[1].split("/")[0]) for fs in m.data_files.values() for f in fs) >= SPLIT.order
     # values joined exactly from the inputs
     other = _table(hub, "othersurvey_v1")
     pos = {o: i for i, o in enumerate(other.column("object_id").to_pylist())}
@@ -150,7 +150,7 @@ def test_keep_unmatched_keeps_left_rows_with_null_modality(paired, dask_client):
     t = _table(hub, "test_x_other_all")
     assert t.num_rows == len(lid)
     nulls = t.column("othersurvey_spectrum").null_count
-    assert nulls == len(lid) - result.manifest["rows"]["total"]
+    assert nulls == len(lid) - result.manifest.rows.total
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -238,8 +238,8 @@ def test_host_association_prefers_the_smallest_directional_light_radius(with_ove
     nearest = dict(zip(tn.column("object_id").to_pylist(), tn.column("galsurvey_object_id").to_pylist()))
     shared = str(n - 1)  # the second transient in galaxy 1000
     assert sum(nearest.get(k) != v for k, v in got.items() if k != shared) == n - 1  # nearest is never the host
-    assert host.manifest["match"]["many_to_one_dropped"]["galsurvey"] == 0
-    assert host.manifest["method"] == "host" and near.manifest["method"] == "nearest"
+    assert host.manifest.match["many_to_one_dropped"]["galsurvey"] == 0
+    assert host.manifest.method == "host" and near.manifest.method == "nearest"
 
 
 def test_export_streams_shuffled_batches_with_an_index(paired, tmp_path, dask_client):
@@ -249,14 +249,16 @@ def test_export_streams_shuffled_batches_with_an_index(paired, tmp_path, dask_cl
     tmp, hub, truth, result = paired
     out = tmp_path / "shards"
     idx = export_wds("test_x_other", hub, out, split="train", shard_size="4KB", seed=3, client=dask_client, **QUIET)
-    n = result.manifest["rows"]["train"]
-    assert idx["samples"] == n == sum(s["samples"] for s in idx["shards"])
-    assert len(idx["shards"]) % 8 == 0 or len(idx["shards"]) == n
-    assert idx["content_revision"] == result.manifest["content_revision"]
-    assert read_index(out)["constants"]["othersurvey_spectrum.lambda"][0] == pytest.approx(4000.0)
+    n = result.manifest.rows.train
+    assert idx.samples == n == sum(s.samples for s in idx.shards)
+    assert len(idx.shards) % 8 == 0 or len(idx.shards) == n
+    assert idx.content_revision == result.manifest.content_revision
+    assert read_index(out) == idx  # index.json holds exactly what export_wds returned
+    assert idx.constants["othersurvey_spectrum.lambda"][0] == pytest.approx(4000.0)
+    assert idx.inputs_datasets == ["testsurvey_v1", "othersurvey_v1"] and idx.format_version == 1
     import hashlib
-    for s in idx["shards"]:
-        assert hashlib.sha256((out / s["name"]).read_bytes()).hexdigest() == s["sha256"]
+    for s in idx.shards:
+        assert hashlib.sha256((out / s.name).read_bytes()).hexdigest() == s.sha256
     shards = sorted(glob.glob(str(out / "*.tar")))
     ds = wds.WebDataset(shards, shardshuffle=False, empty_check=False).map(decode_sample)
     samples = list(ds)
@@ -275,9 +277,9 @@ def test_export_streams_shuffled_batches_with_an_index(paired, tmp_path, dask_cl
     assert (np.diff(pix) != 0).sum() > len(set(pix))
     again = export_wds("test_x_other", hub, tmp_path / "again", split="train", shard_size="4KB", seed=3,
                        client=dask_client, **QUIET)
-    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in idx["shards"]]
+    assert [s.sha256 for s in again.shards] == [s.sha256 for s in idx.shards]
     other = export_wds("test_x_other", hub, tmp_path / "other", split="train", shard_size="4KB", seed=4,
                        client=dask_client, **QUIET)
-    assert [s["sha256"] for s in other["shards"]] != [s["sha256"] for s in idx["shards"]]
+    assert [s.sha256 for s in other.shards] != [s.sha256 for s in idx.shards]
     with pytest.raises(ExportError, match="--overwrite"):
         export_wds("test_x_other", hub, out, split="train", client=dask_client, **QUIET)

@@ -30,7 +30,8 @@ def test_tiny_demo_runs_the_chain_and_a_rerun_reuses_every_stage(tmp_path):
     for name in ("legacysurvey_dr10_south", "mock_ls_desi_v1"):
         manifest = json.loads((out / "hub" / name / "build.json").read_text())
         assert manifest["mock"] is True and manifest["mock_seed"] == 1
-    assert "total" in first.stdout and "pretrain" in first.stdout
+    assert "total" in first.stdout and "pretrain" in first.stdout  # the stage table: the command's output
+    assert "[demo] pretrain ..." in first.stderr  # progress: log lines
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "(earlier run, reused)" in second.stdout
@@ -73,7 +74,7 @@ def test_tiny_demo_runs_the_chain_and_a_rerun_reuses_every_stage(tmp_path):
     assert "DemoRedshiftImage.v1" in report and "not comparable with the public board" in report
     assert f"{m['delta']:+.3f}" in report
     assert json.loads((out / "report.json").read_text())["margin"] == m
-    assert second.stdout.count("reusing") == 6
+    assert second.stderr.count("reusing") == 6
     # the report as a browser renders it: the probe table's rows are the demo's results
     from test_eval_leaderboard import chromium
     exe = chromium()
@@ -84,7 +85,7 @@ def test_tiny_demo_runs_the_chain_and_a_rerun_reuses_every_stage(tmp_path):
     cells = _table_cells(dom.stdout, "probes")
     assert {r[0] for r in cells} == set(tasks)
     for name, protocol, _, *values, n_test in cells:
-        for label, shown in zip(("pretrained", "random-weights", "raw-pca", "supervised"), values):
+        for label, shown in zip(("pretrained", "random-weights", "raw-pca", "supervised"), values, strict=False):
             if label in tasks[name]:
                 assert float(shown) == pytest.approx(tasks[name][label]["value"], abs=5e-4)
             else:
@@ -146,8 +147,8 @@ def test_every_size_trains_on_what_the_demo_builds(size, tmp_path):
     columns, a crop no larger than the Legacy Survey cutouts, the DESI grid's length (medium
     cannot be run on a CPU in CI; this is what can be checked of it without one)."""
     from mmu.builders.desi import NPIX
-    from mmu.registry.catalog import load_catalog
     from mmu.demo.run import SIZES, Demo
+    from mmu.registry.catalog import load_catalog
 
     cfg = Demo(tmp_path / "demo", size).pretrain_config()
     assert set(cfg.model.modalities) == {"legacysurvey_image", "desi_spectrum"}
@@ -156,3 +157,77 @@ def test_every_size_trains_on_what_the_demo_builds(size, tmp_path):
     assert cfg.model.modalities["desi_spectrum"].length == NPIX
     assert cfg.train.steps == SIZES[size].pretrain_steps
     assert cfg.data.train == [str(tmp_path / "demo" / "shards" / "train")]
+
+
+def test_report_page_from_a_summary(tmp_path, monkeypatch):
+    """report.html from a summary, figures stubbed: the probe table (best bold, '—' where a model
+    has no result), the margin with its verdict, the stage table, and names shown as text."""
+    from mmu.demo import report
+
+    for name, png in (("_training_curve", b"curve"), ("_z_scatter", b"scatter")):
+        monkeypatch.setattr(report, name, lambda *a, png=png: png)
+    monkeypatch.setattr(report, "_examples", lambda *a: [("examples", b"ex")])
+    monkeypatch.setattr(report, "_retrieval", lambda *a: None)  # a figure without inputs is left out
+    monkeypatch.setattr(report, "_embedding_map", lambda *a: b"map")
+    row = {"protocol": "linear.v1", "main_score": "r2", "n_test": 40, "comparable": True}
+    tasks = {"DemoRedshiftImage.v1": {"pretrained": {**row, "value": 0.5012}, "random-weights": {**row, "value": 0.31},
+                                      "raw-pca": {**row, "value": None}},
+             "Demo<script>x.v1": {"pretrained": {**row, "protocol": "retrieval.v1", "main_score": "r@1", "value": 0.2}}}
+    margin = {"task": "DemoRedshiftImage.v1", "protocol": "linear.v1", "a": 0.5012, "b": 0.31, "delta": 0.1912,
+              "n": 40, "level": 0.95, "ci": [0.1049, 0.2833], "required_gain": 0.1, "met": True}
+    summary = {"size": {"name": "small"}, "seed": 1, "stages_s": {"sim": 1.25, "eval": 10.0}, "reused": ["sim"],
+               "total_s": 11.5, "results": {"pretrain": {"checkpoint": str(tmp_path / "r" / "c" / "x.pt")},
+                                            "eval": {"tasks": tasks, "margin": margin, "leaderboard": {"site": "s"}}}}
+    page = report.write_report(tmp_path, summary)
+    text = page.read_text()
+    assert "<script>x" not in text and "Demo&lt;script&gt;x.v1" in text
+    cells = _table_cells(text, "probes")
+    assert cells[0] == ["DemoRedshiftImage.v1", "linear.v1", "r2", "0.501", "0.310", "", "40"]
+    assert cells[1] == ["Demo<script>x.v1", "retrieval.v1", "r@1", "0.200", "—", "—", "40"]
+    assert "<td><b>0.501</b></td>" in text  # the best of the row
+    assert "a gain of <b>+0.191</b>" in text and "95% interval +0.105 to +0.283" in text
+    assert "class='met'>met</b>" in text
+    assert _table_cells(text, "stages") == [["sim", "1.2 (an earlier run; reused)"], ["eval", "10.0"],
+                                            ["total", "11.5"]]
+    assert text.count("data:image/png;base64,") == 4 and "Retrieval" not in text
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "embedding_map.png", "examples.png", "redshift_scatter.png", "training_curve.png"]
+    assert json.loads((tmp_path / "report.json").read_text())["margin"] == margin
+    summary["results"]["eval"]["margin"] = {**margin, "met": False, "delta": 0.05}
+    assert "class='not-met'>not met</b>" in report.write_report(tmp_path, summary).read_text()
+
+
+def test_stage_log_lines_quiet_the_library_steps_and_the_table_is_the_output():
+    """Inside a stage, the library steps' info lines are held back (their warnings pass) unless
+    the verbosity is debug; the stage table is what `mmu demo` prints."""
+    import logging
+
+    import mmu.logs
+    from mmu.demo.run import quiet_steps, stage_table
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(f"{record.name}:{record.getMessage()}")
+    mmu_logger = logging.getLogger("mmu")
+    mmu_logger.addHandler(handler)
+    before = mmu.logs.get_verbosity()
+    try:
+        mmu.logs.set_verbosity("info")
+        build_log, demo_log = logging.getLogger("mmu.engine.build"), logging.getLogger("mmu.demo.run")
+        with quiet_steps():
+            build_log.info("built x")
+            build_log.warning("input y rejected")
+            demo_log.info("[demo] build ...")
+        build_log.info("after the stage")
+        mmu.logs.set_verbosity("debug")
+        with quiet_steps():
+            build_log.info("verbose")
+    finally:
+        mmu_logger.removeHandler(handler)
+        mmu.logs.set_verbosity(before)
+    assert seen == ["mmu.engine.build:input y rejected", "mmu.demo.run:[demo] build ...",
+                    "mmu.engine.build:after the stage", "mmu.engine.build:verbose"]
+    table = stage_table({"stages_s": {"sim": 12.34, "build": 5.0}, "reused": ["sim"], "total_s": 17.5,
+                         "report": "out/report.html"})
+    assert table.splitlines() == ["", "stage         seconds", "sim              12.3  (earlier run, reused)",
+                                  "build             5.0", "total            17.5", "", "report: out/report.html"]

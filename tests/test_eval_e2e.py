@@ -17,7 +17,6 @@ from mmu.engine.build import build
 from mmu.pairing.crossmatch import crossmatch
 from mmu.shards.export import export_wds
 
-QUIET = dict(progress=False, log=lambda *a: None)
 NPIX = 64
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,15 +82,15 @@ def world(tmp_path_factory, test_overlay, dask_client):
     mp.setenv("MMU_CACHE", str(root / "cache"))
     mp.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")]))
     hub = root / "hub"
-    build("testsurvey_v1", root / "raw" / "a", hub, client=dask_client, **QUIET)
-    build("othersurvey_v1", root / "raw" / "b", hub, client=dask_client, **QUIET)
-    pair = crossmatch(["testsurvey_v1", "othersurvey_v1"], hub, "toy_pair", client=dask_client, **QUIET)
+    build("testsurvey_v1", root / "raw" / "a", hub, client=dask_client)
+    build("othersurvey_v1", root / "raw" / "b", hub, client=dask_client)
+    pair = crossmatch(["testsurvey_v1", "othersurvey_v1"], hub, "toy_pair", client=dask_client)
     overlay = root / "tasks.yaml"
-    overlay.write_text(yaml.safe_dump(task_overlay(pair.manifest["content_revision"], pair.manifest["split"]["hash"])))
+    overlay.write_text(yaml.safe_dump(task_overlay(pair.manifest.content_revision, pair.manifest.split.hash)))
     mp.setenv("MMU_CATALOG", os.pathsep.join([str(test_overlay), str(overlay)]))
     for split in ("train", "val"):
         export_wds("toy_pair", hub, root / "wds" / split, split=split, shard_size="64kB", shard_multiple=2,
-                   client=dask_client, **QUIET)
+                   client=dask_client)
     from mmu.pretrain.config import parse_config
     from mmu.pretrain.train import run_training
 
@@ -110,7 +109,7 @@ def world(tmp_path_factory, test_overlay, dask_client):
     from mmu.pretrain.checkpoint import find_latest
 
     ckpt = find_latest(root / "run" / "checkpoints")
-    yield {"root": root, "hub": hub, "ckpt": ckpt, "cfg": cfg, "revision": pair.manifest["content_revision"],
+    yield {"root": root, "hub": hub, "ckpt": ckpt, "cfg": cfg, "revision": pair.manifest.content_revision,
            "overlay": overlay}
     mp.undo()
 
@@ -203,22 +202,23 @@ def test_cache_invalidates_when_any_key_part_changes(world, tmp_path):
     # through embed_split: a hit for the same parts, a fresh embedding when one changes
     emb = CheckpointEmbedder(world["ckpt"])
     m = read_manifest(world["hub"], "toy_pair")
-    files = [dataset_dir(world["hub"], "toy_pair") / f for f in m["data_files"]["test"]]
-    calls = []
-    real = emb.embed
-    emb.embed = lambda s, c, w: (calls.append(len(s)), real(s, c, w))[1]
+    files = [dataset_dir(world["hub"], "toy_pair") / f for f in m.data_files["test"]]
+    calls = []  # the encoder's runs, whichever path embed_split feeds it by
+    for method in ("embed", "embed_batch"):
+        real = getattr(emb, method)
+        setattr(emb, method, lambda *a, real=real: (calls.append(1), real(*a))[1])
     cache = tmp_path / "cache"
-    ids, x, info = embed_split(emb, files, "toy_pair", m["content_revision"], "test", "testsurvey_spectrum",
+    ids, x, info = embed_split(emb, files, "toy_pair", m.content_revision, "test", "testsurvey_spectrum",
                                "projection", cache)
     n = len(calls)
-    ids2, x2, info2 = embed_split(emb, files, "toy_pair", m["content_revision"], "test", "testsurvey_spectrum",
+    ids2, x2, info2 = embed_split(emb, files, "toy_pair", m.content_revision, "test", "testsurvey_spectrum",
                                   "projection", cache)
     assert len(calls) == n and info2["cached"] and np.array_equal(x, x2) and list(ids) == list(ids2)
     embed_split(emb, files, "toy_pair", "another-revision", "test", "testsurvey_spectrum", "projection", cache)
     assert len(calls) > n
     n = len(calls)
     emb.preprocessing_id = lambda c: "changed preprocessing"
-    embed_split(emb, files, "toy_pair", m["content_revision"], "test", "testsurvey_spectrum", "projection", cache)
+    embed_split(emb, files, "toy_pair", m.content_revision, "test", "testsurvey_spectrum", "projection", cache)
     assert len(calls) > n
     # the preprocessing id follows the trainer's preprocessing source and the input shapes
     e2 = CheckpointEmbedder(world["ckpt"])
@@ -230,8 +230,7 @@ def test_cache_invalidates_when_any_key_part_changes(world, tmp_path):
 def test_baselines(world, tmp_path):
     from mmu.eval.baselines import run_baselines
 
-    done = run_baselines(world["cfg"], world["hub"], tmp_path, supervised_epochs=2, task_names=["ToyMag.v1"],
-                         log=lambda *a: None)
+    done = run_baselines(world["cfg"], world["hub"], tmp_path, supervised_epochs=2, task_names=["ToyMag.v1"])
     assert set(done) == {"random-weights", "raw-pca", "supervised"}
     for kind, results in done.items():
         assert len(results) == 3

@@ -38,7 +38,7 @@ def board_files():
         meta = {"model": model, "kind": "baseline" if model == "base" else "checkpoint",
                 "baseline": "raw-pca" if model == "base" else None, "verified": model == "base"}
         files[f"results/{model}/submission.json"] = json.dumps(meta).encode()
-        for (t, p, m, _), v in zip(COLS, vals):
+        for (t, p, m, _), v in zip(COLS, vals, strict=False):
             if v is not None:
                 files[f"results/{model}/{t}__{p}.json"] = json.dumps(cell(t, p, m, v, model)).encode()
     return files
@@ -80,6 +80,72 @@ def test_model_card_metadata():
 
     card = ModelCard("---\n" + yaml.safe_dump(meta) + "---\n# A\n")
     assert len(card.data.eval_results) == 4
+
+
+HOSTILE = {"<script>alert(1)": [0.9, 0.8, 0.5, 0.7], "x<img src=x onerror=alert(2)>": [0.1, 0.2, 2.0, 0.1]}
+
+
+def hostile_board():
+    files = {}
+    for model, vals in HOSTILE.items():
+        meta = {"model": model, "kind": "baseline", "baseline": "<b onmouseover=alert(3)>pca</b>|x",
+                "verified": False}
+        files[f"results/{model}/submission.json"] = json.dumps(meta).encode()
+        for (t, p, m, _), v in zip(COLS, vals, strict=False):
+            files[f"results/{model}/{t}__{p}.json"] = json.dumps(cell(t, p, m, v, model)).encode()
+    return files
+
+
+def test_markdown_shows_names_as_text_never_as_html():
+    """Issue 16 item 11: names from submitted files reach the Markdown escaped, as index.html
+    escapes them; a '|' in a name cannot add a cell."""
+    rows = L.aggregate(hostile_board(), COLS)
+    md = L.markdown(rows, COLS)
+    assert "<script" not in md and "<img" not in md and "<b " not in md
+    assert "&lt;script&gt;alert(1)" in md and "x&lt;img src=x onerror=alert(2)&gt;" in md
+    body = [line for line in md.splitlines() if line.startswith("| ") and "baseline" in line]
+    assert len(body) == 2 and all("&lt;b onmouseover=alert(3)&gt;pca&lt;/b&gt;\\|x" in line for line in body)
+    assert all(line.replace("\\|", "").count("|") == 5 + len(COLS) for line in body)  # no extra cell
+    page = L.html_page(rows, COLS)
+    assert "<script>alert" not in page and "<img src=x" not in page and "<b onmouseover" not in page
+    assert "&lt;script&gt;alert(1)" in page
+
+
+def test_a_board_with_no_scores_says_so_instead_of_ranking(tmp_path):
+    """Issue 21 item 4: results whose tasks the rendering catalog does not know (a demo board
+    without its overlay) leave no score in any column: the pages say so, with no ranks."""
+    other_cols = [("MockRedshiftImage.v1", "linear.v1", "r2", True)]
+    rows = L.aggregate(board_files(), other_cols)
+    assert len(rows) == 3 and all(r.rank == 1 for r in rows)  # what used to be shown as a ranking
+    md = L.markdown(rows, other_cols)
+    assert "| rank |" not in md and "| 1 |" not in md
+    assert "No scores to rank" in md and "ToyZ.v1 linear.v1" in md and "MockRedshiftImage.v1 linear.v1" in md
+    page = L.html_page(rows, other_cols)
+    assert 'id="board"' not in page and 'class="bar"' not in page and "No scores to rank" in page
+    assert "No results on this board yet" in L.markdown([], other_cols)
+    # through render: a warning, and `scored` False in what it returns
+    board = tmp_path / "board"
+    for name, data in board_files().items():
+        (board / name).parent.mkdir(parents=True, exist_ok=True)
+        (board / name).write_bytes(data)
+    import logging
+    from unittest import mock
+
+    seen: list[logging.LogRecord] = []
+    warnings = logging.Handler(logging.WARNING)  # on the module's logger: mmu's loggers do not propagate
+    warnings.emit = seen.append
+    logging.getLogger("mmu.eval.leaderboard").addHandler(warnings)
+    try:
+        with mock.patch.object(L, "columns", return_value=other_cols):
+            got = L.render(str(board), tmp_path / "site")
+    finally:
+        logging.getLogger("mmu.eval.leaderboard").removeHandler(warnings)
+    assert got["scored"] is False and got["rows"] == 3
+    assert any("No scores to rank" in r.getMessage() for r in seen if r.levelno == logging.WARNING)
+    assert "No scores to rank" in (tmp_path / "site" / "index.html").read_text()
+    with mock.patch.object(L, "columns", return_value=COLS):  # the same board, its own columns
+        got = L.render(str(board), tmp_path / "site2")
+    assert got["scored"] is True and '<tr data-model="A">' in (tmp_path / "site2" / "index.html").read_text()
 
 
 # ----------------------------------------------------------------------------- the browser
@@ -183,8 +249,9 @@ def test_submit_merge_render_round_trip(tmp_path, monkeypatch):
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump(S.overlay_yaml(lock)))
     monkeypatch.setenv("MMU_CATALOG", str(overlay))
-    from mmu.registry.catalog import load_catalog
     from threadpoolctl import threadpool_limits
+
+    from mmu.registry.catalog import load_catalog
 
     cat = {"lock": lock, "overlay": overlay, "catalog": load_catalog()}
     repo = tmp_path / "board"
@@ -194,7 +261,7 @@ def test_submit_merge_render_round_trip(tmp_path, monkeypatch):
     with threadpool_limits(1):
         for model, seed in (("clip-a", 0), ("clip-b", 4)):
             res = S.make_results(tmp_path / model, cat, model=model, seed=seed)
-            submit(res, str(repo), log=lambda *a: None)
+            submit(res, str(repo))
             subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "merge", "-q",
                             f"submit/{model}"], check=True)
     site = tmp_path / "site"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmu.registry.catalog import TaskEntry
 from mmu.eval import protocols as P
+from mmu.registry.catalog import TaskEntry
 
 
 def make_task(type="regression", **kw):
@@ -34,7 +34,8 @@ def signal_splits(n=(300, 80, 80), dim=24, seed=0, classes=None, noise=0.3):
         x = (latent @ proj + noise * rng.normal(size=(k, dim))).astype(np.float32)
         y = latent[:, 0] + 0.5 * latent[:, 1]
         if classes:
-            y = np.asarray(classes, dtype=object)[np.digitize(y, np.quantile(y, np.linspace(0, 1, len(classes) + 1)[1:-1]))]
+            edges = np.quantile(y, np.linspace(0, 1, len(classes) + 1)[1:-1])
+            y = np.asarray(classes, dtype=object)[np.digitize(y, edges)]
             y = y.astype(str)
         ids = np.array([f"{split}-{i:05d}" for i in range(k)])
         out[split] = P.Split(ids, y, x)
@@ -232,3 +233,55 @@ def test_deterministic_and_named_only():
         P.register(P.KNN("knn16.v1", k=8))
     assert set(P.protocols()) == {"linear.v1", "knn16.v1", "knn64-astroclip.v1", "retrieval.v1"}
     assert P.KNN16_V1.spec() == {"name": "knn16.v1", "k": 16, "weighting": "distance", "space": "cosine"}
+
+
+# ------------------------------------------------------------- the torch (GPU) probe path, on CPU
+
+
+def test_ridge_path_matches_scikit_learn_at_every_penalty():
+    """One eigendecomposition gives the fit scikit-learn's Ridge finds, for every penalty of the
+    grid (intercept included), on standardised features as linear.v1 uses them."""
+    from sklearn.linear_model import Ridge
+
+    s = signal_splits(n=(400, 100, 100), dim=32, seed=3)
+    scaler = P._Scaler(s["train"].x.astype(np.float64))
+    xt, xq = scaler(s["train"].x.astype(np.float64)), scaler(s["test"].x.astype(np.float64))
+    alphas = P.LINEAR_V1.ridge_alphas
+    path = P.RidgePath(xt, s["train"].y, device="cpu")
+    got = path.predict(xq, alphas)
+    for a, row in zip(alphas, got):
+        want = Ridge(alpha=a).fit(xt, s["train"].y).predict(xq)
+        np.testing.assert_allclose(row, want, rtol=1e-8, atol=1e-8)
+
+
+def test_nearest_torch_equals_the_numpy_knn():
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=(500, 16)).astype(np.float32)
+    q = rng.normal(size=(60, 16)).astype(np.float32)
+    i_np, d_np = P.nearest(ref, q, 16)
+    i_t, d_t = P.nearest_torch(ref, q, 16, device="cpu", chunk=25)
+    np.testing.assert_array_equal(i_t, i_np)
+    np.testing.assert_allclose(d_t, d_np, rtol=1e-6)
+
+
+@pytest.mark.parametrize("proto", ["linear.v1", "knn16.v1"])
+def test_torch_probe_path_gives_the_reference_results(proto, monkeypatch):
+    """linear.v1 and knn16.v1 through the torch path (what runs on a GPU; here on the CPU) score
+    as the scikit-learn / numpy reference path does: same selected penalty, same metrics."""
+    task = make_task(protocols=[proto])
+    s = signal_splits(n=(300, 80, 80), dim=24, seed=1)
+    monkeypatch.setenv("MMU_PROBE_DEVICE", "sklearn")
+    ref = P.get_protocol(proto).run(task, s, ["r2", "sigma_nmad"])
+    monkeypatch.setenv("MMU_PROBE_DEVICE", "cpu")
+    got = P.get_protocol(proto).run(task, s, ["r2", "sigma_nmad"])
+    assert got.selected.get("penalty") == ref.selected.get("penalty")
+    for m in ("r2", "sigma_nmad"):
+        assert got.metrics[m] == pytest.approx(ref.metrics[m], rel=1e-4, abs=1e-6)  # sklearn fits in float32
+    np.testing.assert_allclose(got.predictions["fits"]["main"]["pred"], ref.predictions["fits"]["main"]["pred"],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_probe_device_refuses_an_unknown_setting(monkeypatch):
+    monkeypatch.setenv("MMU_PROBE_DEVICE", "tpu")
+    with pytest.raises(P.ProtocolError, match="MMU_PROBE_DEVICE"):
+        P.probe_device()

@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from mmu.registry.catalog import TaskEntry, default_catalog_path, parse_catalog
 from mmu.eval import metrics as M
 from mmu.eval.protocols import KNN, LinearProbe, Retrieval, get_protocol
 from mmu.eval.tasks import parse_filter
-
-import yaml
+from mmu.registry.catalog import TaskEntry, default_catalog_path, parse_catalog
 
 REPO_CATALOG = default_catalog_path()
 RAW = yaml.safe_load(REPO_CATALOG.read_text())

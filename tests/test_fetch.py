@@ -10,25 +10,26 @@ from __future__ import annotations
 
 import functools
 import http.server
+import logging
 import socket
 import threading
 from pathlib import Path
+
+import pytest
 
 import mmu.builders.desi as desi_mod
 import mmu.builders.legacysurvey as ls_mod
 import mmu.builders.plasticc as plasticc_mod
 import mmu.builders.sdss as sdss_mod
-import pytest
 from mmu.builders._common import FetchError, download
+from mmu.cli import main
+from mmu.engine.builder import get_builder
+from mmu.registry.catalog import load_catalog
 from test_builder_desi import write_pair
 from test_builder_helpers import read_all
 from test_builder_legacysurvey import write_brick
 from test_builder_plasticc import write_csvs
 from test_builder_sdss import spec_name, write_spec
-
-from mmu.engine.builder import get_builder
-from mmu.registry.catalog import load_catalog
-from mmu.cli import main
 
 
 class ArchiveHandler(http.server.SimpleHTTPRequestHandler):
@@ -89,10 +90,25 @@ def builder_of(dataset: str):
     return get_builder(entry.builder).from_options(entry.builder_config)
 
 
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
 def fetch(capsys, *args) -> tuple[int, str, str]:
-    code = main(["fetch", *args, "--no-progress"])
+    """Run `mmu fetch`; returns (exit code, stdout, stderr plus the log lines of `mmu.*`)."""
+    lines = _Lines()
+    logging.getLogger("mmu").addHandler(lines)
+    try:
+        code = main(["fetch", *args, "--no-progress"])
+    finally:
+        logging.getLogger("mmu").removeHandler(lines)
     out = capsys.readouterr()
-    return code, out.out, out.err
+    return code, out.out, out.err + "\n".join(lines.lines)
 
 
 def file_gets(server) -> list[str]:
@@ -146,7 +162,8 @@ def test_legacysurvey_bricks_limit_and_a_brick_not_in_the_archive(archive, tmp_p
     code, out, err = fetch(capsys, "legacysurvey_dr10_south", "--raw", str(raw),
                            "--bricks", "1501p021,0001m002", "1502p021", "--limit", "2")
     assert code == 0, err
-    assert "skipped brick 0001m002" in out and "HTTP 404" in out
+    assert "skipped brick 0001m002" in err and "HTTP 404" in err  # a warning, through logging
+    assert "10 file(s) (10 downloaded" in out and "; 1 skipped" in out
     assert not any("1502p021" in p for p in file_gets(server))  # the third brick is past --limit
     builder = builder_of("legacysurvey_dr10_south")
     inputs = builder.list_inputs(raw)
@@ -236,7 +253,8 @@ def test_a_download_cut_mid_file_resumes_from_its_part(archive, tmp_path, monkey
     code, out, err = fetch(capsys, "plasticc_2018", "--raw", str(raw), "--limit", "1")
     assert code == 0, err
     assert ("/zenodo/plasticc_train_lightcurves.csv.gz", f"bytes={cut}-") in server.log
-    assert "already here" in out and "resumed at" in out  # the metadata was done; the rest resumed
+    assert "already here" in err and "resumed at" in err  # the metadata was done; the rest resumed
+    assert "2 file(s) (1 downloaded" in out and "1 already here" in out
     assert dest.read_bytes() == full and not part.exists()
 
 

@@ -91,7 +91,8 @@ def test_encoder_from_your_own_module(tmp_path, monkeypatch):
         "def spectrum_mean(modality, **options):\n"
         "    return Mean()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = load_config(config_dir() / "tiny_cpu.yaml", ["model.modalities.spectrum.encoder=my_mmu_encoders:spectrum_mean"])
+    cfg = load_config(config_dir() / "tiny_cpu.yaml",
+                      ["model.modalities.spectrum.encoder=my_mmu_encoders:spectrum_mean"])
     from mmu.pretrain.model import MultimodalCLIP
 
     model = MultimodalCLIP(cfg.model, cfg.loss)

@@ -134,7 +134,7 @@ def test_val_batches_are_equal_in_number_on_every_rank(export):
     ex = D.open_exports(cfg.data.val)
     per_rank = [list(D.val_batches(cfg, ex, r, 3)) for r in range(3)]
     assert len({len(b) for b in per_rank}) == 1
-    ids = [i for batches in per_rank for b in batches for i, v in zip(b["object_id"], b["valid"]) if v]
+    ids = [i for batches in per_rank for b in batches for i, v in zip(b["object_id"], b["valid"], strict=True) if v]
     assert len(ids) == len(set(ids)) == 48  # 4 shards over 3 ranks: 24 + 12 + 12, all seen once
 
 
@@ -145,3 +145,35 @@ def test_manifest_names_datasets_revisions_and_shard_hashes(export):
     assert entry["dataset"] == "synthetic_v1" and len(entry["content_revision"]) == 64
     assert len(entry["index_sha256"]) == 64 and len(entry["shards"]) == 4
     assert all(len(s["sha256"]) == 64 for s in entry["shards"])
+
+
+def test_index_is_typed_and_an_index_without_format_version_still_reads(export, tmp_path):
+    """index.json goes through `mmu.shards.format.ShardIndex`: an index written before the
+    `format_version` key existed reads as version 1; a newer version or a malformed index is a
+    clear error naming the file."""
+    import json
+    import shutil
+
+    from mmu.shards.format import INDEX_JSON, read_index
+
+    ex = D.Export(export / "train")
+    assert ex.index.format_version == 1 and ex.index.dataset
+    assert sum(s["samples"] for s in ex.shards("train")) == ex.index.samples == 48
+    old = tmp_path / "old"
+    shutil.copytree(export / "train", old)
+    data = json.loads((old / INDEX_JSON).read_text())
+    del data["format_version"]
+    (old / INDEX_JSON).write_text(json.dumps(data))
+    legacy = D.Export(old)
+    assert legacy.index.format_version == 1
+    assert legacy.shards("train") == [{**s, "path": s["path"].replace(str(export / "train"), str(old))}
+                                      for s in ex.shards("train")]
+    assert set(legacy.constants) == set(ex.constants)
+    (old / INDEX_JSON).write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(ValueError, match=r"index.json: shard index format version 99"):
+        D.Export(old)
+    (old / INDEX_JSON).write_text(json.dumps({k: v for k, v in data.items() if k != "shards"}))
+    with pytest.raises(ValueError, match=r"index.json: not a valid shard index \(shards: Field required"):
+        read_index(old)
+    with pytest.raises(FileNotFoundError, match="no shard index"):
+        read_index(tmp_path / "nowhere")

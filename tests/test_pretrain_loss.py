@@ -187,6 +187,6 @@ def test_ddp_two_ranks_equal_one_process(tmp_path):
                     # ~1e-4 of the tensor's scale, far below a missing factor or a wrong gather
                     scale = float(g.abs().max()) or 1.0
                     torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-4 * scale,
-                                               msg=lambda m: f"{kind} local={local} rank {r} {name}: {m}")
+                                               msg=lambda m: f"{kind} local={local} rank {r} {name}: {m}")  # noqa: B023
             if local:  # the ranks' local losses really differ: the test is not vacuous
                 assert ranks[0][(kind, True)][1] != pytest.approx(ranks[1][(kind, True)][1])

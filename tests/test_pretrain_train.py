@@ -5,9 +5,12 @@ from another model is refused; the API embeds; `python -m mmu.pretrain` and 2-ra
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,7 +118,7 @@ def test_kill_and_resume_equals_uninterrupted(exports, tmp_path, monkeypatch):
     assert sa["step"] == sb["step"] == 10
     for k, v in sa["model"].items():
         assert torch.equal(v, sb["model"][k]), k
-    for pa, pb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
+    for pa, pb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values(), strict=True):
         assert torch.equal(pa["exp_avg_sq"], pb["exp_avg_sq"])
     assert sa["scheduler"] == sb["scheduler"]
     # and the resumed run really trained: weights moved from the step-5 checkpoint
@@ -140,7 +143,7 @@ def test_checkpoint_files_api_and_refusal(exports, tmp_path):
     samples = [decode_sample(s) for s in iter_tar(exports["astroclip"] / "val" / "shard-val-000000.tar")][:3]
     from mmu.shards.format import read_index
 
-    batch = p.collate(samples, constants=read_index(exports["astroclip"] / "val")["constants"])
+    batch = p.collate(samples, constants=read_index(exports["astroclip"] / "val").constants)
     emb = p.embed(batch)
     assert set(emb) == {"legacysurvey_image", "desi_spectrum"}
     assert emb["desi_spectrum"].shape == (3, 16)
@@ -172,7 +175,7 @@ def test_python_m_entry_point(exports, tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["step"] == 3
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert again.returncode == 2 and "--resume" in again.stderr
+    assert again.returncode == 1 and "--resume" in again.stderr
 
 
 def _ddp_train(rank, world, init_file, cfg_dict):
@@ -209,3 +212,121 @@ def test_bf16_compiled_training_on_gpu(exports, tmp_path):
     assert summary["val"]["val_loss"] < before
     p = load_pretrained(summary["checkpoint"], device="cuda")
     assert p.model.logit_scale["legacysurvey_image|desi_spectrum"].device.type == "cuda"
+
+
+# ---------------------------------------------------------------- no silent training on nothing
+
+
+def test_shards_without_the_configs_columns_refuse_to_start_and_the_hint_works(exports, tmp_path):
+    # tiny_cpu pairs `image`/`spectrum`; these shards hold `legacysurvey_image`/`desi_spectrum`
+    shards = exports["astroclip"]
+    cfg = tiny_variant(raw_config("tiny_cpu"), train=[str(shards / "train")], val=[str(shards / "val")],
+                       run_dir=str(tmp_path / "run"), steps=2)
+    with pytest.raises(T.TrainingError) as refused:
+        T.run_training(parse_config(cfg))
+    msg = str(refused.value)
+    assert "data.train: no pair of the config's modalities is in the shards" in msg
+    assert "image (image), spectrum (spectrum); pairs image|spectrum" in msg
+    assert "desi_spectrum (spectrum), legacysurvey_image (image)" in msg
+    assert "image -> legacysurvey_image, spectrum -> desi_spectrum" in msg
+    assert "pretrain/configs/demo.yaml" in msg  # a shipped config for these columns
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # the suggested override, pasted as printed, trains on these shards
+    override = re.search(r'"(model\.modalities=.*)"', msg).group(1)
+    from mmu.pretrain.config import apply_overrides
+
+    fixed = parse_config(apply_overrides(cfg, [override]))
+    assert set(fixed.model.modalities) == {"legacysurvey_image", "desi_spectrum"}
+    assert fixed.model.modalities["legacysurvey_image"].size == 16
+    summary = T.run_training(fixed)
+    assert summary["empty_batches"] == 0 and summary["last"]["loss"] > 0
+
+
+def test_a_column_of_another_kind_or_band_count_is_refused(exports, tmp_path):
+    cfg = tiny("astroclip", exports, tmp_path / "run", steps=2)
+    cfg.model.modalities["legacysurvey_image"].channels = 3
+    with pytest.raises(T.TrainingError, match=r"'legacysurvey_image' has 4 bands .* channels: 3"):
+        T.run_training(cfg)
+
+
+def test_batches_without_a_pair_are_skipped_counted_and_reported(tmp_path):
+    cols = {"image": "image", "spectrum": "spectrum"}
+    # 80 % of the samples lack their spectrum: with 2 rows a batch, most batches hold no pair
+    write_synthetic_export(tmp_path / "x" / "train", cols, n_samples=64, n_shards=2, seed=3,
+                           missing={"spectrum": 0.8})
+    raw = tiny_variant(raw_config("tiny_cpu"), train=[str(tmp_path / "x" / "train")], val=[],
+                       run_dir=str(tmp_path / "run"), steps=12)
+    raw["data"]["batch_size"] = 2
+    raw["train"].update(ckpt_every=1, keep_checkpoints=20)
+    summary = T.run_training(parse_config(raw))
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "lr" in r]
+    empty = [r["step"] for r in steps if r.get("empty_batch")]
+    trained = [r for r in steps if not r.get("empty_batch")]
+    assert 0 < len(empty) < 12 and summary["empty_batches"] == len(empty)
+    assert all(r["loss"] is None for r in steps if r.get("empty_batch"))  # not averaged in as 0.0
+    assert trained and all(isinstance(r["loss"], float) and r["pairs"]["image|spectrum"]["n_valid"] > 0
+                           for r in trained)
+    assert log[-1] == {"step": 12, "empty_batches": len(empty), "final": True}
+    # a skipped step leaves the weights alone (a zero-loss AdamW step would still move them)
+    ckpts = {int(p.name[4:12]): p for p in list_checkpoints(tmp_path / "run" / "checkpoints")}
+    k = next(s for s in empty if s > 1)
+    before, after = load_checkpoint(ckpts[k - 1]), load_checkpoint(ckpts[k])
+    assert all(torch.equal(v, after["model"][n]) for n, v in before["model"].items())
+    assert after["scheduler"]["last_epoch"] == k  # the schedule still follows the step count
+    assert after["data"]["empty_batches"] == sum(s <= k for s in empty)
+
+
+def test_a_run_whose_batches_never_hold_a_pair_stops(tmp_path):
+    cols = {"image": "image", "spectrum": "spectrum"}
+    write_synthetic_export(tmp_path / "x" / "train", cols, n_samples=32, n_shards=2, seed=3,
+                           missing={"spectrum": 1.0})  # listed in the index, in no sample
+    raw = tiny_variant(raw_config("tiny_cpu"), train=[str(tmp_path / "x" / "train")], val=[],
+                       run_dir=str(tmp_path / "run"), steps=4)
+    with pytest.raises(T.TrainingError, match="4 batches in a row .* held no row with both modalities"):
+        T.run_training(parse_config(raw))
+    assert not list_checkpoints(tmp_path / "run" / "checkpoints")
+
+
+def test_start_message_rate_and_oversized_batch_warning(exports, tmp_path):
+    cfg = tiny("tiny_cpu", exports, tmp_path / "run", steps=7)
+    cfg.data.batch_size = 128  # the training export holds 96 samples
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    T.log.addHandler(handler)
+    try:
+        T.run_training(cfg)
+    finally:
+        T.log.removeHandler(handler)
+    err = "\n".join(r.getMessage() for r in records)
+    assert "data.batch_size 128 = 128 rows per step exceeds the 96 training samples" in err
+    assert "set data.batch_size to at most 96" in err
+    assert re.search(r"training tiny_cpu: [\d.]+ M parameters on cpu, \d+ threads?, precision fp32; "
+                     r"steps 1 to 7 of 128 rows from 96 training samples", err), err
+    assert re.search(r"[\d.]+ steps/s \(\d+ samples/s\): about \d+ s for the remaining 1 steps", err), err
+
+
+def test_load_pretrained_takes_a_run_folder(exports, tmp_path):
+    summary = T.run_training(tiny("tiny_cpu", exports, tmp_path / "run", steps=6))  # ckpts 5, 6
+    newest = Path(summary["checkpoint"])
+    assert newest.name.startswith("step00000006-")
+    assert load_pretrained(tmp_path / "run").path == newest
+    assert load_pretrained(tmp_path / "run" / "checkpoints").step == 6
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="empty: a folder without an intact checkpoint"):
+        load_pretrained(tmp_path / "empty")
+
+
+def test_cli_refuses_the_issue_21_run(exports, tmp_path):
+    """`mmu pretrain --config tiny_cpu.yaml` on legacysurvey_image/desi_spectrum shards used to
+    train 50 steps at loss 0.0000 and exit 0; it refuses, writing nothing, naming both sides."""
+    shards = exports["astroclip"]
+    cmd = [sys.executable, "-m", "mmu.pretrain", "--config", str(config_dir() / "tiny_cpu.yaml"),
+           f"data.train=[{shards / 'train'}]", f"data.val=[{shards / 'val'}]", f"run.dir={tmp_path / 'run'}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         timeout=300)
+    assert out.returncode != 0 and out.stdout == ""
+    assert "no pair of the config's modalities is in the shards" in out.stderr
+    assert "desi_spectrum (spectrum), legacysurvey_image (image)" in out.stderr
+    assert not (tmp_path / "run").exists()

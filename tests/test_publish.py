@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from hf_endpoint import HubEndpoint
 from mmu_testbuilder import write_spectra_file
@@ -32,8 +33,8 @@ def built(tmp_path_factory, dask_client, test_overlay) -> Path:
         ra = rng.uniform(0, 360, 20)
         dec = np.degrees(np.arcsin(rng.uniform(-1, 1, 20)))
         write_spectra_file(root / "raw" / f"spectra-{k}.fits", np.arange(20) + 100 * k, ra, dec, seed=k)
-    build(NAME, root / "raw", root / "hub", client=dask_client, progress=False,
-          catalog=load_catalog(overlays=[test_overlay]), log=lambda *a: None)
+    build(NAME, root / "raw", root / "hub", client=dask_client,
+          catalog=load_catalog(overlays=[test_overlay]))
     return root / "hub"
 
 
@@ -268,4 +269,58 @@ def test_no_token_is_a_clear_refusal(hub, capsys, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     plan = publish.plan_upload(hub, NAME, "org/x")
     with pytest.raises(publish.PushRefused, match="no Hugging Face token"):
-        publish.upload(plan, private=False, log=lambda *a: None)
+        publish.upload(plan, private=False)
+
+
+def test_collection_properties_are_read_by_hats(hub):
+    """collection.properties is read with hats' CollectionProperties: any of its list separators,
+    and a clear refusal for a file hats cannot read or one naming a table that is not there."""
+    from mmu.hub.publish import PushRefused, collection_tables
+
+    root = hub / NAME
+    props = root / "collection.properties"
+    good = props.read_text()
+    margin = next(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(f"{NAME}_"))
+    assert collection_tables(root, NAME) == [NAME, margin]
+    shutil.copytree(root / margin, root / "extra_margin")
+    props.write_text(good.replace(f"all_margins={margin}", f"all_margins={margin},extra_margin"))
+    assert collection_tables(root, NAME) == [NAME, margin, "extra_margin"]
+    props.write_text(good.replace(f"all_margins={margin}", f"all_margins={margin} missing_margin"))
+    with pytest.raises(PushRefused, match="names table 'missing_margin', which is not a folder"):
+        collection_tables(root, NAME)
+    props.write_text("\n".join(line for line in good.splitlines() if not line.startswith("hats_primary_table_url")))
+    with pytest.raises(PushRefused, match="not a valid HATS collection.properties .*hats_primary_table_url"):
+        collection_tables(root, NAME)
+    props.unlink()
+    with pytest.raises(PushRefused, match="no collection.properties"):
+        collection_tables(root, NAME)
+
+
+def test_card_is_a_datasetcard_whose_dataset_info_datasets_reads(built):
+    """The card is written through huggingface_hub's DatasetCard and datasets' DatasetInfosDict:
+    the typed features and split sizes read back, through datasets' own reader, to the Parquet
+    schema and the manifest's counts."""
+    import pyarrow.parquet as pq
+    from datasets.info import DatasetInfosDict
+    from huggingface_hub import DatasetCard
+
+    from mmu.hub.card import CARD_KEYS, read_card_features
+    from mmu.model.schema import hf_features, modalities_of
+
+    root = built / NAME
+    manifest = json.loads((root / "build.json").read_text())
+    card = DatasetCard.load(root / "README.md")
+    meta = card.data.to_dict()
+    header = yaml.safe_load((root / "README.md").read_text().split("---\n")[1])
+    assert header == meta and list(header) == [k for k in CARD_KEYS if k in meta]
+    assert meta["license"] == "mit" and "license_name" not in meta
+    info = DatasetInfosDict.from_dataset_card_data(card.data)["default"]
+    schema = pq.read_schema(root / manifest["data_files"]["train"][0])
+    assert info.features == hf_features(schema, modalities_of(schema)) == read_card_features(meta)
+    assert {s: info.splits[s].num_examples for s in info.splits} == {
+        s: manifest["rows"][s] for s in ("train", "val", "test") if manifest["data_files"][s]}
+    assert {s: info.splits[s].num_bytes for s in info.splits} == {
+        s: manifest["split_bytes"][s] for s in info.splits}
+    assert card.text.lstrip().startswith(f"# {NAME}") and "## Citation" in card.text
+    with pytest.raises(ValueError, match="no dataset_info"):
+        read_card_features({"license": "mit"})

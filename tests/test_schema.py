@@ -6,8 +6,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmu.model.schema import (ImageSpec, LightcurveSpec, SpectrumSpec, dataset_schema, hf_features,
-                        image_array, lightcurve_array, modalities_of, spectrum_array)
+from mmu.model.schema import (
+    ImageSpec,
+    LightcurveSpec,
+    SpectrumSpec,
+    dataset_schema,
+    hf_features,
+    image_array,
+    lightcurve_array,
+    modalities_of,
+    spectrum_array,
+)
 from mmu.model.validate import SchemaMismatch, conform, validate_rows
 
 IMG = ImageSpec(("legacysurvey-g", "legacysurvey-r"), 5, 4)
@@ -64,8 +73,10 @@ def test_hf_features_declare_fixed_shapes_and_load(tmp_path):
     assert feats["image"]["psf_fwhm"] == datasets.List(datasets.Value("float32"), length=2)
     assert feats["lightcurve"]["time"] == datasets.List(datasets.Value("float64"))
     t, flux, _, _ = image_table()
-    lc = lightcurve_array(LC, [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]], [["lsst-g", "lsst-r"], ["lsst-u"], ["lsst-y"] * 3],
-                          [[1, 2], [3], [4, 5, 6]], [[0.1, 0.1], [0.2], [0.3] * 3], [[False, True], [False], [False] * 3])
+    lc = lightcurve_array(LC, [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]],
+                          [["lsst-g", "lsst-r"], ["lsst-u"], ["lsst-y"] * 3],
+                          [[1, 2], [3], [4, 5, 6]], [[0.1, 0.1], [0.2], [0.3] * 3],
+                          [[False, True], [False], [False] * 3])
     t = conform(t.append_column("lightcurve", lc), schema)
     pq.write_table(t, tmp_path / "d.parquet")
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "d.parquet"), features=feats, split="train")
@@ -131,8 +142,10 @@ def test_validator_spectrum_rules_respect_the_mask():
 
 def test_validator_variable_spectra_lightcurves_and_images():
     spec = pa.StructArray.from_arrays(
-        [pa.array([[1.0, 2.0], [1.0, 2.0]], pa.list_(pa.float32())), pa.array([[1.0, 2.0], [1.0]], pa.list_(pa.float32())),
-         pa.array([[1.0, 1.0], [1.0, 1.0]], pa.list_(pa.float32())), pa.array([[False, False], [False, False]], pa.list_(pa.bool_())),
+        [pa.array([[1.0, 2.0], [1.0, 2.0]], pa.list_(pa.float32())),
+         pa.array([[1.0, 2.0], [1.0]], pa.list_(pa.float32())),
+         pa.array([[1.0, 1.0], [1.0, 1.0]], pa.list_(pa.float32())),
+         pa.array([[False, False], [False, False]], pa.list_(pa.bool_())),
          pa.array([[1.0, 1.0], [1.0, 1.0]], pa.list_(pa.float32()))],
         fields=list(pa.struct([f for f in dataset_schema({"s": VSPEC}).field("s").type])))
     got = _problems(pa.table({**common(2), "s": spec}), {"s": VSPEC})

@@ -8,9 +8,17 @@ from pathlib import Path
 
 import yaml
 
-from mmu.model.schema import (BAND_PATTERN, COMMON_COLUMNS, INDEX_DOC, SCHEMA_HISTORY, SCHEMA_VERSION,
-                        ImageSpec, LightcurveSpec, SpectrumSpec)
 from mmu.hub.schemadoc import MANIFEST_FIELDS, default_doc_path, render_schema_doc, run_docs_schema
+from mmu.model.schema import (
+    BAND_PATTERN,
+    COMMON_COLUMNS,
+    INDEX_DOC,
+    SCHEMA_HISTORY,
+    SCHEMA_VERSION,
+    ImageSpec,
+    LightcurveSpec,
+    SpectrumSpec,
+)
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "schema.md"
 

@@ -15,7 +15,9 @@ import pytest
 from astropy.io import fits
 
 SEED = 3
-TEST_CONFIG = {"sdss_r_limit": 19.0, "sdss_field_fraction": 1.0}  # enough SDSS spectra in a tiny sky
+# enough SDSS and BOSS spectra in a tiny sky
+TEST_CONFIG = {"sdss_r_limit": 19.0, "sdss_field_fraction": 1.0, "boss_r_limit": 20.0, "boss_field_fraction": 0.7,
+               "no_i_band_brick_fraction": 0.5}  # and bricks without i-band images
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,12 @@ def test_manifest_marks_mock_and_counts(raw):
     assert m["files"]["legacysurvey_bricks"] == len(_files(raw, "legacysurvey/**/tractor-*.fits"))
     assert m["files"]["desi_coadd_files"] == len(_files(raw, "desi/**/coadd-*.fits")) > 0
     assert m["files"]["sdss_spec_files"] == len(_files(raw, "sdss/**/spec-*.fits")) > 0
+    boss = _files(raw, "sdss/dr17/eboss/spectro/redux/v5_13_2/spectra/lite/*/spec-*.fits")
+    assert m["files"]["sdss_boss_spec_files"] == len(boss) > 0
+    assert m["files"]["legacysurvey_coadd_files"] == len(_files(raw, "legacysurvey/**/coadd/**/*.fits.fz"))
+    no_i = [t for t in _files(raw, "legacysurvey/**/tractor-*.fits")
+            if not _files(raw, f"legacysurvey/**/coadd/**/*{Path(t).name[8:16]}-image-i.fits.fz")]
+    assert m["counts"]["legacysurvey_bricks_without_i"] == len(no_i) > 0
     assert m["counts"]["desi_targetids_in_several_coadds"] > 0
     assert m["counts"]["legacysurvey_galaxies_in_two_or_more_bricks"] > 0
 
@@ -68,17 +76,29 @@ TRACTOR_REQUIRED = {  # DR10 catalogue column -> FITS TFORM
 
 
 def test_legacysurvey_layout_wcs_and_units(raw):
+    import fitsio
     from astropy.wcs import WCS
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     tractors = _files(raw, "legacysurvey/dr10/south/tractor/*/tractor-*.fits")
     assert tractors
+    missing_i = 0
     for tpath in tractors:
         brick = Path(tpath).name[len("tractor-"):-len(".fits")]
         assert len(brick) == 8 and brick[4] in "pm" and brick[:4].isdigit() and brick[5:].isdigit()
         assert Path(tpath).parent.name == brick[:3]
         coadd = raw / "legacysurvey/dr10/south/coadd" / brick[:3] / brick
+        cat = fitsio.read(tpath, ext=1)
         for band in "griz":
+            if not (coadd / f"legacysurvey-{brick}-image-{band}.fits.fz").exists():
+                # no coverage (DR10 south's i-band over part of its footprint): no invvar either,
+                # and the catalogue's columns of that band are zero, as Tractor writes them
+                assert band == "i" and not (coadd / f"legacysurvey-{brick}-invvar-{band}.fits.fz").exists()
+                for col in ("nobs", "psfsize", "psfdepth", "flux_ivar", "flux"):
+                    assert (cat[f"{col}_{band}"] == 0).all(), (brick, col)
+                missing_i += 1
+                continue
+            assert cat[f"nobs_{band}"].min() > 0 and cat[f"psfsize_{band}"].min() > 0
             with fits.open(coadd / f"legacysurvey-{brick}-image-{band}.fits.fz") as hdul:
                 assert isinstance(hdul[1], fits.CompImageHDU)
                 img, hdr = hdul[1].data, hdul[1].header
@@ -102,6 +122,7 @@ def test_legacysurvey_layout_wcs_and_units(raw):
         # tractor bx/by are 0-indexed positions in this brick's coadd
         x, y = wcs.all_world2pix(cat["ra"], cat["dec"], 0)
         assert np.max(np.hypot(x - cat["bx"], y - cat["by"])) < 0.5
+    assert 0 < missing_i < len(tractors)  # some bricks without i-band, as DR10 south
 
 
 def test_brick_overlap_sources_are_primary_exactly_once(raw):
@@ -205,21 +226,36 @@ def test_sdss_spec_files_read_with_specutils(raw):
     from specutils import Spectrum
 
     paths = _files(raw, "sdss/dr17/spectra/*/spec-*.fits")
-    assert paths
+    boss = _files(raw, "sdss/dr17/eboss/spectro/redux/v5_13_2/spectra/lite/*/spec-*.fits")
+    assert paths and boss
     truth = pd.read_parquet(raw / "sim_truth/galaxies.parquet").dropna(subset=["sdss_plate"])
-    for path in paths[:5]:
+    for path in paths[:5] + boss[:5]:
         name = Path(path).name
         plate, mjd, fiber = (int(v) for v in name[5:-5].split("-"))
+        is_boss = path in boss
         assert Path(path).parent.name == f"{plate:04d}"
         sp = Spectrum.read(path, format="SDSS-III/IV spec")
-        assert sp.spectral_axis.unit.to_string() == "Angstrom" and 3790 < sp.spectral_axis[0].value < 3810
+        lam = sp.spectral_axis.to_value("Angstrom")
+        assert sp.spectral_axis.unit.to_string() == "Angstrom"
+        if is_boss:  # the BOSS spectrograph: 3,600-10,400 Å, 1,000 fibres, plates from 3586
+            assert 3599 < lam[0] < 3601 and 10390 < lam[-1] < 10400 and 1 <= fiber <= 1000 and plate >= 3586
+        else:
+            assert 3790 < lam[0] < 3810 and 1 <= fiber <= 640 and plate < 3000
+        meta = "SPALL" if is_boss else "SPECOBJ"
         with fits.open(path) as h:
-            assert [x.name for x in h] == ["PRIMARY", "COADD", "SPECOBJ", "SPZLINE"]
+            assert [x.name for x in h] == ["PRIMARY", "COADD", meta, "SPZLINE"]
             assert h["COADD"].columns.names == ["flux", "loglam", "ivar", "and_mask", "or_mask", "wdisp", "sky",
                                                 "model"]
-            np.testing.assert_allclose(np.diff(h["COADD"].data["loglam"]), 1e-4, atol=2e-7)
-            so = h["SPECOBJ"].data[0]
+            # float32 loglam: its spacing is 4.8e-7 above log10(λ) = 4 (BOSS's red end)
+            np.testing.assert_allclose(np.diff(h["COADD"].data["loglam"]), 1e-4, atol=2e-7 if not is_boss else 5e-7)
+            np.testing.assert_array_equal(sp.flux.value, h["COADD"].data["flux"])
+            so = h[meta].data[0]
             assert (so["PLATE"], so["MJD"], so["FIBERID"]) == (plate, mjd, fiber)
+            assert so["RUN2D"].strip() == ("v5_13_2" if is_boss else "26") == h[0].header["RUN2D"]
+            if is_boss:  # the spAll columns of the DR17 data model
+                assert so["SPECBOSS"] == 1 and so["SPECPRIMARY"] == 1 and so["CLASS_NOQSO"].strip() == "GALAXY"
+                assert so["Z_NOQSO"] == so["Z"] and so["ZWARNING_NOQSO"] == so["ZWARNING"]
+                assert h[0].header["VERS2D"] == "v5_13_2"
             row = truth[(truth["sdss_plate"] == plate) & (truth["sdss_fiberid"] == fiber)].iloc[0]
             assert so["PLUG_RA"] == pytest.approx(row["ra"]) and so["PLUG_DEC"] == pytest.approx(row["dec"])
             assert so["CLASS"].strip() == "GALAXY"
@@ -328,6 +364,8 @@ def test_spectrum_through_filters_matches_image_flux(raw):
             padded_flux, padded_wave = filters.pad_spectrum(flux[k], wave, method="zero")
             spec_maggies = filters.get_ab_maggies(padded_flux, padded_wave).as_array()[0]
             for j, band in enumerate("gri"):
+                if not (coadd / f"legacysurvey-{brick}-image-{band}.fits.fz").exists():
+                    continue  # a brick without i-band images
                 with fits.open(coadd / f"legacysurvey-{brick}-image-{band}.fits.fz") as h:
                     img, wcs = h[1].data, WCS(h[1].header)
                 with fits.open(coadd / f"legacysurvey-{brick}-invvar-{band}.fits.fz") as h:

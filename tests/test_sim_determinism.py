@@ -7,8 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from mmu.sim.footprint import (MIN_FIELD_SEPARATION_DEG, angular_separation_deg, brick_index, brick_info,
-                               field_centres, healpix_nest, parse_footprint)
+from mmu.sim.footprint import (
+    MIN_FIELD_SEPARATION_DEG,
+    angular_separation_deg,
+    brick_index,
+    brick_info,
+    field_centres,
+    healpix_nest,
+    parse_footprint,
+)
 
 
 def _digest(root):

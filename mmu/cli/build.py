@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 
-from mmu.cli.common import dask_arguments
+from mmu.cli.common import CommandFailed, UsageError, dask_arguments, require_extra
 
 
 def _build(args) -> int:
+    require_extra("build", "mmu build")
     from mmu.engine.build import BuildError, build
+    from mmu.registry.catalog import load_catalog
 
     try:
+        load_catalog().dataset(args.name)
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
+    try:
         result = build(args.name, args.raw, args.hub, workers=args.workers, scheduler=args.scheduler,
-                       strict=args.strict, progress=not args.no_progress)
-    except (BuildError, KeyError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 1
+                       strict=args.strict)
+    except BuildError as e:
+        raise CommandFailed(e.args[0] if e.args else str(e)) from None
     return 0 if result else 1
 
 
@@ -32,6 +36,9 @@ def register(sub) -> None:
             Bad inputs never abort the build: each is rejected with its reason, listed at the
             end and recorded in build.json (--strict makes any rejection an error). A killed
             build rerun with the same arguments resumes; a finished one is a no-op.
+
+            exit status: 0 built (or already built); 1 the build failed or, with --strict,
+            rejected something; 2 a usage error (an unknown dataset, a --hub that is a file).
 
             example:  mmu build desi_dr1 --raw ./raw --hub ./hub --workers 2"""))
     b.add_argument("name", help="dataset name from `mmu catalog list`")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
+
+from mmu.cli.common import UsageError, mark_group
+
 
 def _catalog_list(args) -> int:
     from mmu.registry.catalog import load_catalog
@@ -34,8 +36,7 @@ def _catalog_show(args) -> int:
     try:
         d = cat.dataset(args.name)
     except KeyError as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 2
+        raise UsageError(e.args[0]) from None
     if args.json:
         print(json.dumps(d.model_dump(), indent=2))
         return 0
@@ -69,16 +70,23 @@ def register(sub) -> None:
     from mmu.registry import cite
 
     cat = sub.add_parser("catalog", help="list and describe the datasets in the registry",
-                         description="The registry (catalog.yaml): datasets and benchmark tasks.")
+                         description="The registry (catalog.yaml): datasets and benchmark tasks.",
+                         epilog="example:  mmu catalog show desi_dr1")
+    mark_group(cat)
     csub = cat.add_subparsers(dest="catalog_command", metavar="ACTION")
-    lst = csub.add_parser("list", help="a table of every dataset with its license")
+    lst = csub.add_parser("list", help="a table of every dataset with its license",
+                          description="A table of every dataset of the catalog: survey, release, "
+                                      "modalities, license, builder; then the benchmark tasks.",
+                          epilog="example:  mmu catalog list --json")
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
     lst.set_defaults(func=_catalog_list)
-    show = csub.add_parser("show", help="everything about one dataset, including its citation")
+    show = csub.add_parser("show", help="everything about one dataset, including its citation",
+                           description="Everything the catalog says about one dataset: raw data, "
+                                       "license, acknowledgement, citation. An unknown name exits 2.",
+                           epilog="example:  mmu catalog show desi_dr1")
     show.add_argument("name", help="dataset name, e.g. desi_dr1 (see `mmu catalog list`)")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=_catalog_show)
-    cat.set_defaults(func=lambda a: (cat.print_help(), 0)[1])
     cite_p = csub.add_parser("cite", help="BibTeX, acknowledgements and license warnings for datasets")
-    cite.configure_cite_parser(cite_p)
+    cite.configure_cite_parser(cite_p)  # its description ends with examples
     cite_p.set_defaults(func=cite.run_cite)

@@ -4,17 +4,22 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from mmu.cli.common import require_extra
+
 
 def _demo(args) -> int:
-    from mmu.demo.run import Demo
+    require_extra("demo", "mmu demo")  # every stage's extra, plus the report's figures
+    from mmu.demo.run import Demo, stage_table
 
-    Demo(args.out, args.size, workers=args.workers, seed=args.seed, progress=not args.no_progress).run()
+    summary = Demo(args.out, args.size, workers=args.workers, seed=args.seed).run()
+    print(stage_table(summary))  # the command's own output; stage progress goes to the log
     return 0
 
 
 def register(sub) -> None:
     dm = sub.add_parser(
-        "demo", help="the whole chain on a mock universe: sim, build, crossmatch, export, pretrain, eval, board, report",
+        "demo",
+        help="the whole chain on a mock universe: sim, build, crossmatch, export, pretrain, eval, board, report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.dedent("""\
             Run the whole chain offline on the embedded default: a mock universe observed in the
@@ -41,5 +46,4 @@ def register(sub) -> None:
     dm.add_argument("--size", default="tiny", choices=["tiny", "small", "medium"], help="default tiny")
     dm.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
     dm.add_argument("--workers", type=int, default=None, help="local Dask worker processes")
-    dm.add_argument("--no-progress", action="store_true", help="no progress bars")
     dm.set_defaults(func=_demo)

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
+from pathlib import Path
+
+from mmu.cli.common import require_extra
 
 #: per builder: what `--limit N` takes, and roughly how big a download is (printed at the start)
 FETCH_NOTES = {
@@ -36,8 +40,9 @@ what each dataset downloads (RAW layout; what one --limit unit is; size):
       tens of MB to ~1 GB per pixel
   sdss_dr17                data.sdss.org/sas/dr17/sdss/spectro/redux/26/spectra/lite/
       -> RAW/sdss/dr17/spectra/PLATE/spec-PLATE-MJD-FIBER.fits; --limit N = N spectra
-      (about 0.2 MB each). --run2d picks the reduction (default 26: SDSS-I/II spectra,
-      which the sdss builder reads; v5_13_2 BOSS/eBOSS files carry an SPALL HDU it rejects)
+      (about 0.2 MB each). --run2d picks the reduction: 26 (default), 103, 104 are the
+      SDSS-I/II spectra (HDU SPECOBJ); v5_13_2 the BOSS/eBOSS spectra (HDU SPALL), from
+      .../sas/dr17/eboss/... into RAW/sdss/dr17/eboss/spectro/redux/v5_13_2/spectra/lite/PLATE/
   plasticc_2018            zenodo.org/records/2539456
       -> RAW/plasticc/plasticc_{train,test}_*.csv.gz; with --limit (any N) the training set
       only (tens of MB); without, also the 11 test light-curve files (about 20 GB of CSV)
@@ -57,69 +62,53 @@ BRICK_RE = re.compile(r"^[0-9]{4}[pm][0-9]{3}$")
 
 
 def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+    """Bytes as text in dask's units (`dask.utils.format_bytes`: 1.21 kiB, 11.77 MiB)."""
+    from dask.utils import format_bytes
+
+    return format_bytes(int(n))
 
 
-class _FetchProgress:
-    """Prints one line per file (and a byte bar on a terminal) from the download events."""
+class _FetchProgress(logging.Handler):
+    """What one fetch did, for the closing line: the files the builder's `fetch` returned, compared
+    with what was under RAW before (already here, or new and how many bytes came), and the inputs
+    skipped (counted from the builders' ``skipped ...`` warnings while attached). The per-file
+    lines and byte bars come from `mmu.builders._common.download` through logging."""
 
-    def __init__(self, raw, bars: bool, out=None):
-        self.raw, self.bars = raw, bars
-        self.out = out or sys.stdout
+    def __init__(self, raw):
+        super().__init__(logging.WARNING)
+        self.raw = raw
+        self.before = {p: p.stat().st_size for p in raw.rglob("*") if p.is_file()}
         self.files = self.new = self.present = 0
         self.bytes = 0
         self.skipped: list[str] = []
-        self._bar = None
+        self._logger = logging.getLogger("mmu.builders")
+        self._logger.addHandler(self)
 
-    def _rel(self, dest) -> str:
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("skipped "):
+            self.skipped.append(record.getMessage())
+
+    def count(self, got) -> None:
+        """Tally the paths `fetch` returned."""
+        for p in dict.fromkeys(Path(p) for p in got):
+            self.files += 1
+            if p in self.before:
+                self.present += 1
+            else:
+                self.new += 1
+                self.bytes += p.stat().st_size - self.before.get(p.with_name(p.name + ".part"), 0)
+
+    def kept(self, builder) -> int:
+        """Files the builder reads that are under RAW now (after a failure or an interruption)."""
         try:
-            return str(dest.relative_to(self.raw))
-        except ValueError:
-            return str(dest)
-
-    def __call__(self, event: str, **i) -> None:
-        if event == "list":
-            print(f"  listed {i['url']} ({i['count']} entries)", file=self.out, flush=True)
-        elif event == "exists":
-            self.files += 1
-            self.present += 1
-            print(f"  [{self.files}] {self._rel(i['dest'])}  already here ({_size(i['size'])})",
-                  file=self.out, flush=True)
-        elif event == "start":
-            if self.bars:
-                from tqdm.auto import tqdm
-
-                self._bar = tqdm(total=i["total"], initial=i["offset"], unit="B", unit_scale=True,
-                                 desc=i["dest"].name, leave=False, file=sys.stderr, disable=None)
-        elif event == "bytes":
-            self.bytes += i["n"]
-            if self._bar is not None:
-                self._bar.update(i["n"])
-        elif event == "done":
-            if self._bar is not None:
-                self._bar.close()
-                self._bar = None
-            self.files += 1
-            self.new += 1
-            got = i["size"] - i["offset"]
-            rate = got / max(i["seconds"], 1e-6)
-            resumed = f", resumed at {_size(i['offset'])}" if i["offset"] else ""
-            print(f"  [{self.files}] {self._rel(i['dest'])}  {_size(i['size'])}  "
-                  f"({_size(rate)}/s{resumed})", file=self.out, flush=True)
-        elif event == "note":
-            print(f"note: {i['text']}", file=sys.stderr, flush=True)
-        elif event == "skip":
-            self.skipped.append(f"{i['what']}: {i['reason']}")
-            print(f"  skipped {i['what']}: {i['reason']}", file=self.out, flush=True)
+            return sum(Path(p).is_file() for i in builder.list_inputs(self.raw) for p in i.paths)
+        except Exception:  # noqa: BLE001 - a half-fetched layout: count the complete new files
+            return sum(1 for p in self.raw.rglob("*") if p.is_file() and p not in self.before
+                       and not p.name.endswith(".part"))
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._logger.removeHandler(self)
+        super().close()
 
 
 def _fetch_options(args, name: str, builder) -> dict:
@@ -158,6 +147,7 @@ def _fetch_options(args, name: str, builder) -> dict:
 
 
 def _fetch(args) -> int:
+    require_extra("build", "mmu fetch")
     from pathlib import Path
 
     from mmu.engine.builder import Builder, get_builder
@@ -187,7 +177,7 @@ def _fetch(args) -> int:
     except (ValueError, OSError) as e:
         return fail(str(e), 2)
 
-    from mmu.builders._common import FetchError, fetch_reporter
+    from mmu.builders._common import FetchError
 
     raw = Path(args.raw).resolve()
     raw.mkdir(parents=True, exist_ok=True)
@@ -195,10 +185,9 @@ def _fetch(args) -> int:
     limit = f"--limit {args.limit}: {unit.replace('N', str(args.limit))}" if args.limit else \
         "no --limit: everything"
     print(f"fetch {entry.name} from {entry.raw.archive}\n  into {raw}\n  {limit}; {size}", flush=True)
-    progress = _FetchProgress(raw, bars=not args.no_progress)
+    progress = _FetchProgress(raw)
     try:
-        with fetch_reporter(progress):
-            builder.fetch(raw, limit=args.limit, **opts)
+        progress.count(builder.fetch(raw, limit=args.limit, **opts) or [])
     except FetchError as e:
         progress.close()
         what = ("the archive answered HTTP 404: the file or directory is not there (check the "
@@ -207,11 +196,11 @@ def _fetch(args) -> int:
                 "the archive is unreachable from this machine: check the network (behind a proxy, "
                 "set HTTPS_PROXY); on a cluster whose compute nodes are offline, fetch on a login "
                 "or data-transfer node")
-        return fail(f"cannot download {entry.name}: {e}\n  {what}.\n  {progress.files} file(s) done "
+        return fail(f"cannot download {entry.name}: {e}\n  {what}.\n  {progress.kept(builder)} file(s) done "
                     f"so far are kept in {raw}; rerun the same command to resume.", 1)
     except KeyboardInterrupt:
         progress.close()
-        print(f"\ninterrupted: {progress.files} file(s) done are kept in {raw}; rerun the same command "
+        print(f"\ninterrupted: {progress.kept(builder)} file(s) done are kept in {raw}; rerun the same command "
               "to resume (a partial file continues from its .part)", file=sys.stderr)
         return 130
     progress.close()
@@ -238,6 +227,6 @@ def register(sub) -> None:
                    help="legacysurvey: brick names, e.g. 0001m002 0003m002 (commas also work; "
                         "@FILE reads names from a file)")
     f.add_argument("--run2d", default=None,
-                   help="sdss: the spectroscopic reduction (default 26, SDSS-I/II; also 103, 104)")
-    f.add_argument("--no-progress", action="store_true", help="no byte-progress bars (file lines stay)")
+                   help="sdss: the spectroscopic reduction (default 26, SDSS-I/II; also 103, 104; "
+                        "v5_13_2 for BOSS/eBOSS)")
     f.set_defaults(func=_fetch)

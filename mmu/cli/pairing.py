@@ -2,37 +2,44 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 
-from mmu.cli.common import dask_arguments
+from mmu.cli.common import CommandFailed, UsageError, dask_arguments, require_extra
 
 
 def _crossmatch(args) -> int:
+    require_extra("build", "mmu crossmatch")
+    from mmu.hub.layout import NotBuilt, read_manifest
     from mmu.pairing.crossmatch import CrossmatchError, crossmatch
 
+    for name in dict.fromkeys(args.datasets):  # a name the hub does not hold is a usage error
+        try:
+            read_manifest(args.hub, name)
+        except NotBuilt as e:
+            raise UsageError(str(e)) from None
     try:
         crossmatch(args.datasets, args.hub, args.name, radius_arcsec=args.radius_arcsec,
                    method=args.method, keep_unmatched=args.keep_unmatched, overwrite=args.overwrite,
-                   max_dlr=args.max_dlr, primary_only=not args.include_secondary, workers=args.workers, scheduler=args.scheduler,
-                   progress=not args.no_progress)
+                   max_dlr=args.max_dlr, primary_only=not args.include_secondary, workers=args.workers,
+                   scheduler=args.scheduler)
     except CrossmatchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise CommandFailed(str(e)) from None
     return 0
 
 
 def _export(args) -> int:
-    from mmu.shards.export import ExportError, export_wds
+    require_extra("build", "mmu export-wds")
     from mmu.hub.layout import NotBuilt
+    from mmu.shards.export import ExportError, export_wds
 
     try:
         export_wds(args.name, args.hub, args.out, split=args.split, shard_size=args.shard_size,
                    seed=args.seed, shard_multiple=args.shard_multiple, overwrite=args.overwrite,
-                   workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress)
-    except (ExportError, NotBuilt) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+                   workers=args.workers, scheduler=args.scheduler)
+    except NotBuilt as e:  # a name the hub does not hold: the message lists what it holds
+        raise UsageError(str(e)) from None
+    except ExportError as e:
+        raise CommandFailed(str(e)) from None
     return 0
 
 
@@ -84,7 +91,8 @@ def register(sub) -> None:
     e.add_argument("--hub", required=True, help="the hub directory")
     e.add_argument("--out", required=True, help="output directory for the shards")
     e.add_argument("--split", default="train", choices=["train", "val", "test"], help="which split (default train)")
-    e.add_argument("--shard-size", default="256MB", help="target shard size (default 256MB)")
+    e.add_argument("--shard-size", default="256MiB",
+                   help="target shard size (default 256MiB; MB = 10**6 bytes, MiB = 2**20)")
     e.add_argument("--shard-multiple", type=int, default=8,
                    help="round the shard count up to a multiple of this (ranks x loader workers; default 8)")
     e.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")

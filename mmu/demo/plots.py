@@ -12,7 +12,16 @@ import numpy as np
 
 
 def rgb_composite(flux: np.ndarray, bands: list[str], mask: np.ndarray | None = None) -> np.ndarray:
-    """An asinh (Lupton et al. 2004) RGB image from [C,H,W] flux; the reddest band is red."""
+    """An asinh (Lupton et al. 2004) RGB image from [C,H,W] flux; the reddest band is red.
+
+    Args:
+        flux: [C, H, W] image (non-finite values count as 0).
+        bands: the C band names (bluest first).
+        mask: [C, H, W] booleans, True where a pixel is bad (set to 0).
+
+    Returns:
+        [H, W, 3] uint8 RGB (4 bands: (z+i)/2, r, g), scaled to the 99.5th percentile.
+    """
     from astropy.visualization import make_lupton_rgb
 
     flux = np.where(np.isfinite(flux), flux, 0.0)
@@ -28,7 +37,18 @@ def rgb_composite(flux: np.ndarray, bands: list[str], mask: np.ndarray | None = 
     return make_lupton_rgb(r / scale, g / scale, b / scale, stretch=0.5, Q=8, minimum=0.0)
 
 
-def plot_spectrum(ax, lam, flux, mask, ivar=None, label=None, smooth: int = 5):
+def plot_spectrum(ax, lam, flux, mask, label=None, smooth: int = 5):
+    """Draw a spectrum on matplotlib axes `ax`: masked pixels left out of a boxcar smoothing of
+    `smooth` pixels and shaded red.
+
+    Args:
+        ax: matplotlib axes.
+        lam: vacuum wavelengths [Å].
+        flux: flux [1e-17 erg/s/cm²/Å].
+        mask: True where a pixel is bad.
+        label: legend label.
+        smooth: boxcar width in pixels (1: none).
+    """
     lam, flux, mask = np.asarray(lam), np.asarray(flux, float), np.asarray(mask, bool)
     shown = np.where(mask, np.nan, flux)
     if smooth > 1:
@@ -39,7 +59,7 @@ def plot_spectrum(ax, lam, flux, mask, ivar=None, label=None, smooth: int = 5):
     ax.plot(lam, shown, lw=0.7, color="k", label=label)
     if mask.any():  # shade masked runs
         edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(int), 0]))
-        for a, b in zip(edges[::2], edges[1::2]):
+        for a, b in zip(edges[::2], edges[1::2], strict=False):
             ax.axvspan(lam[a], lam[min(b, len(lam) - 1)], color="tab:red", alpha=0.15, lw=0)
     ax.set_xlabel("vacuum wavelength [Å]")
     ax.set_ylabel(r"flux [$10^{-17}$ erg s$^{-1}$ cm$^{-2}$ Å$^{-1}$]")
@@ -50,6 +70,7 @@ BAND_COLORS = {"u": "tab:purple", "g": "tab:blue", "r": "tab:green", "i": "tab:o
 
 
 def plot_lightcurve(ax, time, band, flux, flux_err, mask):
+    """Draw a light curve on `ax`: one colour per band, error bars, masked points left out."""
     time, flux, flux_err = np.asarray(time), np.asarray(flux), np.asarray(flux_err)
     band, mask = np.asarray(band).astype(str), np.asarray(mask, bool)
     for b in sorted(set(band)):
@@ -62,7 +83,18 @@ def plot_lightcurve(ax, time, band, flux, flux_err, mask):
 
 
 def plot_pair(row: dict, image_col: str, spectrum_col: str, out: str | Path, title: str = ""):
-    """One paired object: its image cutout next to its spectrum."""
+    """Save a figure of one paired object: its image cutout next to its spectrum.
+
+    Args:
+        row: a row of a paired catalog (as `pyarrow.Table.to_pylist` gives it).
+        image_col: its image modality column.
+        spectrum_col: its spectrum modality column.
+        out: the PNG file to write.
+        title: the figure's title (default: the object id).
+
+    Returns:
+        `out`.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -85,12 +117,14 @@ def plot_pair(row: dict, image_col: str, spectrum_col: str, out: str | Path, tit
 
 
 def main(argv=None) -> int:
+    """``python -m mmu.demo.plots HUB NAME --out PNG``: plot one paired object; prints the path."""
     import pyarrow.parquet as pq
 
     from mmu.hub.layout import catalog_dir, read_manifest
     from mmu.model.schema import ImageSpec, SpectrumSpec, modalities_of
 
-    p = argparse.ArgumentParser(prog="python -m mmu.demo.plots", description="Plot one paired object's image and spectrum.")
+    p = argparse.ArgumentParser(prog="python -m mmu.demo.plots",
+                                description="Plot one paired object's image and spectrum.")
     p.add_argument("hub")
     p.add_argument("name", help="a paired catalog with an image and a spectrum column")
     p.add_argument("--object", default=None, help="object_id (default: the first row with no masked spectrum pixels)")
@@ -107,7 +141,8 @@ def main(argv=None) -> int:
     else:
         row = max(rows, key=lambda r: np.nanmedian(np.asarray(r[spectrum_col]["flux"], float)))
     z = row.get(spectrum_col.rsplit("_", 1)[0] + "_z") if "_" in spectrum_col else row.get("z")
-    title = f"{row['object_id']}  (ra {row['ra']:.5f}, dec {row['dec']:.5f}" + (f", z = {z:.3f})" if z is not None else ")")
+    title = (f"{row['object_id']}  (ra {row['ra']:.5f}, dec {row['dec']:.5f}"
+             + (f", z = {z:.3f})" if z is not None else ")"))
     plot_pair(row, image_col, spectrum_col, args.out, title)
     print(args.out)
     return 0

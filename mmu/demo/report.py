@@ -1,16 +1,18 @@
 """The demo's `report.html`: one static page (figures embedded as PNG, no http(s) resources) of
 what a run did — example objects, the training curve, probe results against the baselines and
 the redshift margin over random weights, redshift predicted vs true, retrieval examples (an image
-and its nearest spectra), an embedding map coloured by redshift, and the stage time table."""
+and its nearest spectra), an embedding map coloured by redshift, and the stage time table.
+The page is the jinja2 template mmu/demo/templates/report.html.j2 (autoescaped)."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-import html
 import io
 import json
 from pathlib import Path
 
+import jinja2
 import numpy as np
 
 from mmu.demo.run import PAIRS
@@ -47,12 +49,12 @@ def _examples(hub: Path, pairs: str, hosts: str, n: int = 3) -> list[tuple[str, 
     # the highest-S/N spectra among the first 200 pairs (a faint galaxy's spectrum shows little)
     spec = table.column("desi_spectrum").combine_chunks()
     snr = [np.nanmedian(np.abs(np.asarray(f)) * np.sqrt(np.clip(np.asarray(iv), 0, None)))
-           for f, iv in zip(spec.field("flux").to_pylist(), spec.field("ivar").to_pylist())]
+           for f, iv in zip(spec.field("flux").to_pylist(), spec.field("ivar").to_pylist(), strict=False)]
     rows = table.take(np.argsort(snr)[::-1][:n]).to_pylist()
     if rows:
         fig, axes = plt.subplots(len(rows), 2, figsize=(10, 2.6 * len(rows)),
                                  gridspec_kw={"width_ratios": [1, 3]}, squeeze=False)
-        for (a, b), r in zip(axes, rows):
+        for (a, b), r in zip(axes, rows, strict=False):
             img = r["legacysurvey_image"]
             a.imshow(rgb_composite(np.asarray(img["flux"], np.float32), img["band"],
                                    np.asarray(img["mask"], bool)), origin="lower")
@@ -70,7 +72,7 @@ def _examples(hub: Path, pairs: str, hosts: str, n: int = 3) -> list[tuple[str, 
     rows = lc.to_pylist()
     if rows:
         fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 3), squeeze=False)
-        for ax, r in zip(axes[0], rows):
+        for ax, r in zip(axes[0], rows, strict=False):
             c = r["plasticc_lightcurve"]
             plot_lightcurve(ax, c["time"], c["band"], c["flux"], c["flux_err"], c["mask"])
             ax.set_title(f"{r['object_id']} (class {r['plasticc_true_target']})", fontsize=8)
@@ -95,9 +97,9 @@ def _training_curve(log: Path) -> bytes | None:
             val.append((rec["step"], rec["val_loss"]))
     fig, ax = plt.subplots(figsize=(6, 3))
     if train:
-        ax.plot(*zip(*train), label="train loss")
+        ax.plot(*zip(*train, strict=False), label="train loss")
     if val:
-        ax.plot(*zip(*val), "o-", label="val loss")
+        ax.plot(*zip(*val, strict=False), "o-", label="val loss")
     ax.set_xlabel("step")
     ax.set_ylabel("contrastive loss")
     ax.legend()
@@ -136,23 +138,6 @@ MODELS = {"pretrained": "pretrained", "random-weights": "random weights", "raw-p
           "supervised": "supervised"}
 
 
-def _margin_html(m: dict, size: str) -> str:
-    verdict = ("met" if m["met"] else "not met")
-    lines = [f"<div id='margin'><h3>Does pretraining help?</h3><p>Redshift from images ({m['task']}, "
-             f"{m['protocol']}): R² <b>{m['a']:.3f}</b> with the pretrained image embedding against "
-             f"{m['b']:.3f} with the same encoder at random weights, a gain of <b>{m['delta']:+.3f}</b> "
-             f"(paired bootstrap over the {m['n']} test objects, {round(100 * m['level'])}% interval "
-             f"{m['ci'][0]:+.3f} to {m['ci'][1]:+.3f}).</p>"]
-    if size == "tiny":
-        lines.append("<p>A <code>tiny</code> run is a smoke test of the chain: too few objects and steps to "
-                     "learn much. <code>--size small</code> must show a gain of at least "
-                     f"{m['required_gain']:.2f} with the interval above 0.</p>")
-    else:
-        lines.append(f"<p>Target: gain ≥ {m['required_gain']:.2f} with the interval above 0 — "
-                     f"<b class='{verdict.replace(' ', '-')}'>{verdict}</b>.</p>")
-    return "".join(lines) + "</div>"
-
-
 def _result(results_dir: Path, sub: str, task_prefix: str, protocol: str) -> dict | None:
     files = sorted((results_dir / sub).glob(f"{task_prefix}*{protocol.split('.')[0]}*.json"))
     return json.loads(files[0].read_text()) if files else None
@@ -188,7 +173,7 @@ def _retrieval(hub: Path, results_dir: Path, queries: int = 3, shown: int = 3) -
     rows = _rows(hub, PAIRS, need, ["legacysurvey_image", "desi_spectrum", "sim_truth_z"])
     fig, axes = plt.subplots(len(picks), 1 + shown, figsize=(3.2 * (1 + shown), 2.4 * len(picks)),
                              gridspec_kw={"width_ratios": [1] + [1.6] * shown}, squeeze=False)
-    for row_axes, i in zip(axes, picks):
+    for row_axes, i in zip(axes, picks, strict=False):
         q = rows[pred["ids"][i]]
         img = q["legacysurvey_image"]
         a = row_axes[0]
@@ -197,7 +182,7 @@ def _retrieval(hub: Path, results_dir: Path, queries: int = 3, shown: int = 3) -
         a.set_xticks([])
         a.set_yticks([])
         a.set_title(f"query image, z = {q['sim_truth_z']:.3f}\npartner ranked {d['ranks'][i]}", fontsize=8)
-        for k, (ax, oid) in enumerate(zip(row_axes[1:], top[i][:shown])):
+        for k, (ax, oid) in enumerate(zip(row_axes[1:], top[i][:shown], strict=False)):
             r = rows[oid]
             s = r["desi_spectrum"]
             plot_spectrum(ax, s["lambda"], s["flux"], s["mask"], smooth=31)
@@ -240,7 +225,7 @@ def _embedding_map(hub: Path, results_dir: Path, cache: Path, max_points: int = 
         return None
     z = _rows(hub, "mock_ls_truth_v1", set(panels[0][1].tolist()), ["sim_truth_z"])
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4), squeeze=False)
-    for ax, (label, ids, emb) in zip(axes[0], panels):
+    for ax, (label, ids, emb) in zip(axes[0], panels, strict=False):
         keep = np.array([i in z for i in ids])
         ids, emb = ids[keep], emb[keep]
         order = np.argsort([hashlib.sha256(i.encode()).hexdigest() for i in ids])[:max_points]
@@ -257,7 +242,20 @@ def _embedding_map(hub: Path, results_dir: Path, cache: Path, max_points: int = 
 
 def write_report(out: Path, summary: dict) -> Path:
     """OUT/report.html from a finished demo's summary (demo.json); its figures also as
-    OUT/figures/*.png and its numbers as OUT/report.json."""
+    OUT/figures/*.png and its numbers as OUT/report.json.
+
+    The page (template ``mmu/demo/templates/report.html.j2``, autoescaped) shows example
+    objects, the training curve, the probe table, the redshift margin over random weights,
+    redshift predicted vs true, retrieval examples, an embedding map and the stage times; a
+    figure whose inputs are missing is left out.
+
+    Args:
+        out: the demo's output folder (hub/, results/, cache/, runs/).
+        summary: `mmu.demo.run.Demo.run`'s summary.
+
+    Returns:
+        The path of report.html.
+    """
     from mmu.hub.layout import atomic_write_json
 
     out = Path(out)
@@ -275,70 +273,62 @@ def write_report(out: Path, summary: dict) -> Path:
     return page
 
 
+@functools.cache
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True)
+
+
+def _probes_view(tasks: dict) -> dict:
+    """The probe table: one row per task, one column per model that has results (best bold)."""
+    labels = [k for k in MODELS if any(k in row for row in tasks.values())]
+    rows = []
+    for name, row in tasks.items():
+        first = next(iter(row.values()))
+        best = max((v["value"] for v in row.values() if v.get("value") is not None), default=None)
+        cells = []
+        for k in labels:
+            v = row.get(k, {}).get("value")
+            text = ("" if v is None else f"{v:.3f}") if k in row else "—"
+            cells.append({"text": text, "best": v is not None and v == best})
+        rows.append({"task": name, "protocol": first.get("protocol", "linear.v1"),
+                     "metric": str(first.get("main_score", "")), "cells": cells, "n_test": first.get("n_test", "")})
+    return {"labels": [MODELS[k] for k in labels], "rows": rows}
+
+
 def _write_report(out: Path, summary: dict) -> tuple[Path, dict[str, bytes]]:
     """The page (written) and its figures by name (PNG bytes), each also embedded in the page."""
     hub = out / "hub"
-    esc = html.escape
     figures: dict[str, bytes] = {}
 
-    def img(name: str, png: bytes, alt: str) -> str:
+    def figure(name: str, png: bytes, alt: str) -> dict:
         figures[name] = png
-        return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        return {"alt": alt, "src": f"data:image/png;base64,{base64.b64encode(png).decode()}"}
 
-    parts = [f"<h1>mmu demo ({esc(summary['size']['name'])}) — a mock universe, end to end</h1>",
-             "<p><b>Demo run on mock data: not comparable with the public board.</b></p>"]
-    for name, png in _examples(hub, PAIRS, "demo_sn_hosts"):
-        parts.append(img(name, png, "example objects"))
+    examples = [figure(name, png, "example objects") for name, png in _examples(hub, PAIRS, "demo_sn_hosts")]
     curve = _training_curve(Path(summary["results"]["pretrain"]["checkpoint"]).parent.parent / "log.jsonl")
-    if curve:
-        parts += ["<h2>Training</h2>", img("training_curve", curve, "training curve")]
     ev = summary["results"].get("eval", {})
     tasks = ev.get("tasks", {})
-    if tasks:
-        labels = [k for k in MODELS if any(k in row for row in tasks.values())]
-        parts += ["<h2>Probes (test split)</h2>",
-                  "<table id='probes'><tr><th>task</th><th>protocol</th><th>metric</th>"
-                  + "".join(f"<th>{esc(MODELS[k])}</th>" for k in labels) + "<th>test objects</th></tr>"]
-        fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-        for name, row in tasks.items():
-            first = next(iter(row.values()))
-            best = max((v["value"] for v in row.values() if v.get("value") is not None), default=None)
-            cells = []
-            for k in labels:
-                v = row.get(k, {}).get("value")
-                cell = fmt(v) if k in row else "—"
-                cells.append(f"<td><b>{cell}</b></td>" if v is not None and v == best else f"<td>{cell}</td>")
-            parts.append(f"<tr><td>{esc(name)}</td><td>{esc(first.get('protocol', 'linear.v1'))}</td>"
-                         f"<td>{esc(str(first.get('main_score', '')))}</td>{''.join(cells)}"
-                         f"<td>{first.get('n_test', '')}</td></tr>")
-        parts.append("</table><p>Higher is better for every score here; the best of each row is bold. "
-                     "— : not applicable (PCA and supervised encoders share no embedding space, so "
-                     "they cannot retrieve across modalities).</p>")
-        if ev.get("margin"):
-            parts.append(_margin_html(ev["margin"], summary["size"]["name"]))
-        board = ev.get("leaderboard", {}).get("site")
-        if board:
-            parts.append("<p>Leaderboard: <a href=\"site/index.html\">site/index.html</a></p>")
-    scatter = _z_scatter(out / "results")
-    if scatter:
-        parts += ["<h2>Redshift from images</h2>", img("redshift_scatter", scatter, "redshift predicted vs true")]
-    for title, name, png, alt in (("Retrieval: an image and its nearest spectra", "retrieval",
-                                   _retrieval(hub, out / "results"), "retrieval examples"),
-                                  ("Embedding map", "embedding_map", _embedding_map(hub, out / "results", out / "cache"),
-                                   "embedding map coloured by redshift")):
+    sections = []
+    for title, name, make, alt in (
+            ("Redshift from images", "redshift_scatter", lambda: _z_scatter(out / "results"),
+             "redshift predicted vs true"),
+            ("Retrieval: an image and its nearest spectra", "retrieval",
+             lambda: _retrieval(hub, out / "results"), "retrieval examples"),
+            ("Embedding map", "embedding_map", lambda: _embedding_map(hub, out / "results", out / "cache"),
+             "embedding map coloured by redshift")):
+        png = make()
         if png:
-            parts += [f"<h2>{title}</h2>", img(name, png, alt)]
-    parts += ["<h2>Stages</h2>", "<table id='stages'><tr><th>stage</th><th>seconds</th></tr>"]
+            sections.append({"title": title, "figure": figure(name, png, alt)})
     reused = set(summary.get("reused", []))
-    for k, v in summary["stages_s"].items():
-        note = " (an earlier run; reused)" if k in reused else ""
-        parts.append(f"<tr><td>{esc(k)}</td><td>{v:.1f}{note}</td></tr>")
-    parts.append(f"<tr><td><b>total</b></td><td><b>{summary['total_s']:.1f}</b></td></tr></table>")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>mmu demo report</title>"
-            "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
-            "img{max-width:100%}#margin{background:#f4f6fb;padding:2px 12px;margin:1em 0}"
-            ".met{color:#176f2c}.not-met{color:#b00020}</style></head><body>" + "\n".join(parts) + "</body></html>")
+    page = _templates().get_template("report.html.j2").render(
+        size=summary["size"]["name"], examples=examples,
+        training_curve=figure("training_curve", curve, "training curve") if curve else None,
+        probes=_probes_view(tasks) if tasks else None, margin=ev.get("margin") if tasks else None,
+        board=bool(tasks and ev.get("leaderboard", {}).get("site")), figures=sections,
+        stages=[{"name": k, "seconds": v, "reused": k in reused} for k, v in summary["stages_s"].items()],
+        total=summary["total_s"])
     path = out / "report.html"
     path.write_text(page)
     return path, figures

@@ -8,13 +8,18 @@ interrupted demo resumes (the build engine's own manifests make rebuilt stages n
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
+import mmu.logs
 from mmu.hub.layout import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 # The demo observes its universe with a far deeper DESI than the real survey: a complete bright-time
 # selection to r < 21 / 23 with no fibre-magnitude cut (instead of 19.5 / 20.175 and r_fib < 21.5),
@@ -31,15 +36,44 @@ MARGIN_GAIN = 0.10  # the image-redshift R² gain over random weights a `small` 
 BOARD_TITLE = "mmu demo leaderboard (demo run, not comparable with the public board)"
 DATASETS = ("legacysurvey_dr10_south", "desi_dr1", "sdss_dr17", "plasticc_2018", "sim_truth_v1",
             "sim_truth_transients_v1")
+# the library steps whose per-step info lines the demo replaces with one line per stage (their
+# warnings stay; -v shows everything)
+QUIETED = ("mmu.engine", "mmu.builders", "mmu.hub", "mmu.pairing", "mmu.shards", "mmu.eval")
+
+
+@contextlib.contextmanager
+def quiet_steps(names: tuple[str, ...] = QUIETED):
+    """Within the block, the loggers `names` show warnings and errors only, unless mmu's
+    verbosity is debug (``-v``)."""
+    if mmu.logs.get_verbosity() <= logging.DEBUG:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=False):
+            lg.setLevel(level)
 
 
 def demo_name(task: str) -> str:
-    """The demo's local copy of a mock benchmark task: MockX.v1 -> DemoX.v1."""
+    """The demo's local copy of a mock benchmark task: MockX.v1 -> DemoX.v1.
+
+    Example:
+        >>> demo_name("MockRedshiftImage.v1")
+        'DemoRedshiftImage.v1'
+    """
     return "Demo" + task.removeprefix("Mock")
 
 
 @dataclass(frozen=True)
 class DemoSize:
+    """One demo size: how many objects and fields to simulate, how long to pretrain (which
+    config, how many steps), the supervised baseline's epochs and a time budget in seconds."""
+
     name: str
     galaxies: int
     transients: int
@@ -58,16 +92,34 @@ SIZES = {
 
 
 class Demo:
-    def __init__(self, out: str | Path, size: str = "tiny", workers: int | None = None, seed: int = 1,
-                 progress: bool = True, log: Callable = print):
+    """The whole chain on a mock universe, stage by stage, into one output folder.
+
+    Progress bars follow mmu's switch (`mmu.logs.disable_progress_bars`, ``--no-progress``);
+    each stage logs one line as it starts and ends (logger ``mmu.demo.run``), the library steps
+    inside it only their warnings (`quiet_steps`).
+
+    Args:
+        out: the output folder (raw/, hub/, shards/, runs/, results/, leaderboard/, site/,
+            report.html, demo.json, stages/).
+        size: "tiny", "small" or "medium" (`SIZES`).
+        workers: local Dask worker processes (default: Dask's choice).
+        seed: the simulation seed.
+
+    Raises:
+        ValueError: an unknown size.
+
+    Example:
+        >>> summary = Demo("demo", "tiny").run()  # doctest: +SKIP
+        >>> print(stage_table(summary))  # doctest: +SKIP
+    """
+
+    def __init__(self, out: str | Path, size: str = "tiny", workers: int | None = None, seed: int = 1):
         if size not in SIZES:
             raise ValueError(f"--size must be one of {sorted(SIZES)}, got {size!r}")
         self.out = Path(out).resolve()
         self.size = SIZES[size]
         self.workers = workers
         self.seed = seed
-        self.progress = progress
-        self.log = log
         self.raw, self.hub = self.out / "raw", self.out / "hub"
         self.stages_dir = self.out / "stages"
         self.times: dict[str, float] = {}  # seconds per stage (of the run that did it)
@@ -76,46 +128,57 @@ class Demo:
 
     # ---------------------------------------------------------------------------------------
     def stage(self, name: str, fn: Callable[[], dict]) -> dict:
+        """Run stage `name` (`fn`), or reuse its result from an earlier run of the same size and
+        seed (OUT/stages/NAME.json); its time goes into the stage table either way."""
         marker = self.stages_dir / f"{name}.json"
         if marker.exists():
             done = json.loads(marker.read_text())
             if done.get("size") == self.size.name and done.get("seed") == self.seed:
-                self.log(f"[demo] {name}: done earlier ({done['seconds']:.0f} s), reusing")
+                log.info("[demo] %s: done earlier (%.0f s), reusing", name, done["seconds"])
                 self.times[name] = done["seconds"]
                 self.reused.append(name)
                 return done["result"]
-        self.log(f"[demo] {name} ...")
+        order = ("sim", "build", "crossmatch", "export", "pretrain", "eval")  # how far along, in the log
+        where = f"stage {order.index(name) + 1} of {len(order)}" if name in order else "extra stage"
+        so_far = sum(self.times.values())
+        log.info("[demo] %s ... (%s%s)", name, where, f"; {so_far:.0f} s in the stages before" if so_far else "")
         t0 = time.perf_counter()
-        result = fn()
+        with quiet_steps():
+            result = fn()
         seconds = time.perf_counter() - t0
         self.times[name] = seconds
         self.stages_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(marker, {"size": self.size.name, "seed": self.seed, "seconds": seconds,
                                    "result": result})
-        self.log(f"[demo] {name}: {seconds:.1f} s")
+        log.info("[demo] %s: %.1f s", name, seconds)
         return result
 
     def sim(self) -> dict:
+        """Stage: the mock universe in the real survey formats (OUT/raw)."""
         from mmu.sim import simulate
 
         m = simulate(self.raw, galaxies=self.size.galaxies, transients=self.size.transients, seed=self.seed,
-                     footprint=f"fields:{self.size.fields}", client=self.client, progress=self.progress,
+                     footprint=f"fields:{self.size.fields}", client=self.client,
+                     progress=mmu.logs.progress_bars_enabled(),
                      config=dict(DEMO_SIM))
         return {"counts": m["counts"]}
 
     def build_all(self) -> dict:
+        """Stage: every dataset of `DATASETS` built into OUT/hub."""
         from mmu.engine.build import build
 
         out = {}
         for name in DATASETS:
-            r = build(name, self.raw, self.hub, client=self.client, progress=self.progress, log=self._quiet)
-            out[name] = {"rows": r.manifest["rows"], "content_revision": r.manifest["content_revision"],
-                         "rejected_inputs": len(r.manifest["rejected_inputs"])}
+            r = build(name, self.raw, self.hub, client=self.client)
+            out[name] = {"rows": r.manifest.rows.model_dump(), "content_revision": r.manifest.content_revision,
+                         "rejected_inputs": len(r.manifest.rejected_inputs)}
         return out
 
     def crossmatch_all(self) -> dict:
-        from mmu.pairing.crossmatch import crossmatch
+        """Stage: the paired catalogs the demo tasks read (Legacy Survey x DESI x truth,
+        Legacy Survey x truth, PLAsTiCC x host galaxies)."""
         from mmu.hub.layout import dataset_dir
+        from mmu.pairing.crossmatch import crossmatch
 
         # the paired catalogs the mock benchmark tasks read (catalog.yaml `tasks:` -> paired.name)
         plans = {
@@ -128,21 +191,20 @@ class Demo:
         for name, plan in plans.items():
             names = plan.pop("names")
             overwrite = dataset_dir(self.hub, name).exists()
-            r = crossmatch(names, self.hub, name, client=self.client, progress=self.progress,
-                           overwrite=overwrite, log=self._quiet, **plan)
-            out[name] = {"rows": r.manifest["rows"], "content_revision": r.manifest["content_revision"],
-                         "match": r.manifest.get("match", {})}
+            r = crossmatch(names, self.hub, name, client=self.client, overwrite=overwrite, **plan)
+            out[name] = {"rows": r.manifest.rows.model_dump(), "content_revision": r.manifest.content_revision,
+                         "match": r.manifest.match or {}}
         return out
 
     def export_all(self) -> dict:
+        """Stage: WebDataset shards of the image-spectrum pairs (train, val) in OUT/shards."""
         from mmu.shards.export import export_wds
 
         out = {}
         for split in ("train", "val"):
             idx = export_wds(PAIRS, self.hub, self.out / "shards" / split, split=split,
-                             shard_size="32MB", shard_multiple=2, overwrite=True, client=self.client,
-                             progress=self.progress, log=self._quiet)
-            out[split] = {"samples": idx["samples"], "shards": len(idx["shards"])}
+                             shard_size="32MiB", shard_multiple=2, overwrite=True, client=self.client)
+            out[split] = {"samples": idx.samples, "shards": len(idx.shards)}
         return out
 
     def pretrain_config(self):
@@ -151,17 +213,20 @@ class Demo:
 
         config = Path(__file__).resolve().parents[2] / "pretrain" / "configs" / f"{self.size.pretrain_config}.yaml"
         if not config.exists():  # installed wheel: configs ship inside mmu.pretrain
-            import mmu.pretrain
-            config = Path(mmu.pretrain.__file__).parent / "configs" / f"{self.size.pretrain_config}.yaml"
+            from mmu import pretrain as pretrain_package  # not `import mmu.pretrain`: `mmu` would turn local
+
+            config = Path(pretrain_package.__file__).parent / "configs" / f"{self.size.pretrain_config}.yaml"
         shards = self.out / "shards"
         overrides = [f"data.train=[{shards / 'train'}]", f"data.val=[{shards / 'val'}]",
                      f"run.dir={self.out / 'runs' / self.size.pretrain_config}",
-                     f"train.steps={self.size.pretrain_steps}", f"train.progress={str(self.progress).lower()}"]
+                     f"train.steps={self.size.pretrain_steps}",
+                     f"train.progress={str(mmu.logs.progress_bars_enabled()).lower()}"]
         if self.size.name == "tiny":
             overrides += ["data.batch_size=8", "train.val_every=10", "train.ckpt_every=10", "data.segment_steps=10"]
         return load_config(str(config), overrides)
 
     def pretrain(self) -> dict:
+        """Stage: CLIP-style pretraining on the shards (resumed when OUT/runs has a run)."""
         from mmu.pretrain.train import run_training
 
         cfg = self.pretrain_config()
@@ -175,8 +240,8 @@ class Demo:
         Results on them are local: never comparable with the public board."""
         import yaml
 
-        from mmu.registry.catalog import load_catalog
         from mmu.hub.layout import read_manifest
+        from mmu.registry.catalog import load_catalog
 
         cat = load_catalog()
         lock = {"benchmark": f"demo-{self.size.name}", "datasets": {}}
@@ -185,8 +250,8 @@ class Demo:
             t = cat.task(name).model_dump(mode="json")
             hub_name = t["paired"]["name"] if t.get("paired") else t["dataset"]
             m = read_manifest(self.hub, hub_name)
-            lock["datasets"][hub_name] = {"content_revision": m["content_revision"], "rows": m["rows"]}
-            t.update(name=demo_name(name), dataset_revision=m["content_revision"],
+            lock["datasets"][hub_name] = {"content_revision": m.content_revision, "rows": m.rows.model_dump()}
+            t.update(name=demo_name(name), dataset_revision=m.content_revision,
                      description=f"[demo {self.size.name}, local] {t.get('description', '')}",
                      min_per_split={"train": 10, "val": 1, "test": 3},
                      sim={"seed": self.seed, "galaxies": self.size.galaxies, "transients": self.size.transients,
@@ -201,8 +266,8 @@ class Demo:
     def _pin_tasks(self, names: list[str]) -> None:
         """Add the id sets and test labels of each demo task to demo.lock (as the mock
         benchmark's lock pins them), so a submission to the demo board is checked the same way."""
-        from mmu.registry.catalog import load_catalog
         from mmu.eval.submit import lock_entries
+        from mmu.registry.catalog import load_catalog
 
         lock_path = self.out / "demo.lock"
         cat = load_catalog()
@@ -232,17 +297,16 @@ class Demo:
         protocols = ["linear.v1", "retrieval.v1"]
         emb = CheckpointEmbedder(checkpoint)
         ours = run_tasks(emb, self.hub, results_dir / "pretrained", model=model_block(emb, name="demo-pretrained"),
-                         task_names=names, protocol_names=protocols, cache_dir=self.out / "cache",
-                         log=self._quiet)
+                         task_names=names, protocol_names=protocols, cache_dir=self.out / "cache")
         cfg = emb.p.config
         base = run_baselines(cfg, self.hub, results_dir, kinds=BASELINES, task_names=names,
                              cache_dir=self.out / "cache", supervised_epochs=self.size.supervised_epochs,
-                             protocol_names=protocols, log=self._quiet)
+                             protocol_names=protocols)
         # the maintainer's re-run that a baseline needs to enter a board (`--verified-by`),
         # from scratch: no embedding cache
         run_baselines(cfg, self.hub, self.out / "results-rerun", kinds=BASELINES, task_names=names,
                       cache_dir=None, supervised_epochs=self.size.supervised_epochs,
-                      protocol_names=protocols, log=self._quiet)
+                      protocol_names=protocols)
         board = self.leaderboard(results_dir, names)
         rows = {}
         for label, results in (("pretrained", ours), *((k, base.get(k, [])) for k in BASELINES)):
@@ -265,7 +329,7 @@ class Demo:
             for r in results:
                 if r["task"]["name"] == task and r["protocol"]["name"] == "linear.v1":
                     p = r["predictions"]
-                    return dict(zip(p["ids"], zip(p["y"], p["fits"]["main"]["pred"])))
+                    return dict(zip(p["ids"], zip(p["y"], p["fits"]["main"]["pred"], strict=False), strict=False))
             raise RuntimeError(f"no linear.v1 result for {task}")
 
         a, b = preds(ours), preds(random)
@@ -276,9 +340,9 @@ class Demo:
                                "r2", n_boot=2000, seed=0)
         out.update(task=task, protocol="linear.v1", compared=["pretrained", "random-weights"],
                    required_gain=MARGIN_GAIN, met=bool(out["delta"] >= MARGIN_GAIN and out["ci"][0] > 0))
-        self.log(f"[demo] redshift from images, linear probe R²: pretrained {out['a']:.3f} vs random "
-                 f"weights {out['b']:.3f}: gain {out['delta']:+.3f} (95% CI {out['ci'][0]:+.3f} .. "
-                 f"{out['ci'][1]:+.3f}, n = {out['n']})")
+        log.info("[demo] redshift from images, linear probe R²: pretrained %.3f vs random weights %.3f: "
+                 "gain %+.3f (95%% CI %+.3f .. %+.3f, n = %d)", out["a"], out["b"], out["delta"],
+                 out["ci"][0], out["ci"][1], out["n"])
         return out
 
     def leaderboard(self, results: Path, task_names: list[str]) -> dict:
@@ -305,8 +369,7 @@ class Demo:
         for model, path, rerun in entries:
             branch = f"submit/{model}"
             try:
-                submit(path, str(repo), model=model, replace=True, branch=branch, verified_by=rerun,
-                       log=self._quiet)
+                submit(path, str(repo), model=model, replace=True, branch=branch, verified_by=rerun)
             except SubmitError as e:
                 if "nothing to commit" not in str(e):  # a resumed demo: already submitted
                     raise
@@ -316,15 +379,18 @@ class Demo:
         rows = aggregate(read_board(str(repo), ref="main"), cols)
         site = self.out / "site"
         site.mkdir(parents=True, exist_ok=True)
-        (site / "leaderboard.md").write_text(f"# {BOARD_TITLE}\n\n" + markdown(rows, cols))
+        (site / "leaderboard.md").write_text(markdown(rows, cols, title=BOARD_TITLE))
         (site / "index.html").write_text(html_page(rows, cols, title=BOARD_TITLE))
         return {"repo": str(repo), "site": str(site / "index.html"), "models": [r.model for r in rows]}
 
-    def _quiet(self, *args):
-        pass
-
     # ---------------------------------------------------------------------------------------
     def run(self) -> dict:
+        """Run (or resume) every stage, then write OUT/demo.json and OUT/report.html.
+
+        Returns:
+            The summary (also OUT/demo.json): size, seed, seconds per stage, the stages reused
+            from an earlier run, the total, each stage's result, and the report's path.
+        """
         from mmu.engine.cluster import dask_client
 
         self.out.mkdir(parents=True, exist_ok=True)
@@ -345,10 +411,25 @@ class Demo:
         atomic_write_json(self.out / "demo.json", summary)
         from mmu.demo.report import write_report
         summary["report"] = str(write_report(self.out, summary))
-        self.log("")
-        self.log("stage         seconds")
-        for k, v in self.times.items():
-            self.log(f"{k:<13} {v:7.1f}" + ("  (earlier run, reused)" if k in self.reused else ""))
-        self.log(f"{'total':<13} {total:7.1f}")
-        self.log(f"\nreport: {summary['report']}")
         return summary
+
+
+def stage_table(summary: dict) -> str:
+    """The time of each stage of a finished demo (`Demo.run`'s summary), and the report's path:
+    what `mmu demo` prints at the end.
+
+    Example:
+        >>> print(stage_table({"stages_s": {"sim": 3.2}, "reused": [], "total_s": 3.4,
+        ...                    "report": "demo/report.html"}))
+        <BLANKLINE>
+        stage         seconds
+        sim               3.2
+        total             3.4
+        <BLANKLINE>
+        report: demo/report.html
+    """
+    lines = ["", "stage         seconds"]
+    for k, v in summary["stages_s"].items():
+        lines.append(f"{k:<13} {v:7.1f}" + ("  (earlier run, reused)" if k in summary.get("reused", []) else ""))
+    lines += [f"{'total':<13} {summary['total_s']:7.1f}", "", f"report: {summary['report']}"]
+    return "\n".join(lines)

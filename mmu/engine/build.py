@@ -16,8 +16,10 @@ in stage 2. Neither grows with the dataset.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import sys
 import time
 import traceback
 import uuid
@@ -31,19 +33,23 @@ import pyarrow.parquet as pq
 from mmu import __version__
 from mmu.engine.builder import Builder, RawInput, Rejection, get_builder
 from mmu.engine.cluster import Progress, dask_client, make_client  # noqa: F401  (make_client re-exported)
-from mmu.registry.catalog import Catalog, DatasetEntry, load_catalog
+from mmu.hub.layout import MANIFEST, STAGING, atomic_path, atomic_write_json, dataset_dir, read_manifest, replace_dir
+from mmu.hub.manifest import MANIFEST_FORMAT_VERSION, BuildManifest, write_manifest
+from mmu.logs import progress_bars_enabled
 from mmu.model.hashing import ChecksumCache, content_revision, file_sha256, row_digests, sha256_json
-from mmu.hub.layout import MANIFEST, STAGING, atomic_write_json, dataset_dir, replace_dir
 from mmu.model.schema import SCHEMA_VERSION, SPLIT_COLUMN, SPLITS, modalities_of
 from mmu.model.splits import SplitDefinition
 from mmu.model.validate import RowProblem, SchemaMismatch, conform, validate_rows
+from mmu.registry.catalog import Catalog, DatasetEntry, load_catalog
+
+log = logging.getLogger(__name__)
 
 ENGINE_VERSION = "1"
 SIM_MANIFEST = "mmu-sim.json"
 
 
 class BuildError(RuntimeError):
-    pass
+    """A build that cannot go on; the message says which dataset, input or option, and why."""
 
 
 @dataclass
@@ -57,14 +63,17 @@ class PartitionSettings:
     margin_delta: int = 5  # margin order = max(deepest partition order + delta, 10)
 
     def as_dict(self) -> dict:
+        """The settings as build.json's `partition` records them (and the build key hashes them)."""
         return dict(self.__dict__)
 
 
 @dataclass
 class BuildResult:
+    """What `build` did: the dataset's folder, its manifest, and what was rejected."""
+
     name: str
     path: Path
-    manifest: dict
+    manifest: BuildManifest
     up_to_date: bool = False
     rejections: list[dict] = field(default_factory=list)
 
@@ -112,7 +121,8 @@ def standardize_input(builder_ref: str, options: dict, item: RawInput, out_dir: 
             if SPLIT_COLUMN not in part.column_names and "ra" in part.column_names:
                 part = part.append_column(SPLIT_COLUMN, pa.array(
                     splits.assign(np.nan_to_num(part.column("ra").to_numpy(zero_copy_only=False).astype(float)),
-                                  np.clip(np.nan_to_num(part.column("dec").to_numpy(zero_copy_only=False).astype(float)), -90, 90)),
+                                  np.clip(np.nan_to_num(part.column("dec").to_numpy(zero_copy_only=False)
+                                                        .astype(float)), -90, 90)),
                     pa.string()))
             table = conform(part, schema)  # `split` is a common column
             problems = validate_rows(table, modalities, builder.nullable_modalities)
@@ -187,7 +197,18 @@ def _checksums(paths: list[str], cache_file: str) -> dict[str, str]:
 
 
 def find_sim_manifest(raw: Path) -> dict | None:
-    """The mock observatory's marker at the raw root (or a parent of it), if any."""
+    """The mock observatory's marker (`mmu-sim.json`) at the raw root or up to 3 parents above it.
+
+    Args:
+        raw: the raw root of a build.
+
+    Returns:
+        The marker's content when it says ``"mock": true``, else None (survey data).
+
+    Example:
+        >>> find_sim_manifest(Path("raw"))["seed"]        # doctest: +SKIP
+        1
+    """
     for d in [raw, *raw.parents][:4]:
         f = d / SIM_MANIFEST
         if f.is_file():
@@ -197,18 +218,42 @@ def find_sim_manifest(raw: Path) -> dict | None:
 
 
 def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = None,
-          scheduler: str | None = None, client=None, strict: bool = False, progress: bool = True,
-          catalog: Catalog | None = None, settings: PartitionSettings | None = None,
-          log=print) -> BuildResult:
-    """Build dataset `name` from the raw files under `raw` into `hub/name`."""
+          scheduler: str | None = None, client=None, strict: bool = False,
+          catalog: Catalog | None = None, settings: PartitionSettings | None = None) -> BuildResult:
+    """Build dataset `name` of the catalog from the raw files under `raw` into `hub/name`.
+
+    Progress goes to the ``mmu.engine.build`` logger and `mmu.logs` bars; a rerun with the same
+    build key is a no-op, and a killed build rerun resumes from its finished inputs.
+
+    Args:
+        name: a dataset of the catalog, e.g. ``"desi_dr1"``.
+        raw: directory holding the survey's raw files (the builder's layout).
+        hub: the hub directory; the dataset goes to ``hub/name``.
+        workers: local Dask worker processes when neither `client` nor `scheduler` is given.
+        scheduler: address of a running Dask scheduler.
+        client: a Dask client to run on (not closed).
+        strict: any rejected input or row is an error.
+        catalog: the catalog to look `name` up in (default: `load_catalog()`).
+        settings: hats-import settings (default: `PartitionSettings()`).
+
+    Returns:
+        The `BuildResult`, with the typed manifest.
+
+    Raises:
+        KeyError: `name` is not in the catalog, or its builder is not registered.
+        BuildError: `raw` is not a directory, the builder lists no (or duplicate) inputs, no row
+            survived, or `strict` and something was rejected.
+
+    Example:
+        >>> r = build("desi_dr1", "raw", "hub", workers=2)          # doctest: +SKIP
+        >>> r.manifest.rows.total, r.manifest.content_revision[:12]  # doctest: +SKIP
+    """
     catalog = catalog or load_catalog()
     entry = catalog.dataset(name)
-    settings = settings or PartitionSettings()
     raw, hub = Path(raw).resolve(), Path(hub).resolve()
     if not raw.is_dir():
         raise BuildError(f"--raw {raw}: not a directory")
-    builder_cls = get_builder(entry.builder)
-    builder = builder_cls.from_options(entry.builder_config)
+    builder = get_builder(entry.builder).from_options(entry.builder_config)
     inputs = sorted(builder.list_inputs(raw), key=lambda i: i.key)
     if not inputs:
         raise BuildError(f"no raw inputs for {name} under {raw}: builder {entry.builder!r} looks "
@@ -217,27 +262,92 @@ def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = 
     if len(set(keys)) != len(keys):
         raise BuildError(f"builder {entry.builder!r} listed duplicate input keys")
     hub.mkdir(parents=True, exist_ok=True)
-    split_def = catalog.split_definition
-    sim = find_sim_manifest(raw)
     with dask_client(workers, scheduler, client) as own_client:
         return build_inputs(entry, builder, inputs, raw=raw, hub=hub, client=own_client,
-                            split_def=split_def, sim=sim, strict=strict, progress=progress,
-                            settings=settings, log=log)
+                            split_def=catalog.split_definition, sim=find_sim_manifest(raw),
+                            strict=strict, settings=settings)
+
+
+@dataclass
+class _Standardized:
+    """What stage 1 left: the surviving inputs' markers, their ids and digests, the rejections."""
+
+    markers: dict[str, dict]  # input key -> marker
+    files: list[dict]  # markers of inputs with rows (parquet + digests, after de-duplication)
+    ids: pa.Table  # object_id, digest, split of every surviving row
+    rejected_inputs: list[dict]
+    rejected_rows: list[dict]
 
 
 def build_inputs(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], *, raw: Path,
                  hub: Path, client, split_def: SplitDefinition, sim: dict | None = None,
-                 strict: bool = False, progress: bool = True,
-                 settings: PartitionSettings | None = None, log=print) -> BuildResult:
-    """Run both stages for an already-listed set of inputs on `client`; `build` without the set-up.
+                 strict: bool = False, settings: PartitionSettings | None = None) -> BuildResult:
+    """Run both stages for an already-listed set of inputs on `client`: `build` without the set-up.
 
     Used by `build` and by the paired builder of `mmu crossmatch`, whose inputs are partitions of
-    other hub datasets rather than raw files. Args are as for `build`, plus the catalog entry, the
-    builder instance, its inputs, the split definition and the mock marker (`sim`, or None).
+    other hub datasets rather than raw files.
+
+    Args:
+        entry: the dataset's catalog entry.
+        builder: the builder instance (configured).
+        inputs: its inputs, in a stable order.
+        raw: the root the inputs' paths are recorded relative to.
+        hub: the hub directory.
+        client: the Dask client to run on.
+        split_def: the split definition.
+        sim: the mock observatory's marker (`find_sim_manifest`), or None for survey data.
+        strict: any rejection is an error.
+        settings: hats-import settings (default: `PartitionSettings()`).
+
+    Returns:
+        The `BuildResult`; ``up_to_date`` when the hub already holds this build key.
+
+    Raises:
+        BuildError: no row survived, or `strict` and something was rejected.
+
+    Example:
+        >>> build_inputs(entry, builder, builder.list_inputs(raw), raw=raw, hub=hub,  # doctest: +SKIP
+        ...              client=client, split_def=load_catalog().split_definition)
     """
     settings = settings or PartitionSettings()
     t_start = time.perf_counter()
     name = entry.name
+    input_records = _input_records(client, inputs, raw, hub)
+    build_key = _build_key(builder, split_def, settings, input_records)
+    target = dataset_dir(hub, name)
+    if (target / MANIFEST).is_file():
+        old = read_manifest(hub, name)
+        if old.build_key == build_key:
+            log.info("%s: up to date (build key %s); nothing to do", name, build_key[:12])
+            return BuildResult(name, target, old, up_to_date=True)
+
+    staging = hub / STAGING / f"{name}-{build_key[:16]}"
+    std_dir = staging / "standardized"
+    std_dir.mkdir(parents=True, exist_ok=True)
+    markers = _standardize_all(client, entry, builder, inputs, std_dir, split_def)
+    t_std = time.perf_counter() - t_start
+    std = _collect_standardized(name, inputs, markers, std_dir, strict)
+
+    t1 = time.perf_counter()
+    out_root = staging / "hats"
+    shutil.rmtree(out_root, ignore_errors=True)
+    std_files = [str(std_dir / m["parquet"]) for m in std.files]
+    margin = _partition(name, std_files, out_root, client, split_def, settings, std.ids.num_rows)
+    t_part = time.perf_counter() - t1
+    collection = out_root / name
+    manifest = _make_manifest(entry, builder, collection, build_key, split_def, settings, sim,
+                              input_records, std, margin,
+                              {"standardize": round(t_std, 2), "partition": round(t_part, 2)})
+    _install(collection, entry, manifest, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    manifest.timings_s["total"] = round(time.perf_counter() - t_start, 2)
+    _log_summary(manifest, target)
+    return BuildResult(name, target, manifest, rejections=std.rejected_inputs + std.rejected_rows)
+
+
+def _input_records(client, inputs: list[RawInput], raw: Path, hub: Path) -> list[dict]:
+    """Checksum every raw file on the workers (cached by path, size and mtime): the manifest's
+    `inputs` without their row counts."""
     cache_file = str(hub / STAGING / "sha256-cache.json")
     all_paths = sorted({p for i in inputs for p in i.paths})
     chunks = [all_paths[i:i + 64] for i in range(0, len(all_paths), 64)]
@@ -248,114 +358,123 @@ def build_inputs(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], 
     for p, d in checks.items():
         cache.put(p, d)
     cache.save()
-    input_records = [{"key": i.key, "files": [
+    return [{"key": i.key, "files": [
         {"path": os.path.relpath(p, raw), "sha256": checks[p], "bytes": os.path.getsize(p)}
         for p in i.paths]} for i in inputs]
-    key_material = {"builder": builder.name, "builder_version": builder.version,
-                    "config": builder.options(), "schema_version": SCHEMA_VERSION,
-                    "engine_version": ENGINE_VERSION, "split_hash": split_def.hash,
-                    "partition": settings.as_dict(),
-                    "inputs": [[r["key"], [f["sha256"] for f in r["files"]]] for r in input_records]}
-    build_key = sha256_json(key_material)
-    target = dataset_dir(hub, name)
-    existing = target / MANIFEST
-    if existing.is_file():
-        old = json.loads(existing.read_text())
-        if old.get("build_key") == build_key:
-            log(f"{name}: up to date (build key {build_key[:12]}); nothing to do")
-            return BuildResult(name, target, old, up_to_date=True)
 
-    staging = hub / STAGING / f"{name}-{build_key[:16]}"
-    std_dir = staging / "standardized"
-    std_dir.mkdir(parents=True, exist_ok=True)
-    bar = Progress(len(inputs), f"{name}: standardize", progress)
-    ref = builder.name if ":" not in entry.builder else entry.builder
-    futures = client.map(standardize_input, [ref] * len(inputs), [builder.options()] * len(inputs),
-                         inputs, [str(std_dir)] * len(inputs), [split_def.as_dict()] * len(inputs),
-                         pure=False)
+
+def _build_key(builder: Builder, split_def: SplitDefinition, settings: PartitionSettings,
+               input_records: list[dict]) -> str:
+    """sha256 of everything that determines the output (style: hash what determines an output)."""
+    return sha256_json({"builder": builder.name, "builder_version": builder.version,
+                        "config": builder.options(), "schema_version": SCHEMA_VERSION,
+                        "engine_version": ENGINE_VERSION, "split_hash": split_def.hash,
+                        "partition": settings.as_dict(),
+                        "inputs": [[r["key"], [f["sha256"] for f in r["files"]]] for r in input_records]})
+
+
+def _standardize_all(client, entry: DatasetEntry, builder: Builder, inputs: list[RawInput],
+                     std_dir: Path, split_def: SplitDefinition) -> dict[str, dict]:
+    """Stage 1: one `standardize_input` task per input; returns input key -> marker."""
     from dask.distributed import as_completed
+
+    bar = Progress(len(inputs), f"{entry.name}: standardize")
+    ref = builder.name if ":" not in entry.builder else entry.builder
+    n = len(inputs)
+    futures = client.map(standardize_input, [ref] * n, [builder.options()] * n, inputs,
+                         [str(std_dir)] * n, [split_def.as_dict()] * n, pure=False)
     markers = {}
     for fut in as_completed(futures):
         m = fut.result()
         markers[m["key"]] = m
         bar.update()
     bar.close()
-    t_std = time.perf_counter() - t_start
+    return markers
+
+
+def _collect_standardized(name: str, inputs: list[RawInput], markers: dict[str, dict],
+                          std_dir: Path, strict: bool) -> _Standardized:
+    """Gather stage 1's rejections, drop object ids repeated across inputs, and stop the build
+    when nothing survived or `strict` and something was rejected."""
     ordered = [markers[i.key] for i in inputs]
     rejected_inputs = [{"input": m["key"], "reason": m["rejected"]} for m in ordered if m["rejected"]]
     rejected_rows = [r for m in ordered for r in m["row_rejections"]]
-
     # object ids must be unique across inputs too; later inputs' repeats are rejected rows
-    files, id_parts = [], []
-    for m in ordered:
-        if m.get("parquet"):
-            files.append(m)
-            id_parts.append(pq.read_table(std_dir / m["digests"]))
+    files = [m for m in ordered if m.get("parquet")]
+    id_parts = [pq.read_table(std_dir / m["digests"]) for m in files]
     rejected_rows += _drop_cross_input_duplicates(files, id_parts, std_dir)
     if strict and (rejected_inputs or rejected_rows):
-        _print_rejections(name, rejected_inputs, rejected_rows, log)
+        _log_rejections(name, rejected_inputs, rejected_rows)
         raise BuildError(f"{name}: --strict and {len(rejected_inputs)} input(s), "
                          f"{len(rejected_rows)} row(s) were rejected (listed above)")
     if not files:
-        _print_rejections(name, rejected_inputs, rejected_rows, log)
+        _log_rejections(name, rejected_inputs, rejected_rows)
         raise BuildError(f"{name}: no rows survived standardization "
                          f"({len(rejected_inputs)} of {len(inputs)} inputs rejected)")
-    ids = pa.concat_tables(id_parts)
-    total_rows = ids.num_rows
-    revision = content_revision(ids.column("object_id").to_pylist(), ids.column("digest").to_pylist())
-    split_counts = {s: 0 for s in SPLITS}
-    for s, c in zip(*np.unique(np.asarray(ids.column(SPLIT_COLUMN).to_pylist(), dtype=object),
-                               return_counts=True)):
-        split_counts[s] = int(c)
+    return _Standardized(markers, files, pa.concat_tables(id_parts), rejected_inputs, rejected_rows)
 
-    t1 = time.perf_counter()
-    out_root = staging / "hats"
-    shutil.rmtree(out_root, ignore_errors=True)
-    std_files = [str(std_dir / m["parquet"]) for m in files]
-    margin = _partition(name, std_files, out_root, client, split_def, settings, progress, total_rows)
-    t_part = time.perf_counter() - t1
-    collection = out_root / name
-    from mmu.hub.card import split_data_files, write_card
 
+def _split_counts(ids: pa.Table) -> dict[str, int]:
+    counts = {s: 0 for s in SPLITS}
+    values, n = np.unique(np.asarray(ids.column(SPLIT_COLUMN).to_pylist(), dtype=object), return_counts=True)
+    for s, c in zip(values, n, strict=True):
+        counts[s] = int(c)
+    return counts
+
+
+def _make_manifest(entry: DatasetEntry, builder: Builder, collection: Path, build_key: str,
+                   split_def: SplitDefinition, settings: PartitionSettings, sim: dict | None,
+                   input_records: list[dict], std: _Standardized, margin: dict,
+                   timings: dict[str, float]) -> BuildManifest:
+    """The build.json of a finished stage 2 (`collection` = the staged HATS collection)."""
+    from mmu.hub.card import split_data_files
+
+    name = entry.name
+    ids = std.ids
     data_files = split_data_files(collection, name, split_def)
-    manifest = {
+    return BuildManifest.model_validate({
+        "format_version": MANIFEST_FORMAT_VERSION,
         "name": name, "survey": entry.survey, "release": entry.release,
         "builder": builder.name, "builder_version": builder.version, "config": builder.options(),
         "schema_version": SCHEMA_VERSION, "code_version": code_version(),
-        "engine_version": ENGINE_VERSION,
-        "build_key": build_key, "content_revision": revision,
+        "engine_version": ENGINE_VERSION, "build_key": build_key,
+        "content_revision": content_revision(ids.column("object_id").to_pylist(),
+                                             ids.column("digest").to_pylist()),
         "mock": bool(sim), "mock_seed": sim.get("seed") if sim else None,
         "simulator_version": sim.get("simulator_version") if sim else None,
         "split": {**split_def.as_dict(), "hash": split_def.hash},
-        "rows": {"total": total_rows, **split_counts},
-        "inputs": [{**r, "rows": markers[r["key"]]["rows"]} for r in input_records],
-        "rejected_inputs": rejected_inputs, "rejected_rows": rejected_rows,
+        "rows": {"total": ids.num_rows, **_split_counts(ids)},
+        "inputs": [{**r, "rows": std.markers[r["key"]]["rows"]} for r in input_records],
+        "rejected_inputs": std.rejected_inputs, "rejected_rows": std.rejected_rows,
         "partition": {**settings.as_dict(), "margin_threshold_arcsec": margin["threshold"],
                       "margin_order": margin["order"], "margin_catalog": margin["name"]},
         "modalities": {k: {"kind": v.kind, **v.describe()} for k, v in builder.modalities().items()},
         "data_files": data_files,
         "split_bytes": {s: sum((collection / f).stat().st_size for f in fs) for s, fs in data_files.items()},
         **builder.manifest_extra(),
-        "timings_s": {"standardize": round(t_std, 2), "partition": round(t_part, 2)},
+        "timings_s": timings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    })
+
+
+def _install(collection: Path, entry: DatasetEntry, manifest: BuildManifest, target: Path) -> None:
+    """Write the card and build.json into the staged collection, then swap it into `target`."""
+    from mmu.hub.card import write_card
+
+    name = entry.name
     schema = pq.read_schema(next((collection / name / "dataset").rglob("*.parquet")))
     write_card(collection, entry, manifest, schema, modalities_of(schema))
-    atomic_write_json(collection / MANIFEST, manifest)
+    write_manifest(collection, manifest)
     replace_dir(collection, target)
-    shutil.rmtree(staging, ignore_errors=True)
-    manifest["timings_s"]["total"] = round(time.perf_counter() - t_start, 2)
-    _summary(manifest, target, log)
-    return BuildResult(name, target, manifest, rejections=rejected_inputs + rejected_rows)
 
 
 def _drop_cross_input_duplicates(files: list[dict], id_parts: list[pa.Table], std_dir: Path) -> list[dict]:
     seen: dict[str, str] = {}
     rejected = []
-    for k, (m, ids) in enumerate(zip(files, id_parts)):
+    for k, (m, ids) in enumerate(zip(files, id_parts, strict=True)):
         oid = ids.column("object_id").to_pylist()
         drop = [i for i, o in enumerate(oid) if o in seen]
-        for i, o in enumerate(oid):
+        for o in oid:
             seen.setdefault(o, m["key"])
         if not drop:
             continue
@@ -369,9 +488,8 @@ def _drop_cross_input_duplicates(files: list[dict], id_parts: list[pa.Table], st
             path = std_dir / m[key]
             dedup = path.with_name(path.name.replace(".parquet", ".dedup.parquet"))
             if not dedup.exists():
-                tmp = dedup.with_name(f".{dedup.name}.tmp")
-                pq.write_table(pq.read_table(path).filter(mask), tmp)
-                os.replace(tmp, dedup)
+                with atomic_path(dedup) as tmp:
+                    pq.write_table(pq.read_table(path).filter(mask), tmp)
             m[key] = dedup.name
         id_parts[k] = pq.read_table(std_dir / m["digests"])
         m["rows"] = id_parts[k].num_rows
@@ -379,7 +497,7 @@ def _drop_cross_input_duplicates(files: list[dict], id_parts: list[pa.Table], st
 
 
 def _partition(name, std_files, out_root: Path, client, split_def, settings: PartitionSettings,
-               progress: bool, total_rows: int) -> dict:
+               total_rows: int) -> dict:
     from hats import read_hats
     from hats_import.catalog.arguments import ImportArguments
     from hats_import.collection.arguments import CollectionArguments
@@ -387,7 +505,8 @@ def _partition(name, std_files, out_root: Path, client, split_def, settings: Par
 
     bytes_per_row = max(1, sum(os.path.getsize(f) for f in std_files) * 3 // max(1, total_rows))
     rows_per_group = int(np.clip(settings.row_group_bytes // bytes_per_row, 100, 100_000))
-    common = dict(progress_bar=progress, simple_progress_bar=True,
+    bars = progress_bars_enabled() and sys.stderr.isatty()  # hats-import draws into log files otherwise
+    common = dict(progress_bar=bars, simple_progress_bar=True,
                   write_table_kwargs={"compression": "zstd",
                                       "compression_level": settings.compression_level},
                   tmp_dir=str(out_root / "_tmp"))
@@ -415,7 +534,12 @@ def _partition(name, std_files, out_root: Path, client, split_def, settings: Par
 
 
 def code_version() -> str:
-    """Package version plus the git commit of a checkout, when there is one."""
+    """The mmu version recorded in build.json: the package version, plus ``+g<commit>[.dirty]``
+    when mmu runs from a git checkout.
+
+    Returns:
+        e.g. ``"0.1.0"`` or ``"0.1.0+g1a2b3c4d5e6f.dirty"``.
+    """
     import subprocess
     root = Path(__file__).resolve().parents[2]
     try:
@@ -430,32 +554,38 @@ def code_version() -> str:
     return __version__
 
 
-def _print_rejections(name, rejected_inputs, rejected_rows, log, limit=20):
+def _log_rejections(name: str, rejected_inputs: list[dict], rejected_rows: list[dict], limit: int = 20) -> None:
+    """Warn about the first `limit` rejected inputs and rows (all are in build.json)."""
+    lines = []
     if rejected_inputs:
-        log(f"{name}: {len(rejected_inputs)} input(s) rejected:")
-        for r in rejected_inputs[:limit]:
-            log(f"  {r['input']}: {r['reason']}")
+        lines.append(f"{name}: {len(rejected_inputs)} input(s) rejected:")
+        lines += [f"  {r['input']}: {r['reason']}" for r in rejected_inputs[:limit]]
         if len(rejected_inputs) > limit:
-            log(f"  ... and {len(rejected_inputs) - limit} more (see build.json)")
+            lines.append(f"  ... and {len(rejected_inputs) - limit} more (see build.json)")
     if rejected_rows:
-        log(f"{name}: {len(rejected_rows)} row(s) rejected:")
+        lines.append(f"{name}: {len(rejected_rows)} row(s) rejected:")
         for r in rejected_rows[:limit]:
             where = f"row {r.get('row')}" + (f" ({r['object_id']})" if r.get("object_id") else "")
-            log(f"  {r['input']} {where}: {r.get('column', '')}: {r['reason']}")
+            lines.append(f"  {r['input']} {where}: {r.get('column', '')}: {r['reason']}")
         if len(rejected_rows) > limit:
-            log(f"  ... and {len(rejected_rows) - limit} more (see build.json)")
+            lines.append(f"  ... and {len(rejected_rows) - limit} more (see build.json)")
+    if lines:
+        log.warning("\n".join(lines))
 
 
-def _summary(m: dict, path: Path, log) -> None:
-    rows = m["rows"]
-    log("")
-    log(f"built {m['name']}{'  [MOCK DATA, seed %s]' % m['mock_seed'] if m['mock'] else ''}")
-    log(f"  path              {path}")
-    log(f"  rows              {rows['total']}  (train {rows['train']}, val {rows['val']}, test {rows['test']})")
-    log(f"  inputs            {len(m['inputs'])} read, {len(m['rejected_inputs'])} rejected; "
-        f"{len(m['rejected_rows'])} row(s) rejected")
-    log(f"  content revision  {m['content_revision'][:16]}   build key {m['build_key'][:16]}")
-    log(f"  margin cache      {m['partition']['margin_catalog']}")
-    log(f"  time              standardize {m['timings_s']['standardize']} s, partition {m['timings_s']['partition']} s")
-    _print_rejections(m["name"], m["rejected_inputs"], m["rejected_rows"], log, limit=10)
-    log(f"  open with         datasets.load_dataset({str(path)!r}, streaming=True) or lsdb.open_catalog({str(path)!r})")
+def _log_summary(m: BuildManifest, path: Path) -> None:
+    rows = m.rows
+    log.info("\n".join([
+        "",
+        f"built {m.name}{f'  [MOCK DATA, seed {m.mock_seed}]' if m.mock else ''}",
+        f"  path              {path}",
+        f"  rows              {rows.total}  (train {rows.train}, val {rows.val}, test {rows.test})",
+        f"  inputs            {len(m.inputs)} read, {len(m.rejected_inputs)} rejected; "
+        f"{len(m.rejected_rows)} row(s) rejected",
+        f"  content revision  {m.content_revision[:16]}   build key {m.build_key[:16]}",
+        f"  margin cache      {m.partition.margin_catalog}",
+        f"  time              standardize {m.timings_s['standardize']} s, partition {m.timings_s['partition']} s",
+        f"  open with         datasets.load_dataset({str(path)!r}, streaming=True) or lsdb.open_catalog({str(path)!r})",
+    ]))
+    _log_rejections(m.name, [r.model_dump(exclude_none=True) for r in m.rejected_inputs],
+                    [r.model_dump(exclude_none=True) for r in m.rejected_rows], limit=10)

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import pyarrow as pa
 
 from mmu.model.schema import ModalitySpec, dataset_schema
 
-_REGISTRY: dict[str, type["Builder"]] = {}
+_REGISTRY: dict[str, type[Builder]] = {}
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Rejection:
     file: str | None = None  # the file within a grouped input (a DESI pixel's coadds, a plate)
 
     def as_dict(self) -> dict:
+        """The rejection as build.json records it: only the fields that are set."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
@@ -61,6 +63,13 @@ class BuilderConfig:
 
 
 class Builder:
+    """A survey's reader: lists raw inputs and turns one into standardized rows (see the module doc).
+
+    Class attributes: `name` (set by `register_builder`), `version` (bump it when the rows a
+    builder produces change: it is part of the build key), `Config` (the dataclass that
+    catalog.yaml's `builder_config` fills) and `nullable_modalities`.
+    """
+
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     Config: ClassVar[type] = BuilderConfig
@@ -71,8 +80,21 @@ class Builder:
         self.config = config if config is not None else self.Config()
 
     @classmethod
-    def from_options(cls, options: dict | None) -> "Builder":
-        """Build from catalog.yaml's `builder_config`; unknown keys are an error."""
+    def from_options(cls, options: dict | None) -> Builder:
+        """A builder configured from catalog.yaml's `builder_config`.
+
+        Args:
+            options: the config keys (lists become tuples); None for the defaults.
+
+        Returns:
+            The builder instance.
+
+        Raises:
+            ValueError: a key the builder's `Config` does not have (the message lists the known ones).
+
+        Example:
+            >>> get_builder("desi").from_options({"survey_programs": ["main/dark"]})  # doctest: +SKIP
+        """
         options = dict(options or {})
         known = {f.name for f in dataclasses.fields(cls.Config)}
         unknown = sorted(set(options) - known)
@@ -92,18 +114,51 @@ class Builder:
     # --- what a survey builder implements -------------------------------------------------
 
     def modalities(self) -> dict[str, ModalitySpec]:
+        """The modality columns this builder fills: {column: spec}, e.g. {"spectrum": SpectrumSpec(...)}."""
         return {}
 
     def extra_columns(self) -> list[pa.Field]:
+        """Survey-native scalar columns (lower case) kept next to the common ones and the modalities."""
         return []
 
     def list_inputs(self, raw: Path) -> list[RawInput]:
+        """The raw inputs under `raw`, each one unit of work and of resumption.
+
+        Args:
+            raw: the raw root (the archive's layout below it).
+
+        Returns:
+            `RawInput`s with stable, unique keys and absolute paths.
+        """
         raise NotImplementedError
 
     def read(self, item: RawInput) -> Iterator[pa.Table | Rejection]:
+        """Rows of one input, in chunks, in `schema()`; a `Rejection` for each bad row it can name.
+
+        Args:
+            item: one of `list_inputs`' inputs.
+
+        Yields:
+            pyarrow Tables of rows, and `Rejection`s.
+
+        Raises:
+            InputRejected: the whole input is unusable (anything else raised rejects it too).
+        """
         raise NotImplementedError
 
     def fetch(self, raw: Path, limit: int | None = None) -> list[Path]:
+        """Download raw files from the survey's archive into `raw` (resumable; see `mmu fetch`).
+
+        Args:
+            raw: where to put them, in the layout `list_inputs` reads.
+            limit: download only the first `limit` units (bricks, pixels, spectra).
+
+        Returns:
+            The paths fetched or already present.
+
+        Raises:
+            NotImplementedError: the builder has no archive download.
+        """
         raise NotImplementedError(f"builder {self.name!r} has no archive download")
 
     # --- derived ---------------------------------------------------------------------------
@@ -113,11 +168,26 @@ class Builder:
         return {}
 
     def schema(self) -> pa.Schema:
+        """The Arrow schema of this builder's rows: the common columns, its modalities and extras."""
         return dataset_schema(self.modalities(), self.extra_columns())
 
 
 def register_builder(name: str):
-    """Class decorator registering a builder under `name` (duplicates raise)."""
+    """Class decorator registering a builder under `name`.
+
+    Args:
+        name: the name catalog.yaml's `builder:` refers to.
+
+    Returns:
+        The decorator; it sets `cls.name` and returns the class unchanged.
+
+    Raises:
+        ValueError: another class is already registered under `name`.
+
+    Example:
+        >>> @register_builder("mysurvey")                  # doctest: +SKIP
+        ... class MySurvey(Builder): ...
+    """
 
     def wrap(cls: type[Builder]) -> type[Builder]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
@@ -131,7 +201,21 @@ def register_builder(name: str):
 
 
 def get_builder(ref: str) -> type[Builder]:
-    """A registered builder by name, or a plugin builder by 'package.module:Class'."""
+    """A registered builder class by name, or a plugin builder by ``package.module:Class``.
+
+    Args:
+        ref: a registered name (``"desi"``) or an import reference.
+
+    Returns:
+        The `Builder` subclass.
+
+    Raises:
+        KeyError: no such builder, an import that fails, or a class that is not a `Builder`.
+
+    Example:
+        >>> get_builder("desi").name
+        'desi'
+    """
     if ":" in ref:
         module, _, attr = ref.partition(":")
         try:
@@ -146,8 +230,3 @@ def get_builder(ref: str) -> type[Builder]:
         return _REGISTRY[ref]
     except KeyError:
         raise KeyError(f"no builder {ref!r}; registered: {sorted(_REGISTRY)}") from None
-
-
-def registered_builders() -> dict[str, type[Builder]]:
-    importlib.import_module("mmu.builders")
-    return dict(_REGISTRY)

@@ -8,8 +8,8 @@ that closes only what it started.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 def make_client(workers: int | None = None, scheduler: str | None = None):
@@ -54,18 +54,27 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, client
 
 
 class Progress:
-    """A tqdm bar over finished tasks, or nothing when `enabled` is False."""
+    """A `mmu.logs.tqdm` bar over finished tasks; silent when progress bars are off.
 
-    def __init__(self, total: int, desc: str, enabled: bool, unit: str = "input"):
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, desc=desc, unit=unit, leave=True)
+    Args:
+        total: number of tasks.
+        desc: the bar's label, e.g. ``"desi_dr1: standardize"``.
+        unit: what one task is ("input", "shard").
+
+    Example:
+        >>> bar = Progress(3, "demo: standardize")      # doctest: +SKIP
+        >>> for _ in range(3):  # doctest: +SKIP
+        ...     bar.update()
+        >>> bar.close()  # doctest: +SKIP
+    """
+
+    def __init__(self, total: int, desc: str, unit: str = "input"):
+        from mmu.logs import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=True)
 
     def update(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
+        self.bar.update(n)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()

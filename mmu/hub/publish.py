@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 import textwrap
@@ -23,6 +24,7 @@ COLLECTION_FILES = ("README.md", "collection.properties", MANIFEST)
 # Never uploaded even inside the collection's folders: hidden and temporary files, staging areas.
 IGNORE_PATTERNS = [".*", "*/.*", "*.tmp", "*.tmp-*", "*.tmp.*", "*.old-*", "*/__pycache__/*",
                    "*.mmu-staging*", "*/_tmp/*"]
+logger = logging.getLogger(__name__)
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 EXIT_REFUSED = 2  # nothing was uploaded: the dataset or the arguments need fixing first
 EXIT_FAILED = 1  # the upload itself failed (network, authentication, server)
@@ -58,26 +60,38 @@ class UploadPlan:
                 "ignore_patterns": self.ignore_patterns, "delete_patterns": self.delete_patterns}
 
 
-def read_properties(path: Path) -> dict[str, str]:
-    out = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            k, _, v = line.partition("=")
-            out[k.strip()] = v.strip()
-    return out
-
-
 def collection_tables(collection: Path, name: str) -> list[str]:
-    """The HATS catalog folder and its margin caches, from collection.properties."""
+    """The HATS catalog folder and its margin caches, from collection.properties (read by
+    hats' `CollectionProperties`).
+
+    Args:
+        collection: the collection folder (HUB/NAME).
+        name: the dataset name, for messages.
+
+    Returns:
+        [primary table, *margin tables]: folder names relative to `collection`.
+
+    Raises:
+        PushRefused: no collection.properties, one hats cannot read, or one that names a table
+            that is not a folder of the collection.
+
+    Example:
+        >>> collection_tables(Path("hub/desi_dr1"), "desi_dr1")   # doctest: +SKIP
+        ['desi_dr1', 'desi_dr1_128arcs']
+    """
+    from hats.catalog import CollectionProperties
+
     props_path = collection / "collection.properties"
     if not props_path.is_file():
         raise PushRefused(f"{collection}: no collection.properties; this is not a built hub "
                           f"dataset (rebuild it with `mmu build {name} ...`)")
-    props = read_properties(props_path)
-    primary = props.get("hats_primary_table_url", name)
-    margins = [m for m in re.split(r"[\s,]+", props.get("all_margins", "")) if m]
-    tables = [primary, *margins]
+    try:
+        props = CollectionProperties.read_from_dir(collection)
+    except ValueError as e:  # pydantic's ValidationError is a ValueError
+        reason = str(e).replace("\n", " ")
+        raise PushRefused(f"{props_path}: not a valid HATS collection.properties ({reason}); rebuild "
+                          f"it with `mmu build {name} ...`") from None
+    tables = [props.hats_primary_table_url, *(props.all_margins or [])]
     for t in tables:
         if not (collection / t).is_dir() or "/" in t or t.startswith("."):
             raise PushRefused(f"{collection}: collection.properties names table {t!r}, "
@@ -87,12 +101,32 @@ def collection_tables(collection: Path, name: str) -> list[str]:
 
 def plan_upload(hub: str | Path, name: str, repo_id: str, revision: str = "main",
                 create_pr: bool = False) -> UploadPlan:
-    """What `upload_folder` will send, computed with the client's own filter and folder walk."""
-    from huggingface_hub.utils import filter_repo_objects
-    from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
+    """What `upload_folder` will send, computed with the client's own filter and folder walk.
+
+    Args:
+        hub: the hub directory.
+        name: the dataset.
+        repo_id: the target repository, ORG/NAME.
+        revision: the branch (or refs/pr/N) to commit to.
+        create_pr: open a pull request against main instead.
+
+    Returns:
+        The `UploadPlan`: files with their sizes, skipped files, the patterns passed to
+        `HfApi.upload_folder`, and the manifest (as JSON data).
+
+    Raises:
+        NotBuilt: the dataset is not built in `hub`.
+        PushRefused: its collection.properties is missing or invalid.
+
+    Example:
+        >>> plan_upload("hub", "desi_dr1", "my-org/desi_dr1").total_bytes   # doctest: +SKIP
+    """
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+    from mmu.hub.card import manifest_data
 
     collection = dataset_dir(hub, name).resolve()
-    manifest = read_manifest(hub, name)
+    manifest = manifest_data(read_manifest(hub, name))
     tables = collection_tables(collection, name)
     allow = [*COLLECTION_FILES, *[f"{t}/*" for t in tables]]
     ignore = list(IGNORE_PATTERNS)
@@ -110,12 +144,38 @@ def plan_upload(hub: str | Path, name: str, repo_id: str, revision: str = "main"
 
 
 def check_repo_id(repo_id: str) -> None:
+    """Refuse a repository id the Hub would not accept.
+
+    Args:
+        repo_id: ORG/NAME.
+
+    Raises:
+        PushRefused: not ORG/NAME of letters, digits, '-', '_', '.' (no '..' or '--').
+
+    Example:
+        >>> check_repo_id("my-org/desi_dr1")
+    """
     if not REPO_ID_RE.match(repo_id) or ".." in repo_id or "--" in repo_id:
         raise PushRefused(f"--repo {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.'), "
                           f"e.g. my-org/desi_dr1")
 
 
 def check_publishable(manifest: dict, repo_id: str, *, allow_rejections: bool, allow_mock: bool) -> None:
+    """Refuse a build that should not be published as it is.
+
+    Args:
+        manifest: the build manifest (typed or its JSON dict).
+        repo_id: the target repository.
+        allow_rejections: publish even though the build rejected raw inputs.
+        allow_mock: publish mock data (the repository name must still say "mock").
+
+    Raises:
+        PushRefused: rejected inputs without `allow_rejections`; mock data without
+            `allow_mock` or to a repository whose name does not say mock.
+    """
+    from mmu.hub.card import manifest_data
+
+    manifest = manifest_data(manifest)
     name = manifest.get("name", "?")
     rejected = manifest.get("rejected_inputs") or []
     if rejected and not allow_rejections:
@@ -141,13 +201,29 @@ def check_publishable(manifest: dict, repo_id: str, *, allow_rejections: bool, a
 def validate_card(collection: Path, manifest: dict, plan_files: list[str] | None = None) -> list[str]:
     """Offline card checks (the Hub's own validator needs the network): it loads as a
     `DatasetCard`, its `DatasetCardData` survives a round trip, and its YAML agrees with the
-    Parquet files: features equal those derived from the files' schema, every data file exists
-    (and is uploaded), every partition of the catalog is in exactly one split, row counts match."""
+    Parquet files: features (read as `datasets` reads them) equal those derived from the files'
+    schema, every data file exists (and is uploaded), every partition of the catalog is in
+    exactly one split, row counts match.
+
+    Args:
+        collection: the collection folder holding README.md.
+        manifest: the build manifest (typed or its JSON dict).
+        plan_files: the paths that will be uploaded; None skips that check.
+
+    Returns:
+        The problems found, one sentence each; empty when the card is fit to publish.
+
+    Example:
+        >>> validate_card(Path("hub/desi_dr1"), read_manifest("hub", "desi_dr1"))   # doctest: +SKIP
+        []
+    """
     import pyarrow.parquet as pq
-    from datasets import Features
     from huggingface_hub import DatasetCard, DatasetCardData
 
+    from mmu.hub.card import manifest_data, read_card_features
     from mmu.model.schema import SPLITS, hf_features, modalities_of
+
+    manifest = manifest_data(manifest)
 
     path = collection / "README.md"
     if not path.is_file():
@@ -219,8 +295,8 @@ def validate_card(collection: Path, manifest: dict, plan_files: list[str] | None
         return ["card lists no data files"]
     expected = hf_features(schema, modalities_of(schema))
     try:
-        declared = Features._from_yaml_list(meta["dataset_info"]["features"])
-    except Exception as e:  # noqa: BLE001
+        declared = read_card_features(meta)
+    except ValueError as e:
         return [f"card dataset_info.features do not parse as datasets Features: {e}"]
     if declared != expected:
         diff = sorted(k for k in set(declared) | set(expected) if declared.get(k) != expected.get(k))
@@ -245,16 +321,20 @@ def load_line(repo_id: str, revision: str | None) -> str:
     return f'datasets.load_dataset("{repo_id}", split="train", streaming=True{rev})'
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
 def prepare(args) -> UploadPlan:
-    """Every local check; raises PushRefused (or NotBuilt) with the reason."""
+    """Every local check of `mmu push`, before anything is sent.
+
+    Args:
+        args: the parsed `mmu push` arguments (see `configure_push_parser`).
+
+    Returns:
+        The checked `UploadPlan`.
+
+    Raises:
+        PushRefused: a bad repository id or revision, a build unfit to publish, or a card that
+            does not validate (the message says what to do).
+        NotBuilt: the dataset is not built in the hub.
+    """
     check_repo_id(args.repo)
     revision = args.revision or "main"
     if args.create_pr and revision != "main":
@@ -274,6 +354,9 @@ def prepare(args) -> UploadPlan:
 
 
 def print_plan(plan: UploadPlan, endpoint: str, out=None) -> None:
+    """Print the dry-run report of `plan` (sizes in dask's `format_bytes` units, e.g. 1.21 kiB)."""
+    from dask.utils import format_bytes
+
     out = out or sys.stdout
     m = plan.manifest
     where = "a new pull request against main" if plan.create_pr else f"revision {plan.revision}"
@@ -281,10 +364,10 @@ def print_plan(plan: UploadPlan, endpoint: str, out=None) -> None:
     print(f"  dataset   {plan.name} ({plan.collection}): {m['rows']['total']} rows, content revision "
           f"{m['content_revision'][:12]}{', MOCK DATA' if m.get('mock') else ''}", file=out)
     print(f"  target    {endpoint}/datasets/{plan.repo_id} ({where})", file=out)
-    print(f"  files     {len(plan.files)} ({_human(plan.total_bytes)}); stale files under "
+    print(f"  files     {len(plan.files)} ({format_bytes(plan.total_bytes)}); stale files under "
           f"{', '.join(plan.delete_patterns)} in the repository are deleted", file=out)
     for p, n in plan.files:
-        print(f"    upload  {p}  ({_human(n)})", file=out)
+        print(f"    upload  {p}  ({format_bytes(n)})", file=out)
     if plan.skipped:
         print(f"  not uploaded (not part of the collection): {len(plan.skipped)}", file=out)
         for p in plan.skipped:
@@ -292,8 +375,25 @@ def print_plan(plan: UploadPlan, endpoint: str, out=None) -> None:
     print(f"  then use  {load_line(plan.repo_id, None if plan.create_pr else plan.revision)}", file=out)
 
 
-def upload(plan: UploadPlan, *, private: bool, log=print) -> dict:
-    """Create the repository (and branch) if needed and upload; returns what happened."""
+def upload(plan: UploadPlan, *, private: bool) -> dict:
+    """Create the repository (and branch) if needed and upload the plan's files with
+    `HfApi.upload_folder`; progress goes to this module's logger.
+
+    Args:
+        plan: from `plan_upload` (checked by `prepare`).
+        private: create the repository private (an existing public one stays public, with a
+            warning).
+
+    Returns:
+        {"commit", "commit_url", "pr_url", "revision"} of the commit made.
+
+    Raises:
+        PushRefused: no Hugging Face token.
+        huggingface_hub.errors.HfHubHTTPError, OSError: the Hub refused or could not be reached.
+
+    Example:
+        >>> upload(prepare(args), private=False)["commit_url"]   # doctest: +SKIP
+    """
     from huggingface_hub import HfApi, constants, get_token
 
     if get_token() is None:
@@ -301,12 +401,13 @@ def upload(plan: UploadPlan, *, private: bool, log=print) -> dict:
                           "write access to " + plan.repo_id.split("/")[0])
     api = HfApi(endpoint=constants.ENDPOINT)
     who = api.whoami()
-    log(f"pushing {plan.name} to {constants.ENDPOINT}/datasets/{plan.repo_id} as {who.get('name')}")
+    logger.info("pushing %s to %s/datasets/%s as %s", plan.name, constants.ENDPOINT, plan.repo_id,
+                who.get("name"))
     api.create_repo(plan.repo_id, repo_type="dataset", private=private, exist_ok=True)
     if private:
         info = api.repo_info(plan.repo_id, repo_type="dataset")
         if not info.private:
-            log(f"warning: {plan.repo_id} already exists and is public; --private does not change that")
+            logger.warning("%s already exists and is public; --private does not change that", plan.repo_id)
     if plan.revision != "main" and not plan.revision.startswith("refs/"):
         api.create_branch(plan.repo_id, repo_type="dataset", branch=plan.revision, exist_ok=True)
     m = plan.manifest
@@ -317,7 +418,7 @@ def upload(plan: UploadPlan, *, private: bool, log=print) -> dict:
         - build key: {m['build_key']}
         - rows: {m['rows']['total']} (train {m['rows']['train']}, val {m['rows']['val']}, test {m['rows']['test']})
         - builder {m['builder']} v{m['builder_version']}, mmu {m['code_version']}, schema {m['schema_version']}
-        - mock data: {'yes, seed %s' % m.get('mock_seed') if m.get('mock') else 'no'}
+        - mock data: {f'yes, seed {m.get("mock_seed")}' if m.get('mock') else 'no'}
         - rejected inputs: {len(m.get('rejected_inputs') or [])}""")
     info = api.upload_folder(
         repo_id=plan.repo_id, repo_type="dataset", folder_path=str(plan.collection),
@@ -360,6 +461,7 @@ def configure_push_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_push(args) -> int:
+    from dask.utils import format_bytes
     from huggingface_hub import constants
 
     if not args.dry_run and constants.is_offline_mode():
@@ -387,7 +489,7 @@ def run_push(args) -> int:
         print(f"error: upload of {args.name} to {args.repo} at {constants.ENDPOINT} failed: "
               f"{_reason(e)}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"uploaded {len(plan.files)} files ({_human(plan.total_bytes)}) to {args.repo} "
+    print(f"uploaded {len(plan.files)} files ({format_bytes(plan.total_bytes)}) to {args.repo} "
           f"at {result['revision']}: {result['commit_url']}")
     if result["pr_url"]:
         print(f"pull request: {result['pr_url']} (merge it to publish on main)")
@@ -404,13 +506,14 @@ def _reason(e: Exception) -> str:
                 403: " (does the token have write access to this organization?)"}.get(status, "")
         server = getattr(e, "server_message", None) or ""
         return f"HTTP {status}: {str(e).splitlines()[0]} {server}".rstrip() + hint
-    transport = tuple(t for t in (getattr(_http_module(), "TransportError", None), OSError) if t)
+    transport = tuple(t for t in (getattr(http_module(), "TransportError", None), OSError) if t)
     if isinstance(e, transport):
         return f"cannot reach the Hub ({type(e).__name__}: {e})"
     return f"{type(e).__name__}: {e}"
 
 
-def _http_module():
+def http_module():
+    """The HTTP client module huggingface_hub raises network errors from (httpx2 for 2.x), or None."""
     try:
         import httpx2 as http  # what huggingface_hub 2.x uses
     except ImportError:

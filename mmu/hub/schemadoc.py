@@ -17,6 +17,8 @@ DOC_PATH = Path("docs") / "schema.md"
 # build.json, field by field ("a.b" is a key of the object a; "a[].b" a key of each item of list a).
 # tests/test_schema_doc.py checks these against a real build's manifest, so neither side drifts.
 MANIFEST_FIELDS: dict[str, str] = {
+    "format_version": "version of the build.json shape (`mmu.hub.manifest.BuildManifest`); a file "
+                      "without it (built before the field existed) is read as version 1",
     "name": "dataset name, `<survey>_<release>[_<config>]`",
     "survey": "survey name (lower case)",
     "release": "data release (lower case)",
@@ -70,6 +72,9 @@ MANIFEST_FIELDS: dict[str, str] = {
     "split_bytes": "split -> bytes of its partition files",
     "timings_s": "seconds spent per stage (standardize, partition)",
     "created": "UTC time the build finished (ISO 8601)",
+    "input_notes": "(some builders) what the inputs lack without being rejected, e.g. the "
+                   "legacysurvey builder's `bricks_missing_bands` (count, per band, brick keys): "
+                   "their rows are kept, the missing bands masked",
     # paired (cross-matched) catalogs only, from mmu/pairing/crossmatch.py's builder
     "paired": "(paired catalogs) true",
     "inputs_datasets": "(paired catalogs) the datasets joined, left first; `mmu catalog cite` "
@@ -82,7 +87,7 @@ MANIFEST_FIELDS: dict[str, str] = {
                       "modalities null",
     "match": "(paired catalogs) match statistics (rows, matched per input, dropped, conflicts)",
 }
-MANIFEST_OPTIONAL = {"paired", "inputs_datasets", "inputs_revisions", "prefixes", "method",
+MANIFEST_OPTIONAL = {"input_notes", "paired", "inputs_datasets", "inputs_revisions", "prefixes", "method",
                      "radius_arcsec", "keep_unmatched", "match"}
 
 
@@ -220,7 +225,14 @@ def render_schema_doc() -> str:
          f"  JSON); the Parquet schema carries `mmu.schema_version` = `{SCHEMA_VERSION}`.",
          "- Survey-native catalog columns (redshifts, classes, fluxes) keep the survey's names in lower",
          "  case, next to the standard columns, and may not reuse a standard column's name.",
-         "- Coordinates are ICRS degrees; `ra` in [0, 360), `dec` in [-90, 90].", "",
+         "- Coordinates are ICRS degrees; `ra` in [0, 360), `dec` in [-90, 90].",
+         "- **`lsf_sigma` includes the pixel.** It is the sigma of the line-spread function as it acts",
+         "  on the pixelised spectrum: the instrument's LSF convolved with one pixel of width Δλ,",
+         "  σ² = σ_LSF² + Δλ²/12 (an unresolved line's width as measured in the data). DESI: the",
+         "  second moment of the resolution matrix's row, which integrates over the pixel (where the",
+         "  arms overlap, the ivar-weighted mean of the rows' variances, as `coadd_cameras` merges",
+         "  them; rows cut off at an arm's edge left out). SDSS and BOSS: `wdisp` is a Gaussian sigma",
+         "  fitted without the pixel, so `lsf_sigma` = sqrt(wdisp² + 1/12) pixels of 1e-4 dex.", "",
          "## Common columns", "",
          "Every row of every dataset has these columns; the modality columns and the survey's own",
          "columns follow. `_healpix_29` is added when the rows are partitioned.", ""]

@@ -19,6 +19,11 @@ CHUNK = 1 << 22
 
 
 def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex), read in 4 MiB blocks.
+
+    Example:
+        >>> file_sha256("raw/desi/coadd-main-dark-1000.fits")[:12]   # doctest: +SKIP
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(CHUNK):
@@ -27,10 +32,22 @@ def file_sha256(path: str | Path) -> str:
 
 
 def canonical_json(obj) -> bytes:
+    """`obj` as JSON with sorted keys and no spaces, the form `sha256_json` hashes.
+
+    Example:
+        >>> canonical_json({"b": 1, "a": [1, 2]})
+        b'{"a":[1,2],"b":1}'
+    """
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 def sha256_json(obj) -> str:
+    """sha256 (hex) of `canonical_json(obj)`: a key that does not depend on dict order.
+
+    Example:
+        >>> sha256_json({"a": 1}) == sha256_json({"a": 1})
+        True
+    """
     return hashlib.sha256(canonical_json(obj)).hexdigest()
 
 
@@ -92,7 +109,15 @@ def _fsl_values(arr: pa.FixedSizeListArray) -> pa.Array:
 
 
 def row_digests(table: pa.Table, exclude: tuple[str, ...] = ("_healpix_29",)) -> list[bytes]:
-    """sha256 of each row's values, in column-name order."""
+    """sha256 of each row's values, in column-name order.
+
+    Args:
+        table: the rows.
+        exclude: columns left out (HATS's spatial index, added at partitioning).
+
+    Returns:
+        One 32-byte digest per row; equal values give equal digests whatever the chunking.
+    """
     n = table.num_rows
     leaves: list = []
     base = np.arange(n + 1, dtype=np.int64)
@@ -115,7 +140,15 @@ def row_digests(table: pa.Table, exclude: tuple[str, ...] = ("_healpix_29",)) ->
 
 
 def content_revision(object_ids: list[str], digests: list[bytes]) -> str:
-    """Order-independent hash of a dataset's content: rows sorted by object id."""
+    """Order-independent hash of a dataset's content: rows sorted by object id.
+
+    Args:
+        object_ids: every row's object id.
+        digests: the rows' `row_digests`, in the same order.
+
+    Returns:
+        The hex sha256 that build.json records as `content_revision` (and tasks pin).
+    """
     order = sorted(range(len(object_ids)), key=object_ids.__getitem__)
     h = hashlib.sha256()
     for i in order:

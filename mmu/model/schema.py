@@ -100,7 +100,8 @@ class SpectrumSpec:
             Column("flux", _fixed(pa.float32(), n), "1e-17 erg/(s cm2 Angstrom)", "flux density", "[N]"),
             Column("ivar", _fixed(pa.float32(), n), "(1e-17 erg/(s cm2 Angstrom))^-2", "inverse variance", "[N]"),
             Column("mask", _fixed(pa.bool_(), n), "", "True where the pixel is bad", "[N]"),
-            Column("lsf_sigma", _fixed(pa.float32(), n), "Angstrom", "line-spread function sigma", "[N]"),
+            Column("lsf_sigma", _fixed(pa.float32(), n), "Angstrom",
+                   "line-spread function sigma, the pixel included (σ² + Δλ²/12)", "[N]"),
         )
 
     def describe(self) -> dict:
@@ -131,7 +132,23 @@ ModalitySpec = ImageSpec | SpectrumSpec | LightcurveSpec
 
 
 def modality_spec(kind: str, params: dict[str, Any]) -> ModalitySpec:
-    """Build a spec from its `describe()` form (as stored in build.json / catalog.yaml)."""
+    """Build a spec from its `describe()` form (as stored in build.json / catalog.yaml).
+
+    Args:
+        kind: ``"image"``, ``"spectrum"`` or ``"lightcurve"``.
+        params: the spec's parameters (`describe()` output).
+
+    Returns:
+        The `ImageSpec`, `SpectrumSpec` or `LightcurveSpec`.
+
+    Raises:
+        ValueError: an unknown kind.
+        KeyError: an image spec without ``bands``.
+
+    Example:
+        >>> modality_spec("spectrum", {"length": 7781})
+        SpectrumSpec(length=7781, kind='spectrum')
+    """
     if kind == "image":
         return ImageSpec(tuple(params["bands"]), params.get("height"), params.get("width"),
                          params.get("flux_unit", "nanomaggy"))
@@ -143,6 +160,7 @@ def modality_spec(kind: str, params: dict[str, Any]) -> ModalitySpec:
 
 
 def modality_type(spec: ModalitySpec) -> pa.StructType:
+    """The Arrow struct type of one modality column (its fields in spec order)."""
     return pa.struct([c.arrow_field() for c in spec.columns()])
 
 
@@ -150,8 +168,21 @@ def dataset_schema(modalities: dict[str, ModalitySpec], extra: list[pa.Field] | 
                    with_index: bool = False) -> pa.Schema:
     """The Arrow schema of one dataset: common columns, modality structs, survey columns.
 
-    `modalities` maps a column name (usually the modality kind; prefixed in paired catalogs,
-    e.g. `desi_spectrum`) to its spec. Extra (survey-native) columns keep their own names.
+    Args:
+        modalities: column name (usually the modality kind; prefixed in paired catalogs, e.g.
+            ``desi_spectrum``) -> its spec; recorded in the field metadata.
+        extra: survey-native columns, lower case, keeping their own names.
+        with_index: also the HATS spatial index column.
+
+    Returns:
+        The schema, with ``mmu.schema_version`` in its metadata.
+
+    Raises:
+        ValueError: an extra column that collides with a standard one or is not lower case.
+
+    Example:
+        >>> dataset_schema({"spectrum": SpectrumSpec(64)}).field("spectrum").type.num_fields
+        5
     """
     fields = [c.arrow_field(nullable=c.name not in ("object_id", "ra", "dec")) for c in COMMON_COLUMNS]
     for name, spec in modalities.items():
@@ -220,7 +251,23 @@ def _fsl(flat: np.ndarray, *shape: int) -> pa.Array:
 
 def image_array(spec: ImageSpec, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray,
                 psf_fwhm: np.ndarray, scale: np.ndarray | float) -> pa.StructArray:
-    """Image structs from arrays of shape [n, C, H, W] (psf_fwhm [n, C], scale [n] or scalar)."""
+    """Image structs from numpy buffers (no Python lists of arrays).
+
+    Args:
+        spec: the image spec (bands, fixed height and width).
+        flux: [n, C, H, W]; `ivar` and `mask` likewise.
+        ivar: inverse variance, [n, C, H, W].
+        mask: True where a pixel is bad, [n, C, H, W].
+        psf_fwhm: [n, C] in arcsec.
+        scale: pixel scale in arcsec, [n] or a scalar.
+
+    Returns:
+        A StructArray of n images in `modality_type(spec)`.
+
+    Raises:
+        ValueError: shapes that do not match the spec.
+        NotImplementedError: a variable-size spec (no fixed height and width).
+    """
     n, c, h, w = flux.shape
     if c != len(spec.bands) or (spec.height, spec.width) not in ((h, w), (None, None)):
         raise ValueError(f"image arrays of shape {flux.shape[1:]} do not match the spec "
@@ -244,13 +291,29 @@ def _offsets(lengths: np.ndarray) -> pa.Array:
 
 
 def spectrum_array(spec: SpectrumSpec, lam, flux, ivar, mask, lsf_sigma) -> pa.StructArray:
-    """Spectrum structs. Fixed-length spec: 2-D arrays [n, N]. Variable: lists of 1-D arrays."""
+    """Spectrum structs from numpy buffers.
+
+    Args:
+        spec: the spectrum spec; with a fixed `length` every array is 2-D [n, length], else each
+            argument is a list of n 1-D arrays of equal lengths per object.
+        lam: wavelength (Angstrom); `flux`, `ivar`, `mask`, `lsf_sigma` the same shapes.
+        flux: flux density.
+        ivar: inverse variance of `flux`.
+        mask: True where a pixel is bad.
+        lsf_sigma: line-spread function sigma (Angstrom).
+
+    Returns:
+        A StructArray of n spectra in `modality_type(spec)`.
+
+    Raises:
+        ValueError: an array whose shape or lengths differ from the spec or from `lam`.
+    """
     names = ("lambda", "flux", "ivar", "mask", "lsf_sigma")
     dtypes = (np.float32, np.float32, np.float32, bool, np.float32)
     parts = (lam, flux, ivar, mask, lsf_sigma)
     if spec.length is not None:
         arrays = []
-        for name, dt, a in zip(names, dtypes, parts):
+        for name, dt, a in zip(names, dtypes, parts, strict=True):
             a = np.asarray(a, dtype=dt)
             if a.ndim != 2 or a.shape[1] != spec.length:
                 raise ValueError(f"spectrum {name} has shape {a.shape}, expected [n, {spec.length}]")
@@ -259,7 +322,7 @@ def spectrum_array(spec: SpectrumSpec, lam, flux, ivar, mask, lsf_sigma) -> pa.S
         lengths = np.array([len(x) for x in lam])
         offsets = _offsets(lengths)
         arrays = []
-        for name, dt, a in zip(names, dtypes, parts):
+        for name, dt, a in zip(names, dtypes, parts, strict=True):
             if [len(x) for x in a] != list(lengths):
                 raise ValueError(f"spectrum {name} lengths differ from lambda's")
             flat = np.concatenate([np.asarray(x, dt) for x in a]) if len(a) else np.array([], dt)
@@ -268,7 +331,22 @@ def spectrum_array(spec: SpectrumSpec, lam, flux, ivar, mask, lsf_sigma) -> pa.S
 
 
 def lightcurve_array(spec: LightcurveSpec, time, band, flux, flux_err, mask) -> pa.StructArray:
-    """Light-curve structs from per-object 1-D arrays (lists of equal-length arrays)."""
+    """Light-curve structs from per-object 1-D arrays.
+
+    Args:
+        spec: the light-curve spec.
+        time: n arrays of observation times (MJD); the other arguments n arrays of the same lengths.
+        band: band names per observation.
+        flux: flux per observation.
+        flux_err: its uncertainty.
+        mask: True where an observation is bad.
+
+    Returns:
+        A StructArray of n light curves in `modality_type(spec)`.
+
+    Raises:
+        ValueError: an argument whose per-object lengths differ from `time`'s.
+    """
     lengths = np.array([len(t) for t in time])
     offsets = _offsets(lengths)
     arrays = []
@@ -294,7 +372,18 @@ def spec_from_field(f: pa.Field) -> ModalitySpec | None:
 
 
 def modalities_of(schema: pa.Schema) -> dict[str, ModalitySpec]:
-    """The modality columns of a schema written by `dataset_schema`, with their specs."""
+    """The modality columns of a schema written by `dataset_schema`, with their specs.
+
+    Args:
+        schema: a hub dataset's (or a shard's) Arrow schema.
+
+    Returns:
+        ``{column: spec}`` in schema order; columns without modality metadata are left out.
+
+    Example:
+        >>> modalities_of(dataset_schema({"spectrum": SpectrumSpec(64)}))
+        {'spectrum': SpectrumSpec(length=64, kind='spectrum')}
+    """
     out = {}
     for f in schema:
         spec = spec_from_field(f)

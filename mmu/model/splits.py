@@ -14,8 +14,6 @@ import numpy as np
 
 from mmu.model.schema import SPLITS
 
-HATS_ORDER = 29
-
 
 @dataclass(frozen=True)
 class SplitDefinition:
@@ -34,15 +32,26 @@ class SplitDefinition:
             raise ValueError(f"split fractions must be >= 0 and sum to 1, got {total}")
 
     def as_dict(self) -> dict:
+        """The definition as build.json's `split` records it (without the hash)."""
         return {"method": self.method, "order": self.order, "seed": self.seed,
                 "fractions": {"train": self.train, "val": self.val, "test": self.test}}
 
     @property
     def hash(self) -> str:
+        """sha256 of `as_dict()`: what tasks and results carry to pin the split."""
         blob = json.dumps(self.as_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def pixel_split(self, pixel: int) -> str:
+        """The split of one nested HEALPix pixel at the split order: a keyed hash of the pixel
+        number mapped to [0, 1) against the cumulative fractions.
+
+        Args:
+            pixel: the pixel number at `order`.
+
+        Returns:
+            ``"train"``, ``"val"`` or ``"test"``.
+        """
         digest = hashlib.sha256(f"{self.method}:{self.seed}:{self.order}:{int(pixel)}".encode()).digest()
         u = int.from_bytes(digest[:8], "big") / 2.0**64
         if u < self.train:
@@ -50,14 +59,38 @@ class SplitDefinition:
         return "val" if u < self.train + self.val else "test"
 
     def pixels(self, ra, dec) -> np.ndarray:
-        """Nested HEALPix pixel at the split order, computed exactly as HATS partitions do."""
-        from hats.pixel_math.spatial_index import compute_spatial_index
+        """Nested HEALPix pixel at the split order, computed exactly as HATS partitions do.
+
+        Args:
+            ra, dec: positions in degrees (arrays of equal length).
+
+        Returns:
+            int64 pixel numbers at `order`: the HATS spatial index (order 29) of each position,
+            taken to `order` by `hats.pixel_math.spatial_index_to_healpix`.
+
+        Example:
+            >>> SplitDefinition().pixels([0.0, 180.0], [89.9, -30.0]).tolist()
+            [255, 1548]
+        """
+        from hats.pixel_math import compute_spatial_index, spatial_index_to_healpix
 
         index = compute_spatial_index(np.asarray(ra, float), np.asarray(dec, float))
-        return np.asarray(index, np.int64) >> (2 * (HATS_ORDER - self.order))
+        return np.asarray(spatial_index_to_healpix(index, target_order=self.order), np.int64)
 
     def assign(self, ra, dec) -> np.ndarray:
-        """The split of each position, as an array of 'train' / 'val' / 'test'."""
+        """The split of each position, a pure function of where it is on the sky.
+
+        Args:
+            ra: right ascension in degrees (array).
+            dec: declination in degrees (array of the same length).
+
+        Returns:
+            An object array of ``"train"`` / ``"val"`` / ``"test"``.
+
+        Example:
+            >>> SplitDefinition().assign([10.0], [5.0]).tolist()   # doctest: +SKIP
+            ['train']
+        """
         pix = self.pixels(ra, dec)
         if len(pix) == 0:
             return np.array([], dtype=object)
@@ -66,11 +99,26 @@ class SplitDefinition:
         return labels[inverse]
 
     def split_of_partition(self, order: int, pixel: int) -> str:
-        """The split of a HATS partition at `order` >= the split order."""
+        """The split of a HATS partition at `order` >= the split order: that of the pixel
+        containing it at the split order (`HealpixPixel.convert_to_lower_order`).
+
+        Args:
+            order: the partition's HEALPix order.
+            pixel: its nested pixel number.
+
+        Returns:
+            ``"train"``, ``"val"`` or ``"test"``.
+
+        Raises:
+            ValueError: `order` is below the split order (the partition could mix splits).
+        """
+        from hats.pixel_math import HealpixPixel
+
         if order < self.order:
             raise ValueError(f"partition order {order} is below the split order {self.order}: "
                              "it could mix splits")
-        return self.pixel_split(pixel >> (2 * (order - self.order)))
+        parent = HealpixPixel(order, int(pixel)).convert_to_lower_order(order - self.order)
+        return self.pixel_split(parent.pixel)
 
 
 def most_restrictive(*splits: str) -> str:

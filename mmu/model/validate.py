@@ -32,7 +32,19 @@ class RowProblem:
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Select, order and cast `table` to `schema`; raise SchemaMismatch naming the column."""
+    """Select, order and cast `table` to `schema` (a builder's rows -> the dataset schema).
+
+    Args:
+        table: rows as a builder produced them.
+        schema: the dataset schema (`mmu.model.schema.dataset_schema`).
+
+    Returns:
+        The table with exactly the schema's columns, in its order and types (safe casts only).
+
+    Raises:
+        SchemaMismatch: a missing column, a column the schema lacks, or a type that does not
+            cast safely (the message names the column).
+    """
     names = set(table.column_names)
     wanted = [f.name for f in schema if f.name != INDEX_COLUMN or f.name in names]
     missing = [n for n in wanted if n not in names]
@@ -58,7 +70,20 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def flat_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Flatten (nested) lists to leaf values plus row offsets into them."""
+    """Flatten (nested) lists to leaf values plus row offsets into them, without Python loops.
+
+    Args:
+        arr: a list, large-list or fixed-size-list array (nested any depth), or a flat array.
+
+    Returns:
+        ``(values, offsets)``: the leaf values as numpy (strings as an object array) and
+        ``len(arr) + 1`` offsets; row i's values are ``values[offsets[i]:offsets[i + 1]]``.
+
+    Example:
+        >>> v, off = flat_values(pa.array([[1, 2], [3]]))
+        >>> v.tolist(), off.tolist()
+        ([1, 2, 3], [0, 2, 3])
+    """
     offsets = np.arange(len(arr) + 1, dtype=np.int64)
     while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
         if pa.types.is_fixed_size_list(arr.type):
@@ -102,7 +127,18 @@ class _Problems:
 
 def validate_rows(table: pa.Table, modalities: dict[str, ModalitySpec],
                   allow_null_modalities: bool = False) -> list[RowProblem]:
-    """Every bad row of a conformed table, with the column and the reason."""
+    """Every bad row of a conformed table, with the column and the reason.
+
+    Args:
+        table: rows already `conform`ed to the dataset schema.
+        modalities: the modality columns and their specs.
+        allow_null_modalities: a null modality is allowed (paired catalogs kept with
+            ``--keep-unmatched``).
+
+    Returns:
+        One `RowProblem` per bad row (several reasons joined), in row order; empty when all
+        rows are good.
+    """
     n = table.num_rows
     ids = table.column("object_id").to_pylist()
     p = _Problems(ids)

@@ -1,9 +1,11 @@
 """Cross-matching hub datasets by sky position into a paired catalog.
 
-Matching uses ids and positions only (LSDB on Dask; margin caches make it correct across
-partition borders). The modality columns are then joined per left partition with pyarrow by a
-paired "builder" that runs through the ordinary build engine, so a paired catalog gets the same
-validation, resumption, HATS partitioning, card and build.json as any dataset.
+Matching uses ids and positions only and runs partition by partition on the workers
+(mmu.pairing.partitioned: an LSDB crossmatch with a custom algorithm; margin caches make it
+correct across partition borders); the driver gets counts, never rows. The modality columns are
+then joined per left partition with pyarrow by a paired "builder" that runs through the ordinary
+build engine, so a paired catalog gets the same validation, resumption, HATS partitioning, card
+and build.json as any dataset.
 
 Policies (docs/crossmatch.md):
 - chaining: A B C matches B to A's positions, then C to B's (A's where B is missing);
@@ -23,22 +25,22 @@ Policies (docs/crossmatch.md):
 from __future__ import annotations
 
 import functools
+import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmu.engine.builder import Builder, BuilderConfig, RawInput
-from mmu.registry.catalog import NAME_RE
 from mmu.hub.layout import MANIFEST, STAGING, NotBuilt, catalog_dir, dataset_dir, read_manifest
+from mmu.hub.manifest import BuildManifest
 from mmu.model.schema import INDEX_COLUMN, SPLIT_COLUMN, modalities_of
-from mmu.model.splits import most_restrictive
-
+from mmu.registry.catalog import NAME_RE
 
 
 class CrossmatchError(ValueError):
@@ -82,7 +84,7 @@ def _offsets_arcsec(ra1, dec1, ra2, dec2):
 class _Input:
     name: str
     prefix: str
-    manifest: dict
+    manifest: BuildManifest
     pixels: list = field(default_factory=list)
 
 
@@ -103,102 +105,68 @@ def _open(hub: Path, name: str, columns: list[str], primary_only: bool = False):
     return lsdb.open_catalog(str(dataset_dir(hub, name)), columns=columns, filters=filters)
 
 
-def _nearest(anchor, right, radius: float, n_neighbors: int, progress: bool):
-    xm = anchor.crossmatch(right, n_neighbors=n_neighbors, radius_arcsec=radius, suffixes=("_l", "_r"), suffix_method="all_columns")
-    df = xm.compute(progress_bar=progress)
-    df = pd.DataFrame({c: np.asarray(df[c]) for c in df.columns if not c.startswith("_healpix")})
-    return df
-
-
-def match_pairs(hub: Path, inputs: list[_Input], radius: float, method: str, max_dlr: float,
-                host_columns: tuple[str, str, str], keep_unmatched: bool,
-                progress: bool = False, primary_only: bool = True) -> tuple[pd.DataFrame, dict]:
-    """The paired object ids: one row per kept left object, `<prefix>_object_id` per input."""
-    import lsdb
-
-    left = inputs[0]
-    base_cols = ["object_id", "ra", "dec", SPLIT_COLUMN]
-    left_df = _open(hub, left.name, base_cols, primary_only).compute(progress_bar=progress)
-    base = pd.DataFrame({
-        "object_id": np.asarray(left_df["object_id"], dtype=object),
-        "ra": np.asarray(left_df["ra"], float), "dec": np.asarray(left_df["dec"], float),
-        SPLIT_COLUMN: np.asarray(left_df[SPLIT_COLUMN], dtype=object)})
-    base["anchor_ra"], base["anchor_dec"] = base["ra"], base["dec"]
-    stats = {"left_rows": int(len(base)), "matched": {}, "many_to_one_dropped": {}}
-    anchor_cat = _open(hub, left.name, ["object_id", "ra", "dec"], primary_only)
-    for k, right in enumerate(inputs[1:], start=1):
-        if k > 1:  # chain: anchor on the previous member's position (left's when it is missing)
-            frame = pd.DataFrame({"object_id": base["object_id"], "ra": base["anchor_ra"],
-                                  "dec": base["anchor_dec"]})
-            anchor_cat = lsdb.from_dataframe(frame, ra_column="ra", dec_column="dec",
-                                             margin_threshold=max(radius * 2, 10.0))
-        host = method == "host" and k == 1  # later members chain by position to the host
-        rcols = ["object_id", "ra", "dec", SPLIT_COLUMN]
-        if host:
-            rcols += list(host_columns)
-        rcat = _open(hub, right.name, rcols, primary_only)
-        df = _nearest(anchor_cat, rcat, radius if method == "nearest" or host else 1.0, 16 if host else 1, progress)
-        df = df.rename(columns={"object_id_l": "anchor_id", "object_id_r": "rid"})
-        df["dist"] = df.pop("_dist_arcsec")
-        if host:
-            east, north = _offsets_arcsec(df["ra_l"], df["dec_l"], df["ra_r"], df["dec_r"])
-            r_eff, e1, e2 = (df[f"{c}_r"].to_numpy(float) for c in host_columns)
-            dlr = directional_light_radius(east, north, r_eff, e1, e2)
-            df["dlr"] = df["dist"] / dlr
-            df = df[df["dlr"] < max_dlr].sort_values(["anchor_id", "dlr", "rid"])
-            df = df.drop_duplicates("anchor_id", keep="first")
-        else:
-            df["dlr"] = np.nan
-        # one-to-one: the closest left object keeps a shared right neighbour -- except for hosts:
-        # a galaxy can host several transients
-        before = len(df)
-        if method == "nearest":  # after a host step, later members follow the (shared) host
-            df = df.sort_values(["rid", "dist", "anchor_id"]).drop_duplicates("rid", keep="first")
-        stats["many_to_one_dropped"][right.prefix] = int(before - len(df))
-        df = df.set_index("anchor_id")
-        p = right.prefix
-        idx = base["object_id"]
-        base[f"{p}_object_id"] = idx.map(df["rid"]).astype(object)
-        base[f"{p}_split"] = idx.map(df[f"{SPLIT_COLUMN}_r"]).astype(object)
-        base[f"{p}_match_dist_arcsec"] = idx.map(df["dist"]).astype(float)
-        base[f"{p}_ra_"] = idx.map(df["ra_r"]).astype(float)
-        base[f"{p}_dec_"] = idx.map(df["dec_r"]).astype(float)
-        if host:
-            base[f"{p}_host_dlr"] = idx.map(df["dlr"]).astype(float)
-        hit = base[f"{p}_object_id"].notna()
-        stats["matched"][p] = int(hit.sum())
-        base.loc[hit, "anchor_ra"] = idx[hit].map(df["ra_r"]).astype(float)
-        base.loc[hit, "anchor_dec"] = idx[hit].map(df["dec_r"]).astype(float)
-    id_cols = [f"{i.prefix}_object_id" for i in inputs[1:]]
-    if not keep_unmatched:
-        base = base[base[id_cols].notna().all(axis=1)]
-    stats["rows"] = int(len(base))
-    return base.drop(columns=["anchor_ra", "anchor_dec"]).reset_index(drop=True), stats
-
-
-def _partition_files(hub: Path, name: str) -> dict[tuple[int, int], str]:
+def _partitions(root: Path, base: Path) -> tuple:
+    """((order, pixel, file relative to `base`), ...) of the HATS catalog at `root`."""
     from hats import read_hats
     from hats.io import paths
 
-    root = catalog_dir(hub, name)
     cat = read_hats(root)
-    return {(p.order, p.pixel): Path(str(paths.pixel_catalog_file(root, p))).relative_to(dataset_dir(hub, name)).as_posix()
-            for p in cat.get_healpix_pixels()}
+    return tuple((p.order, p.pixel, Path(str(paths.pixel_catalog_file(root, p))).relative_to(base).as_posix())
+                 for p in cat.get_healpix_pixels())
 
 
-def _locate(ra, dec, partitions: dict[tuple[int, int], str]) -> np.ndarray:
-    """The partition file holding each position (by its HEALPix pixel at the partition order)."""
-    from hats.pixel_math.spatial_index import compute_spatial_index
+def _margin_partitions(hub: Path, name: str) -> tuple:
+    from hats import read_hats
 
-    h29 = np.asarray(compute_spatial_index(np.asarray(ra, float), np.asarray(dec, float)), np.int64)
-    out = np.empty(len(h29), dtype=object)
-    for order in sorted({o for o, _ in partitions}):
-        pix = h29 >> (2 * (29 - order))
-        for i in np.flatnonzero(pd.isna(out)):
-            f = partitions.get((order, int(pix[i])))
-            if f is not None:
-                out[i] = f
-    return out
+    margin = read_hats(dataset_dir(hub, name)).default_margin_catalog_dir
+    return _partitions(Path(str(margin)), dataset_dir(hub, name)) if margin else ()
+
+
+def _steps(hub: Path, inputs: list[_Input], radius: float, method: str, max_dlr: float,
+           host_columns: tuple[str, str, str], primary_only: bool):
+    from mmu.pairing.partitioned import Step
+
+    steps = []
+    for k, right in enumerate(inputs[1:], start=1):
+        host = method == "host" and k == 1  # later members chain by position to the host
+        cols = ("object_id", "ra", "dec", SPLIT_COLUMN) + (tuple(host_columns) if host else ())
+        flag = primary_column(hub, right.name) if primary_only else None
+        later = {} if k == 1 else dict(
+            root=str(dataset_dir(hub, right.name)), columns=cols, primary_flag=flag,
+            native_files=_partitions(catalog_dir(hub, right.name), dataset_dir(hub, right.name)),
+            margin_files=_margin_partitions(hub, right.name))
+        steps.append(Step(prefix=right.prefix, radius_arcsec=radius if method == "nearest" or host else 1.0,
+                          host=host, one_to_one=method == "nearest", max_dlr=max_dlr,
+                          host_columns=tuple(host_columns) if host else (),
+                          partitions=_partitions(catalog_dir(hub, right.name), dataset_dir(hub, right.name)),
+                          **later))
+    return steps
+
+
+def match_pairs(hub: Path, inputs: list[_Input], radius: float, method: str, max_dlr: float,
+                host_columns: tuple[str, str, str], keep_unmatched: bool, pairs_dir: Path,
+                primary_only: bool = True) -> tuple[dict, list[str]]:
+    """Match on the workers, one aligned HEALPix pixel per task, writing the pair table under
+    `pairs_dir` (one folder per left partition). Returns the summed counts and the left partition
+    files that have pairs; nothing that grows with the rows comes back to the driver."""
+    import dask
+
+    from mmu.pairing.partitioned import ChainMatch, merge_stats, required_ring
+
+    steps = _steps(hub, inputs, radius, method, max_dlr, host_columns, primary_only)
+    ring = required_ring([s.radius_arcsec for s in steps], method == "nearest")
+    left = _open(hub, inputs[0].name, ["object_id", "ra", "dec", SPLIT_COLUMN], primary_only)
+    rcols = list(steps[0].columns or ("object_id", "ra", "dec", SPLIT_COLUMN)) + list(steps[0].host_columns)
+    right = _open(hub, inputs[1].name, list(dict.fromkeys(rcols)), primary_only)
+    algorithm = ChainMatch(steps, _partitions(catalog_dir(hub, inputs[0].name), dataset_dir(hub, inputs[0].name)),
+                           ring, str(pairs_dir), keep_unmatched)
+    xm = left.crossmatch(right, algorithm=algorithm, how="outer", suffixes=("_l", "_r"),
+                         suffix_method="all_columns", log_changes=False)
+    algorithm.meta = xm._ddf._meta if hasattr(xm, "_ddf") else xm.to_dask_dataframe()._meta
+    pairs_dir.mkdir(parents=True, exist_ok=True)
+    dask.compute(*xm.to_delayed())  # empty frames: the pairs and counts are on disk
+    stats, left_files = merge_stats(pairs_dir)
+    return stats, left_files
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,11 +226,16 @@ class PairedBuilder(Builder):
         return fields
 
     def list_inputs(self, raw):
-        pairs = pq.read_table(self.config.pairs, columns=["left_partition"])
-        files = sorted(set(pairs.column("left_partition").to_pylist()))
+        from mmu.pairing.partitioned import pixel_dir
+
         hub = Path(self.config.hub)
         left = self.config.inputs[0]
-        return [RawInput(f, (str(dataset_dir(hub, left) / f), self.config.pairs)) for f in files]
+        out = []
+        for _, _, f in _partitions(catalog_dir(hub, left), dataset_dir(hub, left)):
+            parts = sorted(str(p) for p in (Path(self.config.pairs) / pixel_dir(f)).glob("part-*.parquet"))
+            if parts:
+                out.append(RawInput(f, (str(dataset_dir(hub, left) / f), *parts)))
+        return out
 
     def manifest_extra(self):
         import json
@@ -274,7 +247,7 @@ class PairedBuilder(Builder):
     def read(self, item):
         cfg = self.config
         hub = Path(cfg.hub)
-        pairs = pq.read_table(cfg.pairs, filters=[("left_partition", "=", item.key)])
+        pairs = pa.concat_tables([pq.read_table(f) for f in item.paths[1:]]).sort_by("object_id")
         left = pq.read_table(item.paths[0])
         left = left.filter(pc.is_in(left.column("object_id"), value_set=pairs.column("object_id")))
         order = {o: i for i, o in enumerate(left.column("object_id").to_pylist())}
@@ -286,7 +259,7 @@ class PairedBuilder(Builder):
         cols["release"] = pa.array([release] * pairs.num_rows)
         cols[SPLIT_COLUMN] = pairs.column("paired_split")
         self._add_prefixed(cols, left, cfg.prefixes[0], None)
-        for k, (name, prefix) in enumerate(zip(cfg.inputs[1:], cfg.prefixes[1:]), start=1):
+        for name, prefix in zip(cfg.inputs[1:], cfg.prefixes[1:]):
             rows = self._right_rows(hub, name, pairs, prefix)
             self._add_prefixed(cols, rows, prefix, pairs)
         yield pa.table(cols)
@@ -294,15 +267,15 @@ class PairedBuilder(Builder):
     @functools.cached_property
     def _survey_release(self) -> tuple[str, str]:
         manifests = [read_manifest(self.config.hub, n) for n in self.config.inputs]
-        return ("+".join(sorted({m["survey"] for m in manifests})),
-                "+".join(m["release"] for m in manifests))
+        return ("+".join(sorted({m.survey for m in manifests})),
+                "+".join(m.release for m in manifests))
 
     def _right_rows(self, hub, name, pairs, prefix) -> pa.Table:
         """The right rows in pair order (null rows where unmatched)."""
         ids = pairs.column(f"{prefix}_object_id")
         files = [f for f in set(pairs.column(f"{prefix}_partition").to_pylist()) if f]
-        parts = [pq.read_table(dataset_dir(hub, name) / f, filters=pc.is_in(pc.field("object_id"), value_set=ids.drop_null()))
-                 for f in sorted(files)]
+        wanted = pc.is_in(pc.field("object_id"), value_set=ids.drop_null())
+        parts = [pq.read_table(dataset_dir(hub, name) / f, filters=wanted) for f in sorted(files)]
         schema = pq.read_schema(catalog_dir(hub, name) / "dataset" / "_common_metadata")
         table = pa.concat_tables(parts) if parts else schema.empty_table()
         pos = {o: i for i, o in enumerate(table.column("object_id").to_pylist())}
@@ -331,13 +304,13 @@ def crossmatch(names: list[str], hub: str | Path, out: str, *, radius_arcsec: fl
                method: str = "nearest", keep_unmatched: bool = False, overwrite: bool = False,
                prefixes: list[str] | None = None, max_dlr: float = 4.0,
                host_columns: tuple[str, str, str] = ("shape_r", "shape_e1", "shape_e2"),
-               primary_only: bool = True, client=None, workers: int | None = None, scheduler: str | None = None,
-               progress: bool = True, log=print):
+               primary_only: bool = True, client=None, workers: int | None = None, scheduler: str | None = None):
     """Match `names` left to right into the paired catalog HUB/out (a hub dataset)."""
     from mmu.engine.build import BuildResult, PartitionSettings, build_inputs
     from mmu.engine.cluster import dask_client
     from mmu.registry.catalog import load_catalog
 
+    log = logging.getLogger(__name__)
     hub = Path(hub).resolve()
     inputs = _check(names, hub, out, radius_arcsec, method, overwrite, prefixes)
     if method == "host":
@@ -350,32 +323,34 @@ def crossmatch(names: list[str], hub: str | Path, out: str, *, radius_arcsec: fl
         import dask
         with dask.config.set(scheduler=client):
             t0 = time.perf_counter()
-            pairs, stats = match_pairs(hub, inputs, radius_arcsec, method, max_dlr, host_columns,
-                                      keep_unmatched, progress, primary_only)
+            revisions = [i.manifest.content_revision for i in inputs]
+            pairs_dir = _pairs_dir(hub, out, inputs, revisions, radius_arcsec, method, keep_unmatched,
+                                   max_dlr, primary_only)
+            stats, _ = match_pairs(hub, inputs, radius_arcsec, method, max_dlr, host_columns,
+                                   keep_unmatched, pairs_dir, primary_only)
         stats["primary_only"] = {i.prefix: primary_column(hub, i.name) if primary_only else None
                                  for i in inputs}
-        log(f"matched {stats['rows']} of {stats['left_rows']} {names[0]} objects "
-            f"in {time.perf_counter() - t0:.1f} s: {stats['matched']}")
-        if len(pairs) == 0:
+        log.info(f"matched {stats['rows']} of {stats['left_rows']} {names[0]} objects "
+                 f"in {time.perf_counter() - t0:.1f} s: {stats['matched']}")
+        if stats["rows"] == 0:
+            shutil.rmtree(pairs_dir, ignore_errors=True)
             raise CrossmatchError(f"no pairs within {radius_arcsec} arcsec between {', '.join(names)}")
-        revisions = [i.manifest["content_revision"] for i in inputs]
-        pairs_path = _write_pairs(hub, out, inputs, pairs, revisions, radius_arcsec, method, stats)
         entry = _entry(out, inputs)
         import json
         builder = PairedBuilder(PairedConfig(
             hub=str(hub), inputs=tuple(names), prefixes=tuple(i.prefix for i in inputs),
-            revisions=tuple(revisions), pairs=str(pairs_path), method=method,
+            revisions=tuple(revisions), pairs=str(pairs_dir), method=method,
             radius_arcsec=float(radius_arcsec), keep_unmatched=keep_unmatched,
             stats_json=json.dumps(stats, sort_keys=True)))
         split_def = load_catalog().split_definition
-        mock = [i.manifest for i in inputs if i.manifest.get("mock")]
-        sim = {"seed": mock[0].get("mock_seed"), "simulator_version": mock[0].get("simulator_version")} if mock else None
+        mock = [i.manifest for i in inputs if i.manifest.mock]
+        sim = {"seed": mock[0].mock_seed, "simulator_version": mock[0].simulator_version} if mock else None
         if overwrite and (dataset_dir(hub, out) / MANIFEST).exists():
             (dataset_dir(hub, out) / MANIFEST).unlink()
         result: BuildResult = build_inputs(entry, builder, builder.list_inputs(hub), raw=hub, hub=hub,
                                            client=client, split_def=split_def, sim=sim, strict=False,
-                                           progress=progress, settings=PartitionSettings(), log=log)
-        pairs_path.unlink(missing_ok=True)
+                                           settings=PartitionSettings())
+        shutil.rmtree(pairs_dir, ignore_errors=True)
         return result
 
 
@@ -401,19 +376,34 @@ def _check(names, hub: Path, out, radius, method, overwrite, prefixes) -> list[_
         except NotBuilt as e:
             raise CrossmatchError(str(e)) from None
         inputs.append(_Input(n, "", m))
-    versions = {i.manifest["schema_version"] for i in inputs}
+    versions = {i.manifest.schema_version for i in inputs}
     if len(versions) > 1:
         raise CrossmatchError("schema versions differ: " + ", ".join(
-            f"{i.name}={i.manifest['schema_version']}" for i in inputs) + "; rebuild the older ones")
-    splits = {i.manifest["split"]["hash"] for i in inputs}
+            f"{i.name}={i.manifest.schema_version}" for i in inputs) + "; rebuild the older ones")
+    splits = {i.manifest.split.hash for i in inputs}
     if len(splits) > 1:
         raise CrossmatchError("the inputs were built with different split definitions; rebuild them")
     for i in inputs[1:]:
-        thr = i.manifest["partition"]["margin_threshold_arcsec"]
+        thr = i.manifest.partition.margin_threshold_arcsec
         if radius > thr:
             raise CrossmatchError(f"--radius-arcsec {radius} exceeds the margin cache of {i.name} "
                                   f"({thr} arcsec): matches near partition borders would be lost")
-    surveys = [i.manifest["survey"] for i in inputs]
+    # matching runs per HEALPix pixel with a ring of neighbours (mmu.pairing.partitioned): the left
+    # margin must hold the ring, the first member's twice the ring (LSDB's outer join), later ones
+    # the ring plus their own radius
+    from mmu.pairing.partitioned import required_ring
+
+    radii = [radius if method == "nearest" or k == 1 else 1.0 for k in range(1, len(inputs))]
+    ring = required_ring(radii, method == "nearest")
+    for k, i in enumerate(inputs):
+        need = ring if k == 0 else 2 * ring if k == 1 else ring + radii[k - 1]
+        thr = i.manifest.partition.margin_threshold_arcsec
+        if need > thr:
+            raise CrossmatchError(
+                f"--radius-arcsec {radius} exceeds the margin cache of {i.name} ({thr} arcsec): matching "
+                f"{len(inputs)} catalogs partition by partition needs {need:g} arcsec of margin; use a smaller "
+                f"radius or rebuild {i.name} with a wider margin")
+    surveys = [i.manifest.survey for i in inputs]
     auto = [s if surveys.count(s) == 1 else i.name for s, i in zip(surveys, inputs)]
     chosen = prefixes or auto
     if len(chosen) != len(inputs) or len(set(chosen)) != len(chosen) or not all(NAME_RE.match(p) for p in chosen):
@@ -423,38 +413,14 @@ def _check(names, hub: Path, out, radius, method, overwrite, prefixes) -> list[_
     return inputs
 
 
-def _write_pairs(hub, out, inputs, pairs: pd.DataFrame, revisions, radius, method, stats) -> Path:
+def _pairs_dir(hub: Path, out, inputs, revisions, radius, method, keep_unmatched, max_dlr, primary_only) -> Path:
+    """A fresh staging folder for the pair table, named by what determines it."""
     from mmu.model.hashing import sha256_json
 
-    key = sha256_json([revisions, radius, method, [i.prefix for i in inputs], len(pairs)])[:16]
-    path = hub / STAGING / f"pairs-{out}-{key}.parquet"
-    left_parts = _partition_files(hub, inputs[0].name)
-    table = {"object_id": pairs["object_id"].astype(str).to_numpy(), "ra": pairs["ra"].to_numpy(),
-             "dec": pairs["dec"].to_numpy()}
-    table["left_partition"] = _locate(pairs["ra"], pairs["dec"], left_parts)
-    member_splits = [pairs[SPLIT_COLUMN].to_numpy()]
-    for k, i in enumerate(inputs[1:], start=1):
-        p = i.prefix
-        ids = pairs[f"{p}_object_id"]
-        table[f"{p}_object_id"] = pa.array([None if pd.isna(v) else str(v) for v in ids], pa.string())
-        table[f"{p}_match_dist_arcsec"] = pairs[f"{p}_match_dist_arcsec"].to_numpy(float)
-        if method == "host" and k == 1:
-            table[f"{p}_host_dlr"] = pairs[f"{p}_host_dlr"].to_numpy(float)
-        rp = _partition_files(hub, i.name)
-        hit = ids.notna().to_numpy()
-        loc = np.full(len(pairs), None, dtype=object)
-        if hit.any():  # the right row's own partition, from its position in the match
-            loc[hit] = _locate(pairs[f"{p}_ra_"].to_numpy()[hit], pairs[f"{p}_dec_"].to_numpy()[hit], rp)
-        table[f"{p}_partition"] = pa.array(list(loc), pa.string())
-        member_splits.append(pairs[f"{p}_split"].to_numpy())
-    paired = [most_restrictive(*[s for s in row if isinstance(s, str)]) for row in zip(*member_splits)]
-    table["paired_split"] = np.array(paired, dtype=object)
-    left_split = pairs[SPLIT_COLUMN].to_numpy()
-    stats["split_conflicts"] = int(sum(a != b for a, b in zip(paired, left_split)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.table(table).sort_by("object_id"), tmp)
-    tmp.replace(path)
+    key = sha256_json([revisions, radius, method, [i.prefix for i in inputs], keep_unmatched, max_dlr,
+                       primary_only])[:16]
+    path = hub / STAGING / f"pairs-{out}-{key}"
+    shutil.rmtree(path, ignore_errors=True)  # a stale table from an interrupted run
     return path
 
 
@@ -482,8 +448,8 @@ def _entry(out: str, inputs: list[_Input]):
         no_derivatives=any(x.no_derivatives for x in licenses),
         notes="combined terms of: " + ", ".join(f"{i.name} ({e.license.id})" for i, e in zip(inputs, entries) if e))
     return DatasetEntry.model_construct(
-        name=out, survey="+".join(i.manifest["survey"] for i in inputs),
-        release="+".join(i.manifest["release"] for i in inputs),
+        name=out, survey="+".join(i.manifest.survey for i in inputs),
+        release="+".join(i.manifest.release for i in inputs),
         description=f"Paired catalog: {' x '.join(i.name for i in inputs)} matched by sky position "
                     f"(mmu crossmatch); each input's columns carry its prefix "
                     f"({', '.join(i.prefix + '_' for i in inputs)}).",
@@ -491,4 +457,4 @@ def _entry(out: str, inputs: list[_Input]):
         builder="mmu.pairing.crossmatch:PairedBuilder", builder_config={},
         raw=RawSource(archive="hub", pattern=" x ".join(i.name for i in inputs), docs="docs/crossmatch.md"),
         license=lic, citation=citations, acknowledgement="\n\n".join(acks), homepage="docs/crossmatch.md",
-        expected_rows=None, mock_only=any(i.manifest.get("mock") for i in inputs), keywords=["paired"])
+        expected_rows=None, mock_only=any(i.manifest.mock for i in inputs), keywords=["paired"])

@@ -19,7 +19,6 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mmu.model.schema import MODALITIES
 from mmu.model.splits import SplitDefinition
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -329,5 +328,3 @@ def _load(path: str, overlays: tuple[str, ...]) -> Catalog:
             data[key] = list(data.get(key) or []) + list(extra.get(key) or [])
     return parse_catalog(data, " + ".join((path,) + overlays))
 
-
-MODALITY_NAMES = MODALITIES

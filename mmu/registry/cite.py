@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -23,128 +22,120 @@ class CiteError(ValueError):
 
 
 # -------------------------------------------------------------------------------------------------
-# a strict BibTeX reader for the catalog's entries (de-duplication needs keys and fields)
+# the catalog's BibTeX, read by bibtexparser and held strictly (de-duplication needs keys and fields)
 
 
 @dataclass(frozen=True)
 class BibEntry:
+    """One BibTeX entry as bibtexparser reads it, fields in the order they are written.
+
+    Values are bibtexparser's: outer delimiters removed, ``#`` concatenations joined and month
+    macros expanded (``common_strings``); inner braces are kept.
+    """
+
     type: str  # lower case: article, misc, ...
     key: str
-    fields: tuple[tuple[str, str], ...]  # (lower-case name, value as written, delimiters included)
+    fields: tuple[tuple[str, str], ...]  # (lower-case name, value)
 
     def get(self, name: str) -> str | None:
+        """The value of field `name` (lower case), or None."""
         return next((v for k, v in self.fields if k == name), None)
 
     def normalized(self) -> tuple:
+        """What two entries must share to be the same entry: type, key and fields, whitespace
+        runs collapsed."""
         return (self.type, self.key, tuple((k, " ".join(v.split())) for k, v in self.fields))
 
     def render(self) -> str:
+        """The entry as BibTeX text, one aligned ``name = {value}`` line per field."""
         width = max((len(k) for k, _ in self.fields), default=0)
-        body = ",\n".join(f"  {k.ljust(width)} = {' '.join(v.split())}" for k, v in self.fields)
+        body = ",\n".join(f"  {k.ljust(width)} = {{{' '.join(v.split())}}}" for k, v in self.fields)
         return f"@{self.type}{{{self.key},\n{body}\n}}"
 
 
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_:.+-]*")
-_KEY = re.compile(r"[^\s,{}()\"#%'=]+")
+def _grammar_elements(expr, name: str):
+    """The sub-expressions of a pyparsing grammar whose results name is `name`."""
+    seen, stack = set(), [expr]
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if x.resultsName == name:
+            yield x
+        stack += list(getattr(x, "exprs", None) or [])
+        if getattr(x, "expr", None) is not None:
+            stack.append(x.expr)
 
 
 def parse_bibtex(text: str, source: str = "<bibtex>") -> list[BibEntry]:
-    """Parse @type{key, field = value, ...} entries; values are {...}, "...", digits or macro
-    names joined with #. Anything malformed raises CiteError with the line. Text outside entries
-    is allowed only as blank or %-comment lines."""
-    entries, i, n = [], 0, len(text)
+    """Read the BibTeX entries of `text` with bibtexparser, strictly.
 
-    def where(pos: int) -> str:
-        return f"{source}, line {text.count(chr(10), 0, pos) + 1}"
+    bibtexparser skips what it cannot read as an "implicit comment" and keeps the first of two
+    fields with one name; here both are errors, since a citation silently losing a field or a
+    whole entry is worse than none. Text outside entries may only be blank or ``%`` comments.
 
-    def skip_ws(pos: int) -> int:
-        while pos < n and text[pos].isspace():
-            pos += 1
-        return pos
+    Args:
+        text: BibTeX source (``@type{key, name = value, ...}`` entries).
+        source: what the text is, for error messages (e.g. ``catalog entry desi_dr1``).
 
-    def braced(pos: int, close: str) -> int:  # text[pos] is the opener; returns index after close
-        depth, start = 0, pos
-        pos += 1
-        while pos < n:
-            c = text[pos]
-            if c == "\\":
-                pos += 2
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                if depth == 0 and close == "}":
-                    return pos + 1
-                depth -= 1
-                if depth < 0:
-                    raise CiteError(f"{where(pos)}: unbalanced '}}'")
-            elif c == close and depth == 0:
-                return pos + 1
-            pos += 1
-        raise CiteError(f"{where(start)}: unterminated value")
+    Returns:
+        The entries in the order written; field names lower case, in the order written.
 
-    while True:
-        i = skip_ws(i)
-        if i >= n:
-            return entries
-        if text[i] == "%":
-            i = text.find("\n", i) if "\n" in text[i:] else n
-            continue
-        if text[i] != "@":
-            raise CiteError(f"{where(i)}: expected '@' to start an entry, found {text[i:i + 20]!r}")
-        m = _NAME.match(text, i + 1)
-        if not m:
-            raise CiteError(f"{where(i)}: missing entry type after '@'")
-        etype, i = m.group().lower(), skip_ws(m.end())
-        if i >= n or text[i] not in "{(":
-            raise CiteError(f"{where(i)}: expected '{{' after @{etype}")
-        close = "}" if text[i] == "{" else ")"
-        i = skip_ws(i + 1)
-        m = _KEY.match(text, i)
-        if not m:
-            raise CiteError(f"{where(i)}: @{etype} has no citation key")
-        key, i = m.group(), skip_ws(m.end())
-        fields, names = [], set()
-        while True:
-            if i < n and text[i] == close:
-                i += 1
-                break
-            if i >= n or text[i] != ",":
-                raise CiteError(f"{where(i)}: @{etype}{{{key}: expected ',' or the closing '{close}'")
-            i = skip_ws(i + 1)
-            if i < n and text[i] == close:  # trailing comma
-                i += 1
-                break
-            m = _NAME.match(text, i)
-            if not m:
-                raise CiteError(f"{where(i)}: @{etype}{{{key}: expected a field name")
-            fname, i = m.group().lower(), skip_ws(m.end())
-            if fname in names:
-                raise CiteError(f"{where(i)}: @{etype}{{{key}: field {fname!r} appears twice")
-            if i >= n or text[i] != "=":
-                raise CiteError(f"{where(i)}: @{etype}{{{key}: expected '=' after {fname}")
-            i = skip_ws(i + 1)
-            parts = []
-            while True:
-                start = i
-                if i < n and text[i] == "{":
-                    i = braced(i, "}")
-                elif i < n and text[i] == '"':
-                    i = braced(i, '"')
-                elif i < n and (text[i].isalnum()):
-                    m = re.compile(r"[A-Za-z0-9_]+").match(text, i)
-                    i = m.end()
-                else:
-                    raise CiteError(f"{where(i)}: @{etype}{{{key}: field {fname!r} has no value")
-                parts.append(text[start:i])
-                i = skip_ws(i)
-                if i < n and text[i] == "#":
-                    i = skip_ws(i + 1)
-                    continue
-                break
-            names.add(fname)
-            fields.append((fname, " # ".join(parts)))
-        entries.append(BibEntry(etype, key, tuple(fields)))
+    Raises:
+        CiteError: text that is not a readable entry (with its line), or a field given twice.
+
+    Example:
+        >>> [e] = parse_bibtex("@misc{ND2023, title = {ND survey} # { v2}, year = 2023}")
+        >>> e.key, e.get("title"), e.get("year")
+        ('ND2023', 'ND survey v2', '2023')
+    """
+    import bibtexparser
+    from bibtexparser.bparser import BibTexParser
+
+    parser = BibTexParser(common_strings=True, ignore_nonstandard_types=False)
+    # bibtexparser folds each entry's fields into a dict (reversed, the first of a repeated name
+    # winning): record each field's name and offset, and each entry's offset, as its grammar
+    # matches. `_expr` is the parser's pyparsing grammar (bibtexparser 1.x, pinned <2 in pyproject).
+    field_at: dict[int, str] = {}
+    entry_at: list[int] = []
+
+    def on_field(s, loc, tokens) -> None:  # returns None: the tokens go on unchanged
+        field_at.setdefault(loc, tokens[0][0].lower())
+
+    def on_entry(s, loc, tokens) -> None:
+        entry_at.append(loc)
+
+    for element in _grammar_elements(parser._expr.entry, "Field"):
+        element.add_parse_action(on_field)
+    parser._expr.entry.add_parse_action(on_entry)
+
+    def line(pos: int) -> int:
+        return text.count("\n", 0, max(pos, 0)) + 1
+
+    db = bibtexparser.loads(text, parser)
+    for comment in db.comments:  # what bibtexparser skipped: only % comments may be
+        bad = [x.strip() for x in comment.splitlines() if x.strip() and not x.lstrip().startswith("%")]
+        if bad:
+            raise CiteError(f"{source}, line {line(text.find(bad[0]))}: not a BibTeX entry: "
+                            f"{bad[0][:60]!r} (check the braces, the commas between fields, "
+                            f"'=' after each field name and the citation key)")
+    starts = sorted(set(entry_at))
+    if len(starts) != len(db.entries):
+        raise CiteError(f"{source}: read {len(db.entries)} entries at {len(starts)} places; malformed BibTeX")
+    entries = []
+    for i, (start, d) in enumerate(zip(starts, db.entries, strict=False)):
+        end = starts[i + 1] if i + 1 < len(starts) else len(text) + 1
+        names = [n for at, n in sorted(field_at.items()) if start <= at < end]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise CiteError(f"{source}, line {line(start)}: @{d['ENTRYTYPE']}{{{d['ID']}: field "
+                            f"{twice[0]!r} appears twice")
+        if sorted(names) != sorted(n for n in d if n not in ("ENTRYTYPE", "ID")):
+            raise CiteError(f"{source}, line {line(start)}: @{d['ENTRYTYPE']}{{{d['ID']}: fields read "
+                            f"{sorted(d)} do not match the fields written {names}")
+        entries.append(BibEntry(d["ENTRYTYPE"].lower(), d["ID"], tuple((n, str(d[n])) for n in names)))
+    return entries
 
 
 # -------------------------------------------------------------------------------------------------
@@ -153,6 +144,8 @@ def parse_bibtex(text: str, source: str = "<bibtex>") -> list[BibEntry]:
 
 @dataclass
 class Citations:
+    """What `collect` found for a set of targets: what to cite, acknowledge and beware of."""
+
     datasets: list[str]  # the catalog datasets cited, in first-use order
     via: dict[str, list[str]]  # target as given -> the catalog datasets it resolved to
     entries: list[BibEntry]
@@ -186,7 +179,20 @@ def _names_in_results(data: dict, catalog) -> list[str]:
 
 def resolve(targets: list[str], catalog, hub: str | Path | None = None) -> dict[str, list[str]]:
     """Each target -> the catalog dataset names it rests on (paired datasets and results files
-    are followed to their inputs, recursively)."""
+    are followed to their inputs, recursively).
+
+    Args:
+        targets: dataset names, built datasets (a folder, its build.json, or a name in `hub`) or
+            results files.
+        catalog: the catalog (`mmu.registry.catalog.load_catalog()`).
+        hub: the hub folder names are looked up in (default: a build.json's own hub).
+
+    Returns:
+        {target: [dataset names, in first-use order]}.
+
+    Raises:
+        CiteError: a target that is none of these, or inputs that lead back to themselves.
+    """
     known = {d.name for d in catalog.datasets}
 
     def from_manifest(data: dict, path: Path, seen: tuple) -> list[str]:
@@ -235,6 +241,19 @@ def resolve(targets: list[str], catalog, hub: str | Path | None = None) -> dict[
 
 
 def collect(targets: list[str], catalog, hub: str | Path | None = None) -> Citations:
+    """Everything to cite for `targets` (see `resolve`): BibTeX entries de-duplicated by key,
+    acknowledgements de-duplicated by text, licenses, and warnings for non-commercial and
+    no-derivatives licenses.
+
+    Raises:
+        CiteError: an unresolvable target, malformed catalog BibTeX (`parse_bibtex`), a
+            citation holding more than one entry, or one key naming two different entries.
+
+    Example:
+        >>> c = collect(["desi_dr1"], load_catalog())  # doctest: +SKIP
+        >>> [e.key for e in c.entries]  # doctest: +SKIP
+        ['DESI2025DR1', 'DESI2016Instrument']
+    """
     via = resolve(targets, catalog, hub)
     names = list(dict.fromkeys(n for ns in via.values() for n in ns))
     entries: dict[str, tuple[BibEntry, str]] = {}
@@ -268,7 +287,8 @@ def collect(targets: list[str], catalog, hub: str | Path | None = None) -> Citat
 
 
 def render_bibtex(c: Citations) -> str:
-    """A .bib file: the entries, with the datasets, licenses and acknowledgements as % comments."""
+    """A .bib file: the entries, with the datasets, licenses and acknowledgements as % comments
+    (BibTeX ignores them; `parse_bibtex` reads the file back)."""
     lines = [f"% BibTeX for {', '.join(c.datasets)} (written by `mmu catalog cite`)", "%"]
     for name in c.datasets:
         lines.append(f"% {name}: cite {', '.join(c.keys_of[name])}; license {c.licenses[name]}")
@@ -291,6 +311,7 @@ def render_bibtex(c: Citations) -> str:
 
 
 def configure_cite_parser(p: argparse.ArgumentParser) -> None:
+    """The options of `mmu catalog cite` on parser `p`."""
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = textwrap.dedent("""\
         Print the BibTeX of every dataset used (each dataset's own paper and the papers it rests
@@ -309,6 +330,8 @@ def configure_cite_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_cite(args) -> int:
+    """`mmu catalog cite`: BibTeX to stdout or ``-o FILE``; license warnings and what each
+    target rests on to stderr. Returns the exit code (2 for an unresolvable target)."""
     from mmu.registry.catalog import CatalogError, load_catalog
 
     try:
@@ -339,6 +362,7 @@ def run_cite(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`mmu catalog cite` as a function (``python -m mmu.registry.cite``); returns the exit code."""
     p = argparse.ArgumentParser(prog="mmu catalog cite")
     configure_cite_parser(p)
     return run_cite(p.parse_args(argv))

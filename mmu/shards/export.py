@@ -13,8 +13,8 @@ globally with an external shuffle whose memory is bounded by one partition and o
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
-import re
 import shutil
 import time
 from pathlib import Path
@@ -25,10 +25,22 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from mmu.hub.layout import atomic_write_json, dataset_dir, read_manifest
+from mmu.hub.layout import atomic_path, dataset_dir, read_manifest
 from mmu.model.schema import INDEX_COLUMN, SPLIT_COLUMN, ImageSpec, SpectrumSpec, modalities_of
 from mmu.model.validate import flat_values
-from mmu.shards.format import FORMAT_VERSION, INDEX_JSON, INDEX_PARQUET, encode_sample, sample_key, shard_name, write_tar
+from mmu.shards.format import (
+    FORMAT_VERSION,
+    INDEX_PARQUET,
+    ShardEntry,
+    ShardIndex,
+    encode_sample,
+    sample_key,
+    shard_name,
+    write_index,
+    write_tar,
+)
+
+log = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
@@ -36,13 +48,35 @@ class ExportError(ValueError):
 
 
 def parse_size(text: str | int) -> int:
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgG]?)[bB]?\s*", str(text))
-    if not m:
-        raise ExportError(f"cannot read size {text!r}; use e.g. 256MB")
-    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[m.group(2).lower()]
-    return int(float(m.group(1)) * scale)
+    """A byte count from a size such as ``"256MiB"``, read by `dask.utils.parse_bytes`.
+
+    Units as dask (and the SI / IEC standards) define them: ``kB``/``MB``/``GB`` are powers of
+    1000, ``KiB``/``MiB``/``GiB`` powers of 1024 (so ``"256MB"`` is 256,000,000 bytes and
+    ``"256MiB"`` 268,435,456); a bare number is bytes.
+
+    Args:
+        text: the size, or an int of bytes.
+
+    Returns:
+        The number of bytes, > 0.
+
+    Raises:
+        ExportError: `text` is not a size or not positive (the message names it).
+
+    Example:
+        >>> parse_size("32MiB"), parse_size("32MB")
+        (33554432, 32000000)
+    """
+    from dask.utils import parse_bytes
+
+    try:
+        n = int(text) if isinstance(text, int) else (parse_bytes(text) if str(text).strip() else None)
+    except ValueError:
+        n = None
+    if n is None or n <= 0:
+        raise ExportError(f"shard size {text!r}: expected a positive size such as 256MiB "
+                          f"(MiB = 2**20 bytes, MB = 10**6)")
+    return n
 
 
 def _order_key(seed: int, ids: list[str]) -> np.ndarray:
@@ -57,7 +91,7 @@ def row_arrays(table: pa.Table, modalities: dict, constants: dict) -> list[dict[
     for col, spec in modalities.items():
         struct = table.column(col).combine_chunks()
         valid = np.asarray(struct.is_valid())
-        for f, child in zip(struct.type, struct.flatten()):
+        for f, child in zip(struct.type, struct.flatten(), strict=True):
             name = f"{col}.{f.name}"
             if name in constants:
                 continue
@@ -103,7 +137,7 @@ def _constants(table: pa.Table, modalities: dict) -> dict:
     return out
 
 
-def _scatter(path: str, split: str, seed: int, n_shards: int, order: dict, bucket_dir: str, tag: str,
+def _scatter(path: str, split: str, n_shards: int, order: dict, bucket_dir: str, tag: str,
              constants: dict) -> dict:
     """Rows of one partition -> bucket files per shard; checks the constants really are."""
     table = pq.read_table(path)
@@ -123,10 +157,8 @@ def _scatter(path: str, split: str, seed: int, n_shards: int, order: dict, bucke
         part = table.filter(pa.array(shard == s))
         d = Path(bucket_dir) / f"{int(s):06d}"
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{tag}.tmp"
-        with ipc.new_file(tmp, part.schema) as w:
+        with atomic_path(d / f"{tag}.arrow") as tmp, ipc.new_file(tmp, part.schema) as w:
             w.write_table(part)
-        tmp.replace(d / f"{tag}.arrow")
         written += part.num_rows
     return {"rows": written, "constant": ok}
 
@@ -142,76 +174,156 @@ def _gather(shard: int, split: str, bucket_dir: str, out_dir: str, constants: di
     arrays = row_arrays(table, modalities, constants)
     keys = [sample_key(m["object_id"]) for m in metas]
     info = write_tar(Path(out_dir) / shard_name(split, shard),
-                     ((k, encode_sample(m, a)) for k, m, a in zip(keys, metas, arrays)))
+                     ((k, encode_sample(m, a)) for k, m, a in zip(keys, metas, arrays, strict=True)))
     info["index"] = {"object_id": [m["object_id"] for m in metas], "ra": [m["ra"] for m in metas],
                      "dec": [m["dec"] for m in metas], "key": keys}
     return info
 
 
 def export_wds(name: str, hub: str | Path, out: str | Path, *, split: str = "train",
-               shard_size: str | int = "256MB", seed: int = 0, shard_multiple: int = 8,
+               shard_size: str | int = "256MiB", seed: int = 0, shard_multiple: int = 8,
                overwrite: bool = False, client=None, workers: int | None = None,
-               scheduler: str | None = None, progress: bool = True, log=print) -> dict:
-    """Write dataset `name`'s `split` rows to shuffled WebDataset shards in `out`."""
-    from mmu.engine.cluster import Progress, dask_client
+               scheduler: str | None = None) -> ShardIndex:
+    """Write dataset `name`'s `split` rows to globally shuffled WebDataset shards in `out`.
+
+    Args:
+        name: a built dataset or paired catalog in `hub`.
+        hub: the hub directory.
+        out: the output folder (replaced atomically when done).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        shard_size: target bytes per shard, e.g. ``"256MiB"`` (see `parse_size`).
+        seed: shuffle seed: the sample order is a pure function of it and the object ids.
+        shard_multiple: the shard count is rounded up to a multiple of this (ranks x workers).
+        overwrite: replace a non-empty `out`.
+        client: a Dask client to run on (not closed).
+        workers: local Dask worker processes when neither `client` nor `scheduler` is given.
+        scheduler: address of a running Dask scheduler.
+
+    Returns:
+        The `ShardIndex` written to ``out/index.json``.
+
+    Raises:
+        NotBuilt: `name` is not built in `hub`.
+        ExportError: a bad split or size, `out` not empty without `overwrite`, no rows in the
+            split, or two object ids that map to the same sample key.
+
+    Example:
+        >>> ix = export_wds("ls_desi", "hub", "shards/train", shard_size="64MiB")   # doctest: +SKIP
+        >>> ix.samples, len(ix.shards)  # doctest: +SKIP
+    """
+    from mmu.engine.cluster import dask_client
 
     hub, out = Path(hub).resolve(), Path(out).resolve()
     manifest = read_manifest(hub, name)
     if split not in ("train", "val", "test"):
         raise ExportError(f"--split must be train, val or test, got {split!r}")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ExportError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    files = [str(dataset_dir(hub, name) / f) for f in manifest["data_files"][split]]
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    files = [str(dataset_dir(hub, name) / f) for f in manifest.data_files.get(split, [])]
     if not files:
         raise ExportError(f"{name} has no {split} rows")
     t0 = time.perf_counter()
+    order = _shuffled_positions(files, split, seed)
+    if not order:
+        raise ExportError(f"{name} has no rows with split == {split!r}")
+    modalities, constants, bytes_per_sample = _probe(files[0], split)
+    n = len(order)
+    n_shards = _shard_count(n, bytes_per_sample, parse_size(shard_size), shard_multiple)
+    staging = out.with_name(f".{out.name}.export-tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shards_dir = staging / "shards"
+    shards_dir.mkdir(parents=True)
+    with dask_client(workers, scheduler, client) as client:
+        constants = _scatter_all(client, files, split, n_shards, order, staging / "buckets", constants)
+        shards = _gather_all(client, name, split, n_shards, staging / "buckets", shards_dir, constants)
+    index_sha = _write_sample_index(shards, n, shards_dir)
+    index = ShardIndex(
+        format_version=FORMAT_VERSION, dataset=name, content_revision=manifest.content_revision,
+        build_key=manifest.build_key, split=split, split_hash=manifest.split.hash, seed=seed,
+        samples=n, shards=[ShardEntry(**s) for s in shards], shard_multiple=shard_multiple,
+        modalities={k: {"kind": v.kind, **v.describe()} for k, v in modalities.items()},
+        constants=constants, mock=manifest.mock, inputs_datasets=manifest.source_datasets,
+        inputs_revisions=manifest.source_revisions, index_parquet_sha256=index_sha,
+        seconds=round(time.perf_counter() - t0, 2))
+    write_index(shards_dir, index)
+    if out.exists():
+        shutil.rmtree(out)
+    shards_dir.replace(out)
+    shutil.rmtree(staging, ignore_errors=True)
+    total = sum(s["bytes"] for s in shards)
+    log.info("exported %d %s samples of %s to %s: %d shards, %.1f MiB, %s s",
+             n, split, name, out, n_shards, total / 2**20, index.seconds)
+    return index
+
+
+def _shuffled_positions(files: list[str], split: str, seed: int) -> dict[str, int]:
+    """object_id -> its position in the shuffled order (rank of sha256(seed:object_id))."""
     ids = []
     for f in files:
         t = pq.read_table(f, columns=["object_id", SPLIT_COLUMN])
         ids += t.filter(pc.equal(t.column(SPLIT_COLUMN), split)).column("object_id").to_pylist()
     n = len(ids)
-    if n == 0:
-        raise ExportError(f"{name} has no rows with split == {split!r}")
     ranks = np.argsort(_order_key(seed, ids), kind="stable")
     position = np.empty(n, np.int64)
     position[ranks] = np.arange(n)
-    order = dict(zip(ids, position.tolist()))
-    sample = pq.ParquetFile(files[0]).read_row_group(0)
+    return dict(zip(ids, position.tolist(), strict=True))
+
+
+def _probe(first_file: str, split: str) -> tuple[dict, dict, float]:
+    """From up to 16 rows of the first partition: the modalities, the candidate constants
+    (checked on every row later) and the mean encoded bytes per sample."""
+    sample = pq.ParquetFile(first_file).read_row_group(0)
     sample = sample.filter(pc.equal(sample.column(SPLIT_COLUMN), split)).slice(0, 16)
     modalities = modalities_of(sample.schema)
-    constants = _constants(sample, modalities) if sample.num_rows else {}
-    per_row = np.mean([sum(len(v) for v in encode_sample(m, a).values())
-                       for m, a in zip(_meta_rows(sample, modalities), row_arrays(sample, modalities, constants))]) \
-        if sample.num_rows else 1024
-    size = parse_size(shard_size)
-    n_shards = max(1, math.ceil(n * per_row / size))
-    n_shards = min(n, math.ceil(n_shards / shard_multiple) * shard_multiple)
-    staging = out.with_name(f".{out.name}.export-tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    buckets = staging / "buckets"
-    shards_dir = staging / "shards"
-    shards_dir.mkdir(parents=True)
-    with dask_client(workers, scheduler, client) as client:
-        order_f = client.scatter(order, broadcast=True)
-        futs = [client.submit(_scatter, f, split, seed, n_shards, order_f, str(buckets), f"p{k:06d}", constants,
-                              pure=False) for k, f in enumerate(files)]
-        results = client.gather(futs)
-        bad = sorted({k for r in results for k, ok in r["constant"].items() if not ok})
-        for k in bad:  # not constant after all: keep the field in every sample
-            constants.pop(k)
-        bar = Progress(n_shards, f"{name}: shards", progress, unit="shard")
-        from dask.distributed import as_completed
-        futs = [client.submit(_gather, s, split, str(buckets), str(shards_dir), constants, pure=False)
-                for s in range(n_shards)]
-        infos = {}
-        for fut in as_completed(futs):
-            info = fut.result()
-            infos[info["name"]] = info
-            bar.update()
-        bar.close()
-    shards = [infos[shard_name(split, s)] for s in range(n_shards)]
-    index_rows = {"object_id": [], "ra": [], "dec": [], "key": [], "shard": [], "position": []}
+    if not sample.num_rows:
+        return modalities, {}, 1024
+    constants = _constants(sample, modalities)
+    sizes = [sum(len(v) for v in encode_sample(m, a).values())
+             for m, a in zip(_meta_rows(sample, modalities), row_arrays(sample, modalities, constants), strict=True)]
+    return modalities, constants, float(np.mean(sizes))
+
+
+def _shard_count(n: int, bytes_per_sample: float, shard_bytes: int, shard_multiple: int) -> int:
+    """Shards of about `shard_bytes`, rounded up to a multiple of `shard_multiple`, at most `n`."""
+    n_shards = max(1, math.ceil(n * bytes_per_sample / shard_bytes))
+    return min(n, math.ceil(n_shards / shard_multiple) * shard_multiple)
+
+
+def _scatter_all(client, files: list[str], split: str, n_shards: int, order: dict,
+                 buckets: Path, constants: dict) -> dict:
+    """Step 2 on the workers; returns the constants that really are constant in every row."""
+    order_f = client.scatter(order, broadcast=True)
+    futs = [client.submit(_scatter, f, split, n_shards, order_f, str(buckets), f"p{k:06d}",
+                          constants, pure=False) for k, f in enumerate(files)]
+    results = client.gather(futs)
+    bad = {k for r in results for k, ok in r["constant"].items() if not ok}
+    # not constant after all: keep the field in every sample
+    return {k: v for k, v in constants.items() if k not in bad}
+
+
+def _gather_all(client, name: str, split: str, n_shards: int, buckets: Path, shards_dir: Path,
+                constants: dict) -> list[dict]:
+    """Step 3 on the workers: one tar per shard; returns their infos in shard order."""
+    from dask.distributed import as_completed
+
+    from mmu.engine.cluster import Progress
+
+    bar = Progress(n_shards, f"{name}: shards", unit="shard")
+    futs = [client.submit(_gather, s, split, str(buckets), str(shards_dir), constants, pure=False)
+            for s in range(n_shards)]
+    infos = {}
+    for fut in as_completed(futs):
+        info = fut.result()
+        infos[info["name"]] = info
+        bar.update()
+    bar.close()
+    return [infos[shard_name(split, s)] for s in range(n_shards)]
+
+
+def _write_sample_index(shards: list[dict], n: int, shards_dir: Path) -> str:
+    """Write index.parquet (every sample's object_id, ra, dec, key, shard, position) from the
+    shards' infos (removing their `index` entries); returns its sha256."""
+    index_rows: dict[str, list] = {"object_id": [], "ra": [], "dec": [], "key": [], "shard": [], "position": []}
     for s in shards:
         idx = s.pop("index")
         for k in ("object_id", "ra", "dec", "key"):
@@ -222,23 +334,4 @@ def export_wds(name: str, hub: str | Path, out: str | Path, *, split: str = "tra
         raise ExportError("two object ids map to the same WebDataset key after sanitising; "
                           "rename them before exporting")
     pq.write_table(pa.table(index_rows), shards_dir / INDEX_PARQUET)
-    index = {
-        "format_version": FORMAT_VERSION, "dataset": name, "content_revision": manifest["content_revision"],
-        "build_key": manifest["build_key"], "split": split, "split_hash": manifest["split"]["hash"],
-        "seed": seed, "samples": n, "shards": shards, "shard_multiple": shard_multiple,
-        "modalities": {k: {"kind": v.kind, **v.describe()} for k, v in modalities.items()},
-        "constants": constants, "mock": manifest.get("mock", False),
-        "inputs_datasets": manifest.get("inputs_datasets", [name]),
-        "inputs_revisions": manifest.get("inputs_revisions", [manifest["content_revision"]]),
-        "index_parquet_sha256": hashlib.sha256((shards_dir / INDEX_PARQUET).read_bytes()).hexdigest(),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    atomic_write_json(shards_dir / INDEX_JSON, index)
-    if out.exists():
-        shutil.rmtree(out)
-    shards_dir.replace(out)
-    shutil.rmtree(staging, ignore_errors=True)
-    total = sum(s["bytes"] for s in shards)
-    log(f"exported {n} {split} samples of {name} to {out}: {n_shards} shards, "
-        f"{total / 2**20:.1f} MiB, {index['seconds']} s")
-    return index
+    return hashlib.sha256((shards_dir / INDEX_PARQUET).read_bytes()).hexdigest()

@@ -21,14 +21,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
-import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 INDEX_JSON = "index.json"
 INDEX_PARQUET = "index.parquet"
@@ -37,10 +37,22 @@ _KEY_RE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def sample_key(object_id: str) -> str:
+    """The WebDataset key of an object: every character outside [A-Za-z0-9_-] becomes ``_``.
+
+    Example:
+        >>> sample_key("0266-51602-0001.a")
+        '0266-51602-0001_a'
+    """
     return _KEY_RE.sub("_", object_id)
 
 
 def shard_name(split: str, index: int) -> str:
+    """The file name of shard `index` of `split`.
+
+    Example:
+        >>> shard_name("train", 3)
+        'shard-train-000003.tar'
+    """
     return f"shard-{split}-{index:06d}.tar"
 
 
@@ -51,7 +63,22 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 def encode_sample(meta: dict, arrays: dict[str, np.ndarray]) -> dict[str, bytes]:
-    """Files of one sample: {"json": ..., "image.flux.npy": ...} (without the key)."""
+    """The files of one sample, without the key.
+
+    Args:
+        meta: scalar metadata (object_id, ra, dec, split, survey columns).
+        arrays: ``{"<column>.<field>": array}``, one `.npy` file each.
+
+    Returns:
+        ``{"json": bytes, "<column>.<field>.npy": bytes, ...}``.
+
+    Raises:
+        TypeError: a metadata value that JSON cannot hold.
+
+    Example:
+        >>> sorted(encode_sample({"object_id": "a"}, {"image.flux": np.zeros(2)}))
+        ['image.flux.npy', 'json']
+    """
     files = {"json": json.dumps(meta, sort_keys=True, default=_json_default).encode()}
     for name, arr in arrays.items():
         files[f"{name}.npy"] = _npy_bytes(arr)
@@ -71,33 +98,71 @@ def _json_default(v):
 
 
 def write_tar(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> dict:
-    """Write (key, files) samples to `path` atomically (temporary name, then rename), with
-    fixed tar headers (mtime 0, uid 0) so the same samples give the same bytes."""
+    """Write (key, files) samples to the shard `path` with `webdataset.TarWriter`, atomically
+    (`mmu.hub.layout.atomic_path`), with fixed tar headers (mtime 0, uid/gid 0, no user or
+    group name, mode 0644) so the same samples give the same bytes.
+
+    Members are named `<key>.<ext>`; within a sample TarWriter writes them in sorted order.
+
+    Args:
+        path: the shard file to write (its folder is created if missing).
+        samples: (key, {ext: bytes}) pairs, e.g. `(sample_key(id), encode_sample(meta, arrays))`.
+
+    Returns:
+        {"name", "samples", "bytes", "sha256"} of the written shard (an `index.json` entry).
+
+    Raises:
+        ValueError: a sample's key is empty or holds a dot, or a file is not bytes.
+
+    Example:
+        >>> write_tar(out / shard_name("train", 0), [("obj1", {"json": b"{}"})])   # doctest: +SKIP
+        {'name': 'shard-train-000000.tar', 'samples': 1, 'bytes': 2048, 'sha256': '...'}
+    """
+    import webdataset as wds
+
+    from mmu.hub.layout import atomic_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     n = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as raw:
+            writer = wds.TarWriter(raw, user="", group="", mode=0o644, mtime=0, encoder=False,
+                                   format=tarfile.USTAR_FORMAT)
+            try:
+                for key, files in samples:
+                    if not key or "." in key:
+                        raise ValueError(f"{path.name}: sample key {key!r} must be non-empty and "
+                                         "hold no dot (use sample_key(object_id))")
+                    writer.write({"__key__": key, **files})
+                    n += 1
+            finally:
+                writer.close()
+        digest, size = _file_sha256(tmp), tmp.stat().st_size
+    return {"name": path.name, "samples": n, "bytes": size, "sha256": digest}
+
+
+def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(tmp, "wb") as raw:
-        with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for key, files in samples:
-                for ext, data in files.items():
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    info.mtime = 0
-                    info.mode = 0o644
-                    tar.addfile(info, io.BytesIO(data))
-                n += 1
-    with open(tmp, "rb") as f:
+    with open(path, "rb") as f:
         while block := f.read(1 << 22):
             h.update(block)
-    size = tmp.stat().st_size
-    os.replace(tmp, path)
-    return {"name": path.name, "samples": n, "bytes": size, "sha256": h.hexdigest()}
+    return h.hexdigest()
 
 
 def decode_sample(sample: dict) -> dict:
-    """A raw webdataset sample ({"__key__", "json": bytes, "image.flux.npy": bytes, ...}) ->
-    {"__key__", "meta": dict, "image": {"flux": ndarray, ...}, ...}."""
+    """Decode one raw WebDataset sample.
+
+    Args:
+        sample: ``{"__key__", "json": bytes, "image.flux.npy": bytes, ...}`` (values may be
+            already decoded).
+
+    Returns:
+        ``{"__key__", "meta": dict, "image": {"flux": ndarray, ...}, ...}``.
+
+    Example:
+        >>> decode_sample({"__key__": "a", **encode_sample({"object_id": "a"}, {"s.flux": np.ones(2)})})["s"]["flux"]
+        array([1., 1.])
+    """
     out: dict = {"__key__": sample.get("__key__")}
     for name, data in sample.items():
         if name.startswith("__"):
@@ -111,17 +176,140 @@ def decode_sample(sample: dict) -> dict:
     return out
 
 
-def read_index(directory: str | Path) -> dict:
+class ShardEntry(BaseModel):
+    """One tar shard listed in index.json (what `write_tar` returns)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str  # file name, `shard-<split>-<n>.tar`
+    samples: int
+    bytes: int | None = None
+    sha256: str | None = None
+    split: str | None = None  # synthetic exports mix splits; else the name's middle part
+
+    @property
+    def shard_split(self) -> str:
+        """The split the shard belongs to (its `split`, else the one in its name)."""
+        return self.split or self.name.split("-")[1]
+
+
+class ShardIndex(BaseModel):
+    """`index.json` of an export folder: its shards, where the rows came from, and the constants.
+
+    `mmu export-wds` fills every field; synthetic and benchmark exports leave the provenance
+    fields unset. An index written before `format_version` existed is read as version 1.
+
+    Example:
+        >>> ix = read_index("shards/train")                    # doctest: +SKIP
+        >>> ix.samples, ix.shards[0].name, sorted(ix.constants)  # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    dataset: str
+    content_revision: str
+    shards: list[ShardEntry]
+    build_key: str | None = None
+    split: str | None = None
+    split_hash: str | None = None
+    seed: int | None = None
+    samples: int | None = None
+    shard_multiple: int | None = None
+    modalities: dict[str, dict[str, Any]] | None = None
+    constants: dict[str, Any] = Field(default_factory=dict)
+    mock: bool | None = None
+    inputs_datasets: list[str] | None = None
+    inputs_revisions: list[str] | None = None
+    index_parquet_sha256: str | None = None
+    seconds: float | None = None
+
+    def to_json(self) -> dict:
+        """JSON data with exactly the keys that were set (plus ``format_version``)."""
+        data = self.model_dump(mode="json", exclude_unset=True)
+        data["shards"] = [s.model_dump(mode="json", exclude_unset=True) for s in self.shards]
+        data["format_version"] = self.format_version
+        return data
+
+
+def parse_index(data: bytes | str | dict, source: str | Path = INDEX_JSON) -> ShardIndex:
+    """Validate index.json content into a `ShardIndex`.
+
+    Args:
+        data: the file's bytes or text, or the parsed object.
+        source: where it came from, for error messages.
+
+    Returns:
+        The typed index (a missing ``format_version`` reads as 1).
+
+    Raises:
+        ValueError: not JSON, a newer format version than this code reads, or a field missing or
+            of the wrong type (the message names the file and the field).
+    """
+    if not isinstance(data, dict):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source}: not JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: a shard index holds a JSON object, got {type(data).__name__}")
+    from mmu.hub.manifest import validate_versioned
+
+    return validate_versioned(ShardIndex, data, source=source, what="shard index", current=FORMAT_VERSION,
+                              hint="upgrade mmu or re-export")
+
+
+def read_index(directory: str | Path) -> ShardIndex:
+    """The typed `index.json` of an export folder.
+
+    Args:
+        directory: an `mmu export-wds` output folder.
+
+    Returns:
+        Its `ShardIndex`.
+
+    Raises:
+        FileNotFoundError: the folder has no index.json.
+        ValueError: the index is not valid (see `parse_index`).
+
+    Example:
+        >>> read_index("shards/train").constants["desi_spectrum.lambda"][:2]   # doctest: +SKIP
+    """
     path = Path(directory) / INDEX_JSON
     try:
-        return json.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no shard index; is {directory} an `mmu export-wds` output?") from None
+    return parse_index(raw, path)
+
+
+def write_index(directory: str | Path, index: ShardIndex) -> Path:
+    """Write `directory/index.json` atomically (the one place an index is written).
+
+    Args:
+        directory: the export folder.
+        index: what to write.
+
+    Returns:
+        The path written.
+    """
+    from mmu.hub.layout import atomic_write_json
+
+    path = Path(directory) / INDEX_JSON
+    atomic_write_json(path, index.to_json())
+    return path
 
 
 def iter_tar(path: str | Path) -> Iterator[dict]:
     """Samples of one shard, grouped by key, as raw dicts (for tools and tests; the trainer
-    streams with webdataset)."""
+    streams with webdataset).
+
+    Args:
+        path: a shard tar.
+
+    Yields:
+        ``{"__key__": key, "<ext>": bytes, ...}`` per sample, in file order.
+    """
     current: dict | None = None
     with tarfile.open(path, "r") as tar:
         for member in tar:

@@ -1,12 +1,10 @@
 """`mmu sim`: write a mock universe in the real survey file formats (the embedded default data).
 
-`mmu/cli.py` calls `configure_parser` and `run`; `python -m mmu.sim` works on its own.
+`mmu.cli` calls `register`; `python -m mmu.sim` (`main`) works on its own with the same options.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 HELP = """\
 Draw a mock universe (galaxies, stars, transients) and observe it with mock versions of the
@@ -19,6 +17,7 @@ examples:
   mmu sim --out raw --galaxies 1000 --transients 100 --seed 0
   mmu sim --out raw --galaxies 200 --transients 20 --seed 1 --footprint fields:6 --workers 1
   mmu sim --out raw --galaxies 5000 --transients 0 --seed 2 --footprint uniform:150,152,0,2
+  mmu sim --out raw --galaxies 200 --set zeropoint_rms_mag=0.05 "psf_fwhm_arcsec=[1.4,1.3,1.2,1.1]"
 then build the hub from it, e.g.:  mmu build legacysurvey_dr10_south --raw raw --hub hub
 """
 
@@ -38,39 +37,45 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, metavar="K",
                         help="Dask worker processes (default: 1 below 2000 galaxies, else up to 4); "
                              "the output does not depend on K")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a simulation parameter (see docs/sim.md), e.g. --set zeropoint_rms_mag=0.05")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override simulation parameters (SimConfig fields, see docs/sim.md); each "
+                             "value is read as YAML, e.g. --set zeropoint_rms_mag=0.05 z_max=1.2")
 
 
-def _parse_overrides(items):
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
+def register(sub) -> None:
+    p = sub.add_parser("sim", help="write a mock universe in real survey file formats")
+    configure_parser(p)
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from mmu.sim import simulate
+    from mmu.cli.common import UsageError, require_extra
 
+    require_extra("sim", "mmu sim")
+    from mmu.logs import progress_bars_enabled
+    from mmu.overrides import OverrideError, parse_overrides
+    from mmu.sim import simulate
+    from mmu.sim.config import SimConfig
+
+    try:
+        config = parse_overrides(args.set)
+    except OverrideError as e:
+        raise UsageError(f"--set: {e}") from None
+    try:
+        SimConfig.from_overrides(config)  # an unknown parameter fails here, before RAW is made
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"--set: {e}") from None
     workers = args.workers
     if workers is None:
         workers = 1 if args.galaxies < 2000 else max(1, min(4, os.cpu_count() or 1))
     try:
         manifest = simulate(args.out, galaxies=args.galaxies, transients=args.transients, seed=args.seed,
-                            footprint=args.footprint, workers=workers, progress=not args.quiet,
-                            config=_parse_overrides(getattr(args, "set", [])))
-    except ValueError as err:
-        print(f"mmu sim: {err}", file=sys.stderr)
-        return 2
+                            footprint=args.footprint, workers=workers, progress=progress_bars_enabled(),
+                            config=config)
+    except ValueError as err:  # an unknown parameter, a bad footprint: the command line's fault
+        raise UsageError(str(err)) from None
     c = manifest["counts"]
     print(f"mmu sim: wrote {manifest['files']['total_files']} files ({manifest['files']['total_bytes'] / 1e6:.1f} MB) "
           f"to {args.out}: {c['galaxies']} galaxies in {c['fields_or_cells']} fields, "
@@ -81,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
+    """`python -m mmu.sim ...`: the same options and exit codes as `mmu sim`."""
+    from mmu.cli.common import add_global_options, run_main
+
     parser = argparse.ArgumentParser(prog="mmu sim")
     configure_parser(parser)
-    return run(parser.parse_args(argv))
+    add_global_options(parser)
+    parser.set_defaults(func=run)
+    return run_main(parser, argv)

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SIMULATOR_VERSION = "mmu-sim 1.0"
+# 1.1: BOSS spec-lite plates (SPALL), bricks without i-band images, pixel-integrated LSFs.
+# The released mock-v1 tasks pin "mmu-sim 1.0" and its revisions (benchmarks/mock-v1.lock): a hub
+# simulated by 1.1 gets other revisions, so its results are marked not comparable with them.
+SIMULATOR_VERSION = "mmu-sim 1.1"
 
 DECAM_BANDS = ("g", "r", "i", "z")
-SDSS_BANDS = ("u", "g", "r", "i", "z")
 LSST_BANDS = ("u", "g", "r", "i", "z", "y")
 
 
@@ -61,6 +63,9 @@ class SimConfig:
     #: 5-sigma point-source depth per band (AB) and per-brick rms
     psfdepth_mag: tuple = (24.9, 24.4, 23.9, 23.3)
     psfdepth_rms_mag: float = 0.25
+    #: fraction of bricks without i-band images (DR10 south has i over part of its footprint):
+    #: their i image/invvar files are not written and the catalogue's i columns are 0
+    no_i_band_brick_fraction: float = 0.3
     #: median PSF FWHM per band [arcsec] and lognormal scatter (dex)
     psf_fwhm_arcsec: tuple = (1.45, 1.30, 1.20, 1.15)
     psf_fwhm_scatter_dex: float = 0.07
@@ -87,6 +92,11 @@ class SimConfig:
     sdss_r_limit: float = 17.77
     sdss_field_fraction: float = 0.6
     sdss_completeness: float = 0.9
+    #: BOSS/eBOSS (run2d v5_13_2, BOSS spectrograph, SPALL HDU): on this fraction of fields,
+    #: galaxies fainter than sdss_r_limit and brighter than boss_r_limit get BOSS plates
+    boss_field_fraction: float = 0.3
+    boss_r_limit: float = 19.2
+    boss_completeness: float = 0.85
     # --- transients (PLAsTiCC-like) -----------------------------------------------------
     transient_class_fractions: tuple = (("SNIa", 0.35), ("SNII", 0.25), ("SNIbc", 0.12),
                                         ("AGN", 0.14), ("RRL", 0.14))
@@ -101,7 +111,7 @@ class SimConfig:
         return out
 
     @classmethod
-    def from_overrides(cls, overrides: dict | None) -> "SimConfig":
+    def from_overrides(cls, overrides: dict | None) -> SimConfig:
         if not overrides:
             return cls()
         names = {f.name for f in dataclasses.fields(cls)}

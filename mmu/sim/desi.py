@@ -54,7 +54,10 @@ def select_targets(tractor: pd.DataFrame, cfg: SimConfig) -> pd.DataFrame:
     rfib = dered_mags(cat, "r", "fiberflux")
     bgs_bright = r < cfg.bgs_r_limit
     bgs_faint = (r >= cfg.bgs_r_limit) & (r < cfg.bgs_faint_r_limit) & (rfib < cfg.bgs_faint_rfib_limit)
-    lrg = (z < 20.4) & (r - z > 1.0) & (r - i > 0.45) & (z > 16.0)
+    # the r-i term applies where the brick has i-band images (DR10 south lacks them in places;
+    # DESI's own LRG cut uses g, r, z and W1 only)
+    i_observed = cat["nobs_i"].to_numpy() > 0
+    lrg = (z < 20.4) & (r - z > 1.0) & ((r - i > 0.45) | ~i_observed) & (z > 16.0)
     elg = ((g > 20.0) & (g < 23.4) & (r - z > 0.15) & (g - r < 1.15 * (r - z) - 0.15)
            & (g - r < -1.2 * (r - z) + 1.6))
     desi = np.zeros(len(cat), np.int64)

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmu.sim import desi, footprint as fp_mod, imaging, lightcurves, sdss, sed, universe
-from mmu.sim.config import SIMULATOR_VERSION, SimConfig, cosmology, rng_for
-from mmu.sim.fitsio_util import write_atomic, write_gzip_text
+from mmu.hub.layout import atomic_write
+from mmu.sim import desi, imaging, lightcurves, sdss, sed, universe
+from mmu.sim import footprint as fp_mod
+from mmu.sim.config import DECAM_BANDS, SIMULATOR_VERSION, SimConfig, cosmology, rng_for
+from mmu.sim.fitsio_util import write_gzip_text
 
 STAR_ID_OFFSET = 1_000_000_000
 PLASTICC_ID_OFFSET = 10_000
@@ -45,7 +47,7 @@ class _Executor:
             self._cluster.close()
 
     def map(self, fn, arglist, desc):
-        from tqdm.auto import tqdm
+        from mmu.logs import tqdm
 
         if not arglist:
             return []
@@ -233,7 +235,8 @@ def simulate(out, galaxies: int, transients: int, seed: int, footprint: str | No
 
         # SDSS
         sdss_tiles = _pick_tiles(seed, gal["tile"].to_numpy(), cfg.sdss_field_fraction, "sdss-tiles")
-        sel = sdss.select(seed, gal, cfg, sdss_tiles)
+        boss_tiles = _pick_tiles(seed, gal["tile"].to_numpy(), cfg.boss_field_fraction, "boss-tiles")
+        sel = sdss.select(seed, gal, cfg, sdss_tiles, boss_tiles)
         plates = [(int(p), g.reset_index(drop=True)) for p, g in sel.groupby("plate", sort=True)]
         sdss_parts = ex.map(_sdss_task, [(seed, p, g, truth_by_id.loc[g["galaxy_id"]], str(out), cfg)
                                          for p, g in plates], "sdss plates")
@@ -329,7 +332,7 @@ def _plan_transients(seed, gal, n, cfg):
         dec[i] = g["dec"] + rng.normal(0, 0.01)
         tile[i], z[i] = g["tile"], 0.0
     ra = np.mod(ra, 360.0)
-    l, b = galactic_lb(ra, dec) if n else (np.zeros(0), np.zeros(0))
+    l, b = galactic_lb(ra, dec) if n else (np.zeros(0), np.zeros(0))  # noqa: E741 (galactic l, b)
     desi_ok = h["desi_zwarn"].to_numpy(dtype=float, na_value=1.0) == 0
     sdss_ok = h["sdss_zwarning"].to_numpy(dtype=float, na_value=1.0) == 0
     spec_z = np.where(desi_ok, h["desi_z"].to_numpy(dtype=float, na_value=np.nan),
@@ -388,7 +391,7 @@ def _write_parquet(path: Path, df: pd.DataFrame) -> None:
     table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd", compression_level=3)
-    write_atomic(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def _write_truth(out: Path, gal, stars, trans, lc_parts) -> list[str]:
@@ -430,11 +433,13 @@ def _manifest(out, seed, galaxies, transients, fp, cfg, gal, stars, bricks, trac
                        "config": cfg.to_dict()},
         "files": {
             "legacysurvey_bricks": len(bricks),
-            "legacysurvey_coadd_files": 9 * len(bricks),
+            "legacysurvey_coadd_files": int(sum(1 + 2 * int(imaging.brick_conditions(
+                seed, str(b["info"]["brickname"]), cfg)["observed"].sum()) for b in bricks)),
             "legacysurvey_tractor_files": len(bricks),
             "desi_coadd_files": int(obs.groupby(["survey", "program", "hpix"]).ngroups) if len(obs) else 0,
             "desi_redrock_files": int(obs.groupby(["survey", "program", "hpix"]).ngroups) if len(obs) else 0,
             "sdss_spec_files": int(len(sel)),
+            "sdss_boss_spec_files": int((sel["instrument"] == "BOSS").sum()) if len(sel) else 0,
             "plasticc_files": n_lc_files,
             "truth_files": len(truth_files),
             "total_files": n_files,
@@ -443,6 +448,8 @@ def _manifest(out, seed, galaxies, transients, fp, cfg, gal, stars, bricks, trac
         "counts": {
             "galaxies": int(len(gal)), "stars": int(len(stars)), "fields_or_cells": int(gal["tile"].nunique()),
             "legacysurvey_catalog_rows": int(len(tractor)),
+            "legacysurvey_bricks_without_i": int(sum(not imaging.brick_conditions(
+                seed, str(b["info"]["brickname"]), cfg)["observed"][DECAM_BANDS.index("i")] for b in bricks)),
             "legacysurvey_galaxies_in_two_or_more_bricks": int(tr_gal.groupby("_source_id").size().gt(1).sum()),
             "desi_targets": int(obs["TARGETID"].nunique()) if len(obs) else 0,
             "desi_spectra": int(len(obs)), "desi_targetids_in_several_coadds": repeated,
@@ -454,5 +461,5 @@ def _manifest(out, seed, galaxies, transients, fp, cfg, gal, stars, bricks, trac
         "content_sha256": digest,
     }
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    write_atomic(out / "mmu-sim.json", text.encode())
+    atomic_write(out / "mmu-sim.json", text.encode())
     return json.loads(text)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mmu.hub.layout import atomic_path, atomic_write
 from mmu.sim.config import SIMULATOR_VERSION
 
 _TFORM_DTYPE = {"L": "?", "B": "u1", "I": "i2", "J": "i4", "K": "i8", "E": "f4", "D": "f8"}
@@ -86,11 +86,7 @@ def write_fits(path: Path, hdus: list[HDU]) -> int:
     import fitsio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    if tmp.exists():
-        tmp.unlink()
-    with fitsio.FITS(str(tmp), "rw", clobber=True) as f:
+    with atomic_path(path) as tmp, fitsio.FITS(str(tmp), "rw", clobber=True) as f:
         for h in hdus:
             hdr = _header(h.cards)
             if h.kind == "primary":
@@ -109,17 +105,7 @@ def write_fits(path: Path, hdus: list[HDU]) -> int:
                         header=hdr, **kw)
             else:
                 raise ValueError(h.kind)
-    os.replace(tmp, path)
     return path.stat().st_size
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def write_gzip_text(path: Path, text: str) -> int:
@@ -128,5 +114,5 @@ def write_gzip_text(path: Path, text: str) -> int:
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
         gz.write(text.encode())
     data = buf.getvalue()
-    write_atomic(Path(path), data)
+    atomic_write(path, data)
     return len(data)

@@ -62,15 +62,15 @@ def parse_footprint(spec: str | None, galaxies: int) -> Footprint:
 
 
 def galactic_latitude(ra, dec) -> np.ndarray:
-    from astropy.coordinates import SkyCoord
     import astropy.units as u
+    from astropy.coordinates import SkyCoord
 
     return SkyCoord(ra=np.atleast_1d(ra) * u.deg, dec=np.atleast_1d(dec) * u.deg).galactic.b.deg
 
 
 def galactic_lb(ra, dec):
-    from astropy.coordinates import SkyCoord
     import astropy.units as u
+    from astropy.coordinates import SkyCoord
 
     g = SkyCoord(ra=np.atleast_1d(ra) * u.deg, dec=np.atleast_1d(dec) * u.deg).galactic
     return g.l.deg, g.b.deg
@@ -164,11 +164,10 @@ def brick_corner_near(ra: float, dec: float, brick_deg: float = 0.25) -> tuple[f
 # --- HEALPix ------------------------------------------------------------------------------
 
 def healpix_nest(ra, dec, order: int) -> np.ndarray:
-    """Nested HEALPix pixel at `order` (nside = 2**order); DESI groups spectra at order 6."""
-    import astropy.units as u
-    from astropy.coordinates import Latitude, Longitude
-    from cdshealpix.nested import lonlat_to_healpix
+    """Nested HEALPix pixel at `order` (nside = 2**order); DESI groups spectra at order 6.
+    Computed by hats' `healpix_shim.radec2pix` (cdshealpix), as HATS computes pixels."""
+    from hats.pixel_math.healpix_shim import radec2pix
 
-    lon = Longitude(np.atleast_1d(np.asarray(ra, float)) * u.deg)
-    lat = Latitude(np.atleast_1d(np.asarray(dec, float)) * u.deg)
-    return np.asarray(lonlat_to_healpix(lon, lat, order), dtype=np.int64)
+    ra = np.atleast_1d(np.asarray(ra, float))
+    dec = np.atleast_1d(np.asarray(dec, float))
+    return np.asarray(radec2pix(order, ra, dec), dtype=np.int64)

@@ -62,7 +62,11 @@ def brick_conditions(seed: int, brickname: str, cfg: SimConfig) -> dict:
     depth = np.asarray(cfg.psfdepth_mag) + rng.normal(0, cfg.psfdepth_rms_mag, 4)
     zp_err = rng.normal(0, cfg.zeropoint_rms_mag, 4)
     nobs = rng.integers(2, 7, 4)
-    return {"fwhm": fwhm, "psfdepth_mag": depth, "zp_err_mag": zp_err, "nobs": nobs}
+    # DR10 south has i-band over part of its footprint only: a brick without it has no i files
+    observed = np.ones(len(DECAM_BANDS), bool)
+    observed[DECAM_BANDS.index("i")] = rng_for(seed, "brick-i-coverage", brickname).random() >= \
+        cfg.no_i_band_brick_fraction
+    return {"fwhm": fwhm, "psfdepth_mag": depth, "zp_err_mag": zp_err, "nobs": nobs, "observed": observed}
 
 
 def _psf(fwhm_arcsec, cfg):
@@ -138,11 +142,13 @@ def render_brick(seed: int, brick: dict, sources, out_root: Path, cfg: SimConfig
         ivar = np.full((ny, nx), 1.0 / sig_pix**2, dtype=np.float32)
         data = model + rng.normal(0.0, sig_pix, (ny, nx))
         saturated = model > SATURATION_NMGY_PER_PIX
+        if not cond["observed"][b]:  # drawn (the random streams stay aligned), never written
+            saturated[:] = False
         if saturated.any():
             data[saturated] = SATURATION_NMGY_PER_PIX
             ivar[saturated] = 0.0
             maskbits[saturated] |= 1 << MASKBITS[f"SATUR_{band.upper()}"]
-        if rng.random() < cfg.bad_column_prob:
+        if rng.random() < cfg.bad_column_prob and cond["observed"][b]:
             col = int(rng.integers(0, nx))
             data[:, col] = 0.0
             ivar[:, col] = 0.0
@@ -207,6 +213,8 @@ def _write_brick_files(seed, brick, hdr, images, invvars, maskbits, cond, out_ro
     wcs_cards = [(k, v, "") for k, v in hdr.items()]
     sizes = {}
     for b, band in enumerate(DECAM_BANDS):
+        if not cond["observed"][b]:
+            continue
         for kind, data, unit in (("image", images[b], "nanomaggy"), ("invvar", invvars[b], "1/nanomaggy^2")):
             cards = wcs_cards + common + [
                 ("BAND", band, "filter"), ("BUNIT", unit, ""), ("MAGZERO", 22.5, "AB mag of 1 nanomaggy"),
@@ -307,6 +315,9 @@ def _tractor_rows(seed, brick, src, px, py, maskbits, cond, sig_psf, nea_psf, zp
         gal_nea = nea_psf[b] * (1.0 + (0.45 / (cond["fwhm"][b] / 2.3548)) ** 2 / 2.0)
         rows[f"galdepth_{band}"] = np.full(n, 1.0 / (sig_psf[b] ** 2 * gal_nea / nea_psf[b]), np.float32)
         rows[f"psfsize_{band}"] = np.full(n, cond["fwhm"][b], np.float32)
+        if not cond["observed"][b]:  # no images in this band: Tractor writes zeros
+            for key in ("flux", "flux_ivar", "fiberflux", "fibertotflux", "nobs", "psfdepth", "galdepth", "psfsize"):
+                rows[f"{key}_{band}"] = np.zeros_like(rows[f"{key}_{band}"])
     for w in ("w1", "w2"):
         rows[f"flux_{w}"] = np.zeros(n, np.float32)  # WISE is not simulated: zero flux, zero ivar
         rows[f"flux_ivar_{w}"] = np.zeros(n, np.float32)

@@ -10,7 +10,6 @@ import functools
 
 import numpy as np
 
-MORPHOLOGIES = ("disk", "mixed", "bulge")
 DESI_FIBER_DIAMETER, DESI_FIBER_SEEING = 1.5, 1.0  # arcsec, as the FIBERFLUX definition
 SDSS_FIBER_DIAMETER, SDSS_FIBER_SEEING = 3.0, 1.5
 

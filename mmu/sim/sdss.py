@@ -1,8 +1,13 @@
-"""SDSS DR17 mock: spec-PLATE-MJD-FIBER.fits files for a bright (Main Galaxy Sample-like) subset.
+"""SDSS DR17 mock: spec-PLATE-MJD-FIBER.fits spec-lite files of the SDSS and BOSS spectrographs.
 
-Legacy SDSS-I/II layout (plates < 3000, RUN2D 26): HDU1 COADD (flux, loglam, ivar, and_mask,
-or_mask, wdisp, sky, model), HDU2 SPECOBJ (the specObj row), HDU3 SPZLINE (line fits). Selection is
-on SDSS-band photometry (r < 17.77, Petrosian approximated by the model magnitude).
+SDSS-I/II (Main Galaxy Sample-like, r < 17.77; plates < 3000, RUN2D 26, 640 fibres, 3,800-9,200
+Å) under sdss/dr17/spectra/PLATE/: HDU1 COADD (flux, loglam, ivar, and_mask, or_mask, wdisp, sky,
+model), HDU2 SPECOBJ (the specObj row), HDU3 SPZLINE (line fits). BOSS/eBOSS (fainter galaxies on
+some fields, sdss_r_limit <= r < boss_r_limit; plates >= 3586, RUN2D v5_13_2, 1,000 fibres,
+3,600-10,400 Å) under the SAS path sdss/dr17/eboss/spectro/redux/v5_13_2/spectra/lite/PLATE/,
+with HDU2 SPALL (the spAll row: SPECBOSS, the *_NOQSO redshift). Selection is on SDSS-band
+photometry (Petrosian approximated by the model magnitude). The spectra are convolved with a
+pixel-integrated Gaussian of sigma `wdisp` pixels (the LSF before pixelisation, as wdisp is).
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import erf
 
 from mmu.sim import fitsio_util, spectro
 from mmu.sim.config import SimConfig, rng_for
@@ -17,55 +23,98 @@ from mmu.sim.config import SimConfig, rng_for
 LOGLAM0, DLOGLAM, NPIX = 3.5800, 1e-4, 3841
 FIBERS_PER_PLATE = 640
 RUN2D, VERS2D = "26", "v5_7_0"
+# the BOSS spectrograph: 3,600.3-10,399.6 Å, 1,000 fibres, plates from 3586 (2009-12)
+BOSS = {"loglam0": 3.5563, "npix": 4608, "fibers": 1000, "first_plate": 3586, "run2d": "v5_13_2",
+        "resolution": 2000.0}
+SDSS = {"loglam0": LOGLAM0, "npix": NPIX, "fibers": FIBERS_PER_PLATE, "first_plate": 266, "run2d": RUN2D,
+        "resolution": 1800.0}
 SPZ_LINES = (("[O_II] 3727", 3728.48), ("H_beta", 4862.68), ("[O_III] 5007", 5008.24),
              ("[N_II] 6548", 6549.86), ("H_alpha", 6564.61), ("[N_II] 6583", 6585.27))
 
 
-def loglam() -> np.ndarray:
-    return (LOGLAM0 + DLOGLAM * np.arange(NPIX)).astype(np.float32)
+def loglam(instrument: str = "SDSS") -> np.ndarray:
+    spec = BOSS if instrument == "BOSS" else SDSS
+    return (spec["loglam0"] + DLOGLAM * np.arange(spec["npix"])).astype(np.float32)
 
 
-def select(seed: int, galaxies: pd.DataFrame, cfg: SimConfig, sdss_tiles: set) -> pd.DataFrame:
+def pixel_integrated_resolution(sigma_pix: np.ndarray, ndiag: int = 11) -> np.ndarray:
+    """Resolution diagonals (desispec layout, as spectro.gaussian_resolution) of a Gaussian of
+    sigma `sigma_pix` integrated over each pixel: the kernel's variance is sigma² + 1/12."""
+    offsets = ndiag // 2 - np.arange(ndiag)
+    s = np.sqrt(2.0) * np.asarray(sigma_pix, np.float64)[None, :]
+    kern = 0.5 * (erf((offsets[:, None] + 0.5) / s) - erf((offsets[:, None] - 0.5) / s))
+    return (kern / kern.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
+def select(seed: int, galaxies: pd.DataFrame, cfg: SimConfig, sdss_tiles: set,
+           boss_tiles: set = frozenset()) -> pd.DataFrame:
+    """Plates of the SDSS spectrograph (r < sdss_r_limit on `sdss_tiles`) and of BOSS
+    (sdss_r_limit <= r < boss_r_limit on `boss_tiles`); column `instrument` says which."""
     rng = rng_for(seed, "sdss-selection")
     flux = galaxies["flux_sdss_r"].to_numpy(float)
     r_obs = 22.5 - 2.5 * np.log10(np.clip(flux, 1e-30, None)) + rng.normal(0, 0.03, len(galaxies))
-    keep = ((r_obs < cfg.sdss_r_limit) & galaxies["tile"].isin(sdss_tiles).to_numpy()
-            & (rng.random(len(galaxies)) < cfg.sdss_completeness))
-    sel = galaxies[keep].sort_values(["tile", "galaxy_id"], kind="stable")
-    plates, fibers, mjds = [], [], []
-    next_plate = 266
-    for tile, grp in sel.groupby("tile", sort=True):
-        for start in range(0, len(grp), FIBERS_PER_PLATE):
-            chunk = grp.iloc[start:start + FIBERS_PER_PLATE]
-            plates += [next_plate] * len(chunk)
-            fibers += list(1 + np.sort(rng.choice(FIBERS_PER_PLATE, len(chunk), replace=False)))
-            mjds += [51600 + (next_plate * 37) % 2900] * len(chunk)
-            next_plate += 1
-    out = sel[["galaxy_id"]].copy()
-    out["plate"], out["mjd"], out["fiberid"] = plates, mjds, fibers
-    if next_plate > 2999:
-        raise ValueError("too many SDSS plates for the legacy plate-number range; lower sdss_field_fraction")
-    return out.reset_index(drop=True)
+    u = rng.random(len(galaxies))
+    tile = galaxies["tile"]
+    keep = (r_obs < cfg.sdss_r_limit) & tile.isin(sdss_tiles).to_numpy() & (u < cfg.sdss_completeness)
+    boss_rng = rng_for(seed, "boss-selection")
+    boss = ((r_obs >= cfg.sdss_r_limit) & (r_obs < cfg.boss_r_limit) & tile.isin(boss_tiles).to_numpy()
+            & (boss_rng.random(len(galaxies)) < cfg.boss_completeness))
+    parts = []
+    for instrument, chosen in (("SDSS", keep), ("BOSS", boss)):
+        spec = BOSS if instrument == "BOSS" else SDSS
+        sel = galaxies[chosen].sort_values(["tile", "galaxy_id"], kind="stable")
+        plates, fibers, mjds = [], [], []
+        next_plate = spec["first_plate"]
+        plate_rng = rng if instrument == "SDSS" else boss_rng
+        for _, grp in sel.groupby("tile", sort=True):
+            for start in range(0, len(grp), spec["fibers"]):
+                chunk = grp.iloc[start:start + spec["fibers"]]
+                plates += [next_plate] * len(chunk)
+                fibers += list(1 + np.sort(plate_rng.choice(spec["fibers"], len(chunk), replace=False)))
+                mjd0 = 51600 if instrument == "SDSS" else 55200
+                mjds += [mjd0 + (next_plate * 37) % 2900] * len(chunk)
+                next_plate += 1
+        if instrument == "SDSS" and next_plate > 2999:
+            raise ValueError("too many SDSS plates for the legacy plate-number range; lower sdss_field_fraction")
+        out = sel[["galaxy_id"]].copy()
+        out["plate"], out["mjd"], out["fiberid"] = plates, mjds, fibers
+        out["instrument"] = instrument
+        parts.append(out)
+    return pd.concat(parts, ignore_index=True)
 
 
-def spec_path(out_root: Path, plate: int, mjd: int, fiber: int) -> Path:
-    return Path(out_root) / "sdss" / "dr17" / "spectra" / f"{plate:04d}" / f"spec-{plate:04d}-{mjd:05d}-{fiber:04d}.fits"
+def spec_path(out_root: Path, plate: int, mjd: int, fiber: int, instrument: str = "SDSS") -> Path:
+    name = f"spec-{plate:04d}-{mjd:05d}-{fiber:04d}.fits"
+    if instrument == "BOSS":  # the SAS layout of the eboss tree: one folder per reduction
+        return (Path(out_root) / "sdss" / "dr17" / "eboss" / "spectro" / "redux" / BOSS["run2d"] / "spectra"
+                / "lite" / f"{plate:04d}" / name)
+    return Path(out_root) / "sdss" / "dr17" / "spectra" / f"{plate:04d}" / name
 
 
-def specobjid(plate, fiber, mjd, run2d: int = 26) -> str:
-    """SDSS DR8+ bit-encoded specObjID (plate<<50 | fiber<<38 | (mjd-50000)<<24 | run2d<<10)."""
-    return str((int(plate) << 50) | (int(fiber) << 38) | ((int(mjd) - 50000) << 24) | (int(run2d) << 10))
+def specobjid(plate, fiber, mjd, run2d="26") -> str:
+    """SDSS DR8+ bit-encoded specObjID (plate<<50 | fiber<<38 | (mjd-50000)<<24 | run2d<<10), run2d
+    vN_M_P encoded as (N-5)*10000 + M*100 + P."""
+    r = str(run2d)
+    if r.startswith("v"):
+        n, m, p_ = (int(x) for x in r[1:].split("_"))
+        code = (n - 5) * 10000 + m * 100 + p_
+    else:
+        code = int(r)
+    return str((int(plate) << 50) | (int(fiber) << 38) | ((int(mjd) - 50000) << 24) | (code << 10))
 
 
 def write_plate(seed: int, plate: int, sel: pd.DataFrame, truth: pd.DataFrame, out_root: Path,
                 cfg: SimConfig) -> pd.DataFrame:
+    instrument = str(sel["instrument"].iloc[0]) if "instrument" in sel else "SDSS"
+    spec = BOSS if instrument == "BOSS" else SDSS
+    npix, run2d = spec["npix"], spec["run2d"]
     rng = rng_for(seed, "sdss-spectra", int(plate))
     rows = truth.loc[sel["galaxy_id"].to_numpy()]
-    ll = loglam()
+    ll = loglam(instrument)
     wave = 10 ** ll.astype(np.float64)
     model = spectro.galaxy_fibre_model(rows, wave, "fiber_frac_sdss", cfg.cosmology)
-    wdisp_pix = np.full(NPIX, 1.0 / (1800.0 * 2.3548 * np.log(10) * DLOGLAM), np.float32)
-    model = spectro.apply_resolution(spectro.gaussian_resolution(wdisp_pix), model)
+    wdisp_pix = np.full(npix, 1.0 / (spec["resolution"] * 2.3548 * np.log(10) * DLOGLAM), np.float32)
+    model = spectro.apply_resolution(pixel_integrated_resolution(wdisp_pix), model)
     sky_lines = spectro.sky_lines(rng_for(0, "sdss-sky"), wave[0], wave[-1], per_1000a=20)
     sky = spectro.sky_spectrum(wave, sky_lines, 2.0)
     sky_flux = (8.0 * sky).astype(np.float32)
@@ -75,9 +124,9 @@ def write_plate(seed: int, plate: int, sel: pd.DataFrame, truth: pd.DataFrame, o
     plate_ra, plate_dec = float(rows["ra"].mean()), float(rows["dec"].mean())
     for k in range(len(sel)):
         fiber, mjd = int(sel["fiberid"].iloc[k]), int(sel["mjd"].iloc[k])
-        flux = model[k] + rng.normal(0, 1, NPIX) * sigma[k]
+        flux = model[k] + rng.normal(0, 1, npix) * sigma[k]
         ivar = 1.0 / sigma[k] ** 2
-        and_mask = np.zeros(NPIX, np.int32)
+        and_mask = np.zeros(npix, np.int32)
         bright_sky = sky > 6.0
         and_mask[bright_sky] |= 1 << 23  # BRIGHTSKY
         ivar[bright_sky] *= 0.5
@@ -93,26 +142,35 @@ def write_plate(seed: int, plate: int, sel: pd.DataFrame, truth: pd.DataFrame, o
         obj = dict(PLATE=plate, MJD=mjd, FIBERID=fiber)
         specobj_cols = [
             ("PLATE", "J", [plate]), ("MJD", "J", [mjd]), ("FIBERID", "J", [fiber]),
-            ("RUN2D", "2A", [RUN2D]), ("RUN1D", "2A", [RUN2D]),
+            ("RUN2D", f"{len(run2d)}A", [run2d]), ("RUN1D", f"{len(run2d)}A", [run2d]),
             ("PLUG_RA", "D", [rows["ra"].iloc[k]]), ("PLUG_DEC", "D", [rows["dec"].iloc[k]]),
             ("CLASS", "6A", ["GALAXY"]), ("SUBCLASS", "21A", ["STARFORMING" if ssfr > 1e-10 else ""]),
             ("Z", "E", [z]), ("Z_ERR", "E", [z_err]), ("ZWARNING", "J", [4 if fail else 0]),
-            ("RCHI2", "E", [float(10 ** rng.normal(0, 0.03))]), ("DOF", "J", [NPIX - 10]),
+            ("RCHI2", "E", [float(10 ** rng.normal(0, 0.03))]), ("DOF", "J", [npix - 10]),
             ("VDISP", "E", [float(np.clip(10 ** (2.0 + 0.3 * (rows["logmass"].iloc[k] - 10.5)), 30, 400))]),
             ("VDISP_ERR", "E", [20.0]), ("SN_MEDIAN_ALL", "E", [snr]),
-            ("SPECPRIMARY", "B", [1]), ("SPECOBJID", "19A", [specobjid(plate, fiber, mjd)]),
-            ("OBJTYPE", "16A", ["GALAXY"]), ("LEGACY_TARGET1", "J", [64]),
+            ("SPECPRIMARY", "B", [1]), ("SPECOBJID", "19A", [specobjid(plate, fiber, mjd, run2d)]),
+            ("OBJTYPE", "16A", ["GALAXY"]),
             ("SPECTROFLUX", "5E", [np.zeros(5, np.float32)]), ("SPECTROFLUX_IVAR", "5E", [np.zeros(5, np.float32)]),
         ]
-        specobj = fitsio_util.table(specobj_cols, "SPECOBJ")
+        if instrument == "BOSS":  # spAll: the BOSS flags and the galaxy-only (NOQSO) redshift
+            specobj_cols += [
+                ("SPECBOSS", "J", [1]), ("SPECLEGACY", "J", [0]), ("PROGRAMNAME", "8A", ["boss"]),
+                ("CHUNK", "8A", ["boss9"]), ("BOSS_TARGET1", "K", [2]),  # GAL_CMASS
+                ("Z_NOQSO", "E", [z]), ("Z_ERR_NOQSO", "E", [z_err]), ("ZWARNING_NOQSO", "J", [4 if fail else 0]),
+                ("CLASS_NOQSO", "6A", ["GALAXY"]), ("SUBCLASS_NOQSO", "21A", [""])]
+        else:
+            specobj_cols += [("LEGACY_TARGET1", "J", [64])]
+        specobj = fitsio_util.table(specobj_cols, "SPALL" if instrument == "BOSS" else "SPECOBJ")
         zline = fitsio_util.table(_spzline(rng, rows.iloc[k], obj, z, wave, model[k], sigma[k]), "SPZLINE")
         cards = [("TELESCOP", "SDSS 2.5-M", ""), ("PLATEID", plate, ""), ("MJD", mjd, ""), ("FIBERID", fiber, ""),
-                 ("RUN2D", RUN2D, ""), ("VERS2D", VERS2D, ""), ("COEFF0", LOGLAM0, "log10 wavelength of pixel 0"),
+                 ("RUN2D", run2d, ""), ("VERS2D", run2d if instrument == "BOSS" else VERS2D, ""),
+                 ("COEFF0", spec["loglam0"], "log10 wavelength of pixel 0"),
                  ("COEFF1", DLOGLAM, "log10 dispersion per pixel"), ("BUNIT", "1E-17 erg/cm^2/s/Ang", ""),
                  ("RA", plate_ra, "plate centre"), ("DEC", plate_dec, "plate centre"),
                  ("PLUG_RA", float(rows["ra"].iloc[k]), ""), ("PLUG_DEC", float(rows["dec"].iloc[k]), ""),
                  ("NEXP", 3, ""), ("EXPTIME", 2700.0, "")]
-        fitsio_util.write_fits(spec_path(out_root, plate, mjd, fiber),
+        fitsio_util.write_fits(spec_path(out_root, plate, mjd, fiber, instrument),
                                [fitsio_util.primary(seed, cards), coadd, specobj, zline])
         results.append({"galaxy_id": int(sel["galaxy_id"].iloc[k]), "sdss_plate": plate, "sdss_mjd": mjd,
                         "sdss_fiberid": fiber, "sdss_z": z, "sdss_zwarning": 4 if fail else 0})

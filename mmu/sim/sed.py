@@ -31,8 +31,15 @@ REST_RANGE = (900.0, 25000.0)
 @functools.lru_cache(maxsize=1)
 def templates():
     """(wavelength [A], continuum (5, n), lines (5, n), mremain, mets, mass300, mass1000)."""
+    import warnings
+
+    from astropy.utils.exceptions import AstropyDeprecationWarning
     from scipy.ndimage import median_filter
-    from skypy.galaxies.spectrum import kcorrect
+
+    with warnings.catch_warnings():  # skypy's package init builds astropy's deprecated TestRunner
+        warnings.filterwarnings("ignore", r"The TestRunner(Base)? class is deprecated",
+                                AstropyDeprecationWarning)
+        from skypy.galaxies.spectrum import kcorrect
 
     keep = (kcorrect.wavelength.value >= REST_RANGE[0]) & (kcorrect.wavelength.value <= REST_RANGE[1])
     wave = np.asarray(kcorrect.wavelength.value[keep], dtype=np.float64)
@@ -138,7 +145,7 @@ def observed_spectra(rest, redshift, mass_scale, lum_dist_mpc, ebv_mw=None):
     return wave_obs, flux
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _filter(name: str):
     import speclite.filters
 
@@ -188,13 +195,6 @@ def ab_maggies_on_grid(wave, flux, filter_names) -> np.ndarray:
         den = np.trapezoid(AB_FNU * C_ANGSTROM_PER_S / wave**2 * r * wave, wave)
         out[:, j] = np.trapezoid(flux * (r * wave)[None, :], wave, axis=1) / den
     return out
-
-
-def filter_coverage(name: str, lo: float, hi: float) -> float:
-    """Fraction of a filter's response-weighted area inside [lo, hi] Angstrom."""
-    fw, fr = _filter(name)
-    inside = (fw >= lo) & (fw <= hi)
-    return float(np.trapezoid(fr * inside * fw, fw) / np.trapezoid(fr * fw, fw))
 
 
 def blackbody_flambda(wave_angstrom, temperature_k):

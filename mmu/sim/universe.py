@@ -115,9 +115,9 @@ def draw_population(rng, n: int, cfg: SimConfig, z_fixed=None):
 
 def draw_cell(seed: int, cell_key, ra, dec, tile, cfg: SimConfig) -> dict:
     """All intrinsic properties and true photometry of the galaxies at (ra, dec) in one cell."""
+    from mmu.sim import morphology
     from mmu.sim.config import rng_for
     from mmu.sim.footprint import mw_ebv
-    from mmu.sim import morphology
 
     rng = rng_for(seed, "galaxies", cell_key)
     ra = np.array(ra, float)
