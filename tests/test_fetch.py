@@ -200,10 +200,27 @@ def test_sdss_limit_counts_spectra_across_plates(archive, tmp_path, monkeypatch,
     table, rejections = read_all(builder, inputs[1])
     assert not rejections and table["object_id"].to_pylist() == ["0267-51630-0001"]
 
-    # BOSS/eBOSS reductions live under eboss/, not sdss/: a clear HTTP 404 naming the URL here
+    # BOSS/eBOSS reductions live under eboss/, not sdss/: not served yet, a clear HTTP 404 naming the URL
     code, _, err = fetch(capsys, "sdss_dr17", "--raw", str(raw), "--run2d", "v5_13_2")
     assert code == 1 and "HTTP 404" in err and "/eboss/spectro/redux/v5_13_2/spectra/lite/" in err
-    assert "SPALL" in err  # and the warning that the sdss builder cannot read those files
+    # served: BOSS plates land in the SAS layout beside the SDSS-I/II ones and read back as BOSS rows
+    boss = root / "sas/dr17/eboss/spectro/redux/v5_13_2/spectra/lite"
+    for fiber in (10, 999):
+        write_spec(boss / "3586" / spec_name(3586, 55181, fiber), plate=3586, mjd=55181, fiber=fiber,
+                   seed=fiber, boss=True)
+    code, _, err = fetch(capsys, "sdss_dr17", "--raw", str(raw), "--run2d", "v5_13_2")
+    assert code == 0, err
+    assert sorted(q.name for q in (raw / "sdss/dr17/eboss/spectro/redux/v5_13_2/spectra/lite/3586").iterdir()) == [
+        spec_name(3586, 55181, 10), spec_name(3586, 55181, 999)]
+    inputs = builder.list_inputs(raw)
+    boss_input = next(i for i in inputs if "3586" in i.key)
+    table, rejections = read_all(builder, boss_input)
+    assert not rejections
+    assert table["object_id"].to_pylist() == ["3586-55181-0010", "3586-55181-0999"]
+    assert set(table["spectrograph"].to_pylist()) == {"BOSS"}
+    # an unknown reduction is a usage error, named
+    code, _, err = fetch(capsys, "sdss_dr17", "--raw", str(raw), "--run2d", "v9")
+    assert code == 2 and "run2d 'v9' is not a DR17 optical reduction" in err
 
 
 # --------------------------------------------------------------------------------- PLAsTiCC

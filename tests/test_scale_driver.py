@@ -179,8 +179,9 @@ def test_chain_per_pixel_equals_the_global_policy_across_many_borders(tmp_path, 
 def test_slurm_configuration_example_in_docs_builds_a_job_script():
     """docs/scale.md's dask-jobqueue block runs as written and makes the job script it promises
     (nothing is submitted)."""
-    import dask_jobqueue  # noqa: F401  (a [test] dependency: the example must really run)
     import re
+
+    import dask_jobqueue  # noqa: F401  (a [test] dependency: the example must really run)
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "scale.md").read_text()
     block = re.search(r"```python\n(from dask_jobqueue import SLURMCluster.*?)```", text, re.S).group(1)

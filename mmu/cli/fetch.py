@@ -198,6 +198,9 @@ def _fetch(args) -> int:
                 "or data-transfer node")
         return fail(f"cannot download {entry.name}: {e}\n  {what}.\n  {progress.kept(builder)} file(s) done "
                     f"so far are kept in {raw}; rerun the same command to resume.", 1)
+    except ValueError as e:  # a survey option the archive does not have (e.g. --run2d v9)
+        progress.close()
+        return fail(str(e), 2)
     except KeyboardInterrupt:
         progress.close()
         print(f"\ninterrupted: {progress.kept(builder)} file(s) done are kept in {raw}; rerun the same command "

@@ -217,21 +217,30 @@ def validate_card(collection: Path, manifest: dict, plan_files: list[str] | None
         >>> validate_card(Path("hub/desi_dr1"), read_manifest("hub", "desi_dr1"))   # doctest: +SKIP
         []
     """
-    import pyarrow.parquet as pq
-    from huggingface_hub import DatasetCard, DatasetCardData
-
-    from mmu.hub.card import manifest_data, read_card_features
-    from mmu.model.schema import SPLITS, hf_features, modalities_of
+    from mmu.hub.card import manifest_data
 
     manifest = manifest_data(manifest)
-
     path = collection / "README.md"
     if not path.is_file():
         return [f"{path}: no dataset card"]
+    meta, problems = _card_metadata_problems(path)
+    if problems:
+        return problems
+    seen, problems = _data_files_problems(collection, meta, manifest, plan_files)
+    if problems:
+        return problems
+    return _content_problems(collection, meta, manifest, seen)
+
+
+def _card_metadata_problems(path: Path) -> tuple[dict, list[str]]:
+    """The card's YAML as a dict, and what is wrong with it on its own: it must load as a
+    `DatasetCard`, survive a round trip, and carry license, name, configs and dataset_info."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
     try:
         card = DatasetCard.load(path)
     except Exception as e:  # noqa: BLE001 - any parse failure is the finding
-        return [f"{path}: does not load as a DatasetCard: {e}"]
+        return {}, [f"{path}: does not load as a DatasetCard: {e}"]
     meta = card.data.to_dict()
     problems = []
     if DatasetCardData(**meta).to_dict() != meta:
@@ -243,21 +252,28 @@ def validate_card(collection: Path, manifest: dict, plan_files: list[str] | None
             problems.append(f"card YAML has no {key!r}")
     if meta.get("license") == "other" and not (meta.get("license_name") and meta.get("license_link")):
         problems.append("license 'other' needs license_name and license_link")
-    if problems:
-        return problems
+    return meta, problems
+
+
+def _data_files_problems(collection: Path, meta: dict, manifest: dict,
+                         plan_files: list[str] | None) -> tuple[dict[str, str], list[str]]:
+    """{data file: split} as the card lists them, and what is wrong with that list: globs, files
+    that don't exist (or won't be uploaded), a file in two splits, a partition in none, a list that
+    differs from build.json's."""
+    from mmu.model.schema import SPLITS
 
     configs = meta["configs"]
     if not isinstance(configs, list) or len(configs) != 1 or not configs[0].get("data_files"):
-        return [f"card YAML: expected one config with data_files, got {configs!r:.200}"]
+        return {}, [f"card YAML: expected one config with data_files, got {configs!r:.200}"]
     listed: dict[str, list[str]] = {}
     for entry in configs[0]["data_files"]:
         paths = entry.get("path")
         listed[entry.get("split")] = [paths] if isinstance(paths, str) else list(paths or [])
+    problems = []
     unknown = sorted(set(listed) - set(SPLITS))
     if unknown:
         problems.append(f"card YAML lists unknown split(s) {unknown}")
     uploaded = set(plan_files) if plan_files is not None else None
-    name = manifest["name"]
     seen: dict[str, str] = {}
     for split, paths in listed.items():
         for p in paths:
@@ -274,13 +290,22 @@ def validate_card(collection: Path, manifest: dict, plan_files: list[str] | None
     if manifest_files != listed:
         problems.append("card data_files differ from build.json data_files")
     partitions = sorted(q.relative_to(collection).as_posix()
-                        for q in (collection / name / "dataset").glob("Norder=*/Dir=*/Npix=*.parquet"))
+                        for q in (collection / manifest["name"] / "dataset").glob("Norder=*/Dir=*/Npix=*.parquet"))
     missing = [p for p in partitions if p not in seen]
     if missing:
         problems.append(f"{len(missing)} partition file(s) are in no split, e.g. {missing[0]}")
-    if problems:
-        return problems
+    return seen, problems
 
+
+def _content_problems(collection: Path, meta: dict, manifest: dict, seen: dict[str, str]) -> list[str]:
+    """The card against the files' content: one Parquet schema, features (read as `datasets`
+    reads them) equal to the schema's, row counts per split equal to build.json's and the card's."""
+    import pyarrow.parquet as pq
+
+    from mmu.hub.card import read_card_features
+    from mmu.model.schema import SPLITS, hf_features, modalities_of
+
+    problems = []
     schema = None
     rows = {s: 0 for s in SPLITS}
     for p, split in seen.items():
