@@ -18,6 +18,9 @@ CHECKPOINT_HELP = ("a checkpoint written by `mmu pretrain`: a run folder (run.di
                    "it carries the resolved config and the model's modality columns")
 WHICH_HELP = ("which embedding: 'projection' (default), the shared contrastive space every modality "
               "is projected to, or 'backbone', each encoder's output before its projection head")
+TRUST_HELP = ("build encoders that the checkpoint's config names as `module:name` (this imports that "
+              "module, running its code); without it only built-in encoders load. Use only for "
+              "checkpoints whose source you trust")
 DEVICE_HELP = "torch device to embed on: cpu, cuda, cuda:1, mps (default: cuda when present, else cpu)"
 TASKS_HELP = ("task names (default: every current task), and/or task files: a YAML overlay of the catalog "
               "(e.g. a demo's OUT/demo-tasks.yaml) whose tasks are added and, without names, are the "
@@ -117,11 +120,24 @@ def _parser(sub, name: str, help: str, example: str, description: str | None = N
 
 
 def register(sub) -> None:
+    """Add the `eval` command and its subcommands to the top-level `mmu` subparsers.
+
+    Args:
+        sub: The subparsers object of the `mmu` parser (from `add_subparsers`).
+    """
     p = sub.add_parser("eval", help="the benchmark: embed, run tasks, submit, leaderboard, baselines")
     configure_parser(p)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Configure a parser as `mmu eval`, with its description and subcommands.
+
+    Adds the embed, run, submit, leaderboard and baselines subcommands, each with `func` set to
+    its handler (`run_embed`, `run_run`, ...).
+
+    Args:
+        p: The parser to configure, modified in place.
+    """
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = textwrap.dedent("""\
         The benchmark: embed held-out objects with a frozen checkpoint, run the named protocols
@@ -155,6 +171,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     e.add_argument("--which", default="projection", choices=["projection", "backbone"], help=WHICH_HELP)
     e.add_argument("--cache", default=None, help=CACHE_HELP)
     e.add_argument("--device", default=None, help=DEVICE_HELP)
+    e.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     e.set_defaults(func=run_embed)
 
     r = _parser(sub, "run", "evaluate a checkpoint on the tasks; one results JSON per task x protocol",
@@ -171,6 +188,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     r.add_argument("--which", default="projection", choices=["projection", "backbone"], help=WHICH_HELP)
     r.add_argument("--name", default=None, help="model name (default: the checkpoint's run name)")
     r.add_argument("--device", default=None, help=DEVICE_HELP)
+    r.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     _common(r)
     r.set_defaults(func=run_run)
 
@@ -211,6 +229,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    """Run the handler of the parsed `mmu eval` subcommand.
+
+    Args:
+        args: The parsed arguments; `args.func` is the subcommand's handler.
+
+    Returns:
+        The handler's exit status (0 when it returns None).
+    """
     return int(args.func(args) or 0)
 
 
@@ -220,12 +246,27 @@ def _fail(e) -> int:
 
 
 def run_embed(args) -> int:
+    """`mmu eval embed`: embed one column of a hub dataset with a checkpoint and write Parquet.
+
+    Embeds each requested split (using the embedding cache), then writes all rows to `args.out`
+    with a `split` column and the provenance in the file metadata.
+
+    Args:
+        args: The parsed arguments of `mmu eval embed`.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        UsageError: The checkpoint, dataset or column cannot be used (exit status 2).
+        MissingExtra: The `eval` extra is not installed.
+    """
     require_extra("eval", "mmu eval embed")
     from mmu.eval.embed import CheckpointEmbedder, embed_split, map_columns, write_embeddings
     from mmu.hub.layout import dataset_dir, read_manifest
 
     try:
-        emb = CheckpointEmbedder(args.checkpoint, device=args.device)
+        emb = CheckpointEmbedder(args.checkpoint, device=args.device, trust_code=args.trust_code)
         manifest = read_manifest(args.hub, args.dataset)
         mcol = args.model_column or map_columns(emb.columns, [args.column], "",
                                                 None)[args.column]
@@ -253,6 +294,18 @@ def run_embed(args) -> int:
 
 
 def run_run(args) -> int:
+    """`mmu eval run`: evaluate a checkpoint on the tasks and write one results JSON per task x protocol.
+
+    Args:
+        args: The parsed arguments of `mmu eval run`.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        UsageError: A task, protocol, checkpoint, file or column map is refused (exit status 2).
+        MissingExtra: The `eval` extra is not installed.
+    """
     require_extra("eval", "mmu eval run")
     from mmu.eval.embed import CheckpointEmbedder
     from mmu.eval.protocols import ProtocolError
@@ -263,7 +316,7 @@ def run_run(args) -> int:
     column_map = _colmap(args.column_map)
     with task_overlays(args.tasks) as task_names:
         try:
-            emb = CheckpointEmbedder(args.checkpoint, device=args.device)
+            emb = CheckpointEmbedder(args.checkpoint, device=args.device, trust_code=args.trust_code)
             run_tasks(emb, args.hub, args.out, model=model_block(emb, args.name), task_names=task_names,
                       protocol_names=args.protocols, which=args.which, cache_dir=_cache(args),
                       column_map=column_map)
@@ -273,6 +326,19 @@ def run_run(args) -> int:
 
 
 def run_submit(args) -> int:
+    """`mmu eval submit`: validate results and add them to a leaderboard.
+
+    Args:
+        args: The parsed arguments of `mmu eval submit`.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        UsageError: The submission is refused (a `SubmitError`; exit status 2), or a task file is
+            invalid.
+        MissingExtra: The `eval` extra is not installed.
+    """
     require_extra("eval", "mmu eval submit")
     from mmu.eval.submit import SubmitError, submit
 
@@ -286,6 +352,18 @@ def run_submit(args) -> int:
 
 
 def run_leaderboard(args) -> int:
+    """`mmu eval leaderboard`: render the leaderboard as Markdown and a static HTML page.
+
+    Args:
+        args: The parsed arguments of `mmu eval leaderboard`.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        UsageError: A task file is invalid (exit status 2).
+        MissingExtra: The `eval` extra is not installed.
+    """
     require_extra("eval", "mmu eval leaderboard")
     from mmu.eval.leaderboard import render
 
@@ -295,6 +373,19 @@ def run_leaderboard(args) -> int:
 
 
 def run_baselines(args) -> int:
+    """`mmu eval baselines`: evaluate the random-weight, raw-feature PCA and supervised baselines.
+
+    Args:
+        args: The parsed arguments of `mmu eval baselines`.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        UsageError: The config, a task, a protocol, a file or the column map is refused (exit
+            status 2).
+        MissingExtra: The `eval` extra is not installed.
+    """
     require_extra("eval", "mmu eval baselines")
     from mmu.eval.baselines import run_baselines as go
     from mmu.eval.protocols import ProtocolError

@@ -30,6 +30,12 @@ CACHE_FORMAT = "mmu-eval-embeddings/1"
 
 @runtime_checkable
 class Embedder(Protocol):
+    """The interface a model must implement to be evaluated (a structural, runtime-checkable Protocol).
+
+    Attributes:
+        sha256: Hash of the model file (or of the baseline's definition); part of the cache key.
+        kind: "checkpoint" or "baseline".
+    """
     sha256: str  # of the model file (or of the baseline's definition)
     kind: str  # "checkpoint" | "baseline"
 
@@ -44,6 +50,11 @@ class Embedder(Protocol):
 
 
 def default_cache_dir() -> Path:
+    """The default embedding cache folder.
+
+    Returns:
+        `$MMU_CACHE/embeddings` when `MMU_CACHE` is set, else `~/.cache/mmu/embeddings`.
+    """
     return Path(os.environ.get("MMU_CACHE") or Path.home() / ".cache" / "mmu") / "embeddings"
 
 
@@ -82,6 +93,19 @@ def embed_dataset(embedder: Embedder, batches: Iterable[tuple[list[str], list[di
 
 
 def write_embeddings(path: Path, ids, emb: np.ndarray, meta: dict, extra: dict | None = None) -> None:
+    """Write object ids and embeddings to a Parquet file, atomically.
+
+    The table has a string `object_id` column, one column per `extra` entry, and a fixed-size
+    float32 list column `embedding`; `meta` is stored as JSON in the schema metadata key `mmu_eval`.
+    Parent folders are created.
+
+    Args:
+        path: Output Parquet file.
+        ids: Object ids, one per row of `emb`.
+        emb: Embeddings [n, D] (stored as float32; a non-2-d array gives width 0).
+        meta: JSON-serialisable provenance (model hash, dataset, revision, ...).
+        extra: Optional additional columns, name -> values of length n.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     d = emb.shape[1] if emb.ndim == 2 else 0
@@ -94,6 +118,15 @@ def write_embeddings(path: Path, ids, emb: np.ndarray, meta: dict, extra: dict |
 
 
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Read a Parquet file written by `write_embeddings`.
+
+    Args:
+        path: The Parquet file.
+
+    Returns:
+        (ids, embeddings, meta): string ids [n], float32 embeddings [n, D], and the `mmu_eval`
+        metadata dict ({} when absent).
+    """
     t = pq.read_table(path)
     meta = json.loads((t.schema.metadata or {}).get(b"mmu_eval", b"{}"))
     col = t.column("embedding").combine_chunks()
@@ -214,13 +247,15 @@ class CheckpointEmbedder:
     kind = "checkpoint"
 
     def __init__(self, path: str | Path, device: str | None = None, pretrained=None,
-                 precision: str = "auto", compile: bool = False):
+                 precision: str = "auto", compile: bool = False, trust_code: bool = False):
         """Args:
             path: the checkpoint file.
             device: "cuda", "cpu", ... (default: a GPU when there is one).
             pretrained: an already loaded `mmu.pretrain.api.Pretrained` (then `path` is a label).
             precision: "fp32", "bf16" (autocast) or "auto" (bf16 on a GPU, fp32 on a CPU).
             compile: `torch.compile` the encoders (worth it for long runs on a GPU).
+            trust_code: build encoders the checkpoint names as `module:name` (imports that
+                module, i.e. runs its code); by default only built-in encoders load.
 
         Raises:
             ValueError: an unknown precision.
@@ -230,7 +265,7 @@ class CheckpointEmbedder:
         from mmu.pretrain.api import load_pretrained
 
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.p = pretrained or load_pretrained(path, device=dev)
+        self.p = pretrained or load_pretrained(path, device=dev, trust_code=trust_code)
         self.path = Path(self.p.path) if path else None  # a run folder resolves to its checkpoint file
         self.sha256 = self.p.sha256
         self.device = str(self.p.device)

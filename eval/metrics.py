@@ -20,6 +20,15 @@ RETRIEVAL_K = (1, 5, 10)
 
 
 def r2(y, yhat) -> float:
+    """Coefficient of determination R² = 1 − Σ(y−ŷ)² / Σ(y−ȳ)².
+
+    Args:
+        y: True values (array-like, cast to float).
+        yhat: Predicted values, same length as `y`.
+
+    Returns:
+        R² as a float; NaN when `y` is constant (zero total sum of squares).
+    """
     y, yhat = np.asarray(y, float), np.asarray(yhat, float)
     ss_res = float(np.sum((y - yhat) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
@@ -27,28 +36,86 @@ def r2(y, yhat) -> float:
 
 
 def delta_z(z, zhat) -> np.ndarray:
+    """Normalised redshift error Δz = (ẑ − z) / (1 + z), element-wise.
+
+    Args:
+        z: True redshifts (array-like, cast to float).
+        zhat: Predicted redshifts, same shape as `z`.
+
+    Returns:
+        float64 array of Δz, the shape of the broadcast inputs.
+    """
     z, zhat = np.asarray(z, float), np.asarray(zhat, float)
     return (zhat - z) / (1.0 + z)
 
 
 def sigma_nmad(z, zhat) -> float:
+    """Normalised median absolute deviation σ_NMAD = 1.4826 · median|Δz − median Δz|.
+
+    Args:
+        z: True redshifts.
+        zhat: Predicted redshifts.
+
+    Returns:
+        σ_NMAD of Δz (see `delta_z`) as a float.
+    """
     dz = delta_z(z, zhat)
     return float(NMAD * np.median(np.abs(dz - np.median(dz))))
 
 
 def outlier_fraction(z, zhat, threshold: float = OUTLIER_DZ) -> float:
+    """Fraction of objects whose |Δz| exceeds `threshold`.
+
+    Args:
+        z: True redshifts.
+        zhat: Predicted redshifts.
+        threshold: Outlier cut on |Δz| (default `OUTLIER_DZ`, 0.15); strictly greater counts.
+
+    Returns:
+        The outlier fraction in [0, 1] as a float (NaN for empty input).
+    """
     return float(np.mean(np.abs(delta_z(z, zhat)) > threshold))
 
 
 def bias(z, zhat) -> float:
+    """Redshift bias: the median of Δz (see `delta_z`).
+
+    Args:
+        z: True redshifts.
+        zhat: Predicted redshifts.
+
+    Returns:
+        median Δz as a float.
+    """
     return float(np.median(delta_z(z, zhat)))
 
 
 def accuracy(y, yhat) -> float:
+    """Fraction of predictions equal to the true labels.
+
+    Args:
+        y: True labels.
+        yhat: Predicted labels, same length as `y`.
+
+    Returns:
+        Accuracy in [0, 1] as a float (NaN for empty input).
+    """
     return float(np.mean(np.asarray(y) == np.asarray(yhat)))
 
 
 def macro_f1(y, yhat) -> float:
+    """Macro-averaged F1: the unweighted mean of per-class F1 scores.
+
+    The classes are those present in the truth or the predictions; a class with no true
+    positive scores 0.
+
+    Args:
+        y: True labels.
+        yhat: Predicted labels, same length as `y`.
+
+    Returns:
+        Macro-F1 in [0, 1] as a float.
+    """
     y, yhat = np.asarray(y), np.asarray(yhat)
     scores = []
     for c in np.union1d(y, yhat):

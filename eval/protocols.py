@@ -22,10 +22,22 @@ _PROTOCOLS: dict[str, Protocol] = {}
 
 
 class ProtocolError(ValueError):
+    """A protocol is unknown, misconfigured, or does not apply to a task."""
     pass
 
 
 def register(p: Protocol) -> Protocol:
+    """Register a frozen protocol under its name.
+
+    Args:
+        p: The protocol instance; `p.name` becomes its registry key.
+
+    Returns:
+        `p` itself, so a module-level constant can be defined and registered in one line.
+
+    Raises:
+        ValueError: A protocol of that name is already registered (a changed setting needs a new name).
+    """
     if p.name in _PROTOCOLS:
         raise ValueError(f"protocol {p.name!r} is already registered; a new setting needs a new name")
     _PROTOCOLS[p.name] = p
@@ -33,6 +45,17 @@ def register(p: Protocol) -> Protocol:
 
 
 def get_protocol(name: str) -> Protocol:
+    """Look up a registered protocol by name.
+
+    Args:
+        name: The protocol's name, e.g. "linear.v1".
+
+    Returns:
+        The registered `Protocol` instance.
+
+    Raises:
+        ProtocolError: No protocol of that name is registered; the message lists the known names.
+    """
     try:
         return _PROTOCOLS[name]
     except KeyError:
@@ -41,6 +64,11 @@ def get_protocol(name: str) -> Protocol:
 
 
 def protocols() -> dict[str, Protocol]:
+    """All registered protocols.
+
+    Returns:
+        A copy of the registry, mapping each name to its `Protocol` instance.
+    """
     return dict(_PROTOCOLS)
 
 
@@ -63,6 +91,14 @@ class Split:
 
 @dataclass
 class Outcome:
+    """What a protocol's `run` returns for one task.
+
+    Attributes:
+        metrics: Metric name -> value on the test split.
+        predictions: Test ids, targets and per-fit predictions (or retrieval ranks).
+        selected: Settings chosen on train/val (e.g. the penalty and the val scores of its grid).
+        label_fractions: Per label-fraction results (linear probe only), or None.
+    """
     metrics: dict
     predictions: dict
     selected: dict = field(default_factory=dict)
@@ -71,6 +107,13 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Protocol:
+    """Base class of the named, frozen evaluation protocols.
+
+    Subclasses are frozen dataclasses whose fields are every setting of the protocol.
+
+    Attributes:
+        name: The registered name, e.g. "knn16.v1".
+    """
     name: str
 
     def spec(self) -> dict:
@@ -163,6 +206,18 @@ class _Scaler:
 
 @dataclass(frozen=True)
 class LinearProbe(Protocol):
+    """Linear probe: ridge regression or logistic regression on standardised embeddings.
+
+    The penalty is selected on val from a fixed grid (`ridge_alphas` for regression,
+    `logistic_cs` for classification) with a probe fitted on train; the probe is then refitted on
+    train + val at that penalty and scored once on test. It also reports label-efficiency results:
+    for each of `fractions`, stratified (classification) subsamples of train and val per seed,
+    penalty reselection, and a train-only fit scored on test (mean ± std over `seeds`).
+
+    Raises:
+        ProtocolError: From `run`, for a task that is not regression or classification, or when no
+            penalty of the grid gives a finite val score.
+    """
     ridge_alphas: tuple = tuple(float(10.0 ** e) for e in range(-3, 5))
     logistic_cs: tuple = tuple(float(10.0 ** e) for e in range(-3, 3))
     max_iter: int = 1000
@@ -329,6 +384,15 @@ def _pred_block(y, out: dict, classes) -> dict:
 
 
 def l2_normalise(x):
+    """Scale each row to unit Euclidean norm.
+
+    Args:
+        x: Array-like [n, d]; cast to float32.
+
+    Returns:
+        float32 [n, d] array of the rows divided by their L2 norms (norms below 1e-12 are clamped
+        to 1e-12, so all-zero rows stay zero).
+    """
     x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -382,6 +446,21 @@ def distance_weights(dist, eps: float = 1e-12):
 
 @dataclass(frozen=True)
 class KNN(Protocol):
+    """k-nearest-neighbour probe: test rows are predicted from their k nearest train + val rows.
+
+    Regression predicts the (distance-)weighted mean target; classification the weighted class
+    votes, normalised to probabilities. `space` "cosine" L2-normalises the embeddings;
+    "standardized" z-scores them with the reference (train + val) statistics.
+
+    Attributes:
+        k: Number of neighbours (capped at the number of reference rows).
+        weighting: "distance" (1/d, as scikit-learn) or anything else for uniform weights.
+        space: "cosine" or "standardized".
+
+    Raises:
+        ProtocolError: From `run`, for a task that is not regression or classification, or when
+            test objects also appear in train/val.
+    """
     k: int = 16
     weighting: str = "distance"
     space: str = "cosine"  # "cosine": L2-normalised; "standardized": z-scored with reference stats
@@ -436,6 +515,18 @@ def partner_ranks(a, b) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Retrieval(Protocol):
+    """Cross-modal retrieval on the test split, in both directions between the task's two columns.
+
+    The gallery is the first `gallery_size` test objects in sha256(object_id) order; each query's
+    partner is ranked among the gallery by cosine similarity.
+
+    Attributes:
+        gallery_size: Maximum number of test objects in the gallery.
+        top: How many nearest gallery ids to keep per query in the predictions.
+
+    Raises:
+        ProtocolError: From `run`, for a task that is not a retrieval task.
+    """
     gallery_size: int = 1000
     top: int = 10
 

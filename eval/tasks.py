@@ -29,11 +29,27 @@ _FILTER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:(==|!=|<=|>=|<|>)\s*(\S
 
 
 class TaskError(ValueError):
+    """A task is unknown, malformed, or cannot be evaluated on the given hub data."""
     pass
 
 
 @dataclass
 class TaskData:
+    """A task opened on a hub: per-split ids, targets and positions after the filters.
+
+    Rows of each split are sorted by object id. Targets are floats for regression (log10 applied
+    when the task says so) and strings for classification.
+
+    Attributes:
+        task: The catalog entry.
+        hub: The hub directory.
+        manifest: The dataset's build manifest.
+        ids: Split -> object ids (str).
+        y: Split -> targets.
+        radec: Split -> [n, 2] float (ra, dec) in degrees.
+        comparable: Whether the dataset revision and split hash match the task's.
+        not_comparable: The reasons it is not comparable (empty when comparable).
+    """
     task: TaskEntry
     hub: Path
     manifest: BuildManifest
@@ -68,6 +84,20 @@ def tasks(names: list[str] | None = None) -> list[TaskEntry]:
 
 
 def parse_filter(text: str):
+    """Parse a task filter of the form `column` or `column OP value`.
+
+    OP is one of ==, !=, <=, >=, <, >; the value is parsed as YAML (so numbers, booleans and
+    strings come out typed).
+
+    Args:
+        text: The filter text, e.g. "z_quality >= 3".
+
+    Returns:
+        (column, op, value); op and value are None for a bare `column` (truthiness) filter.
+
+    Raises:
+        TaskError: The text matches neither form.
+    """
     m = _FILTER.match(text)
     if not m:
         raise TaskError(f"filter {text!r}: expected `column` or `column OP value`")
@@ -92,10 +122,45 @@ def _filter_mask(table: pa.Table, filters: list[str]) -> np.ndarray:
 
 
 def filter_columns(task: TaskEntry) -> list[str]:
+    """The column names a task's filters read.
+
+    Args:
+        task: The catalog task entry.
+
+    Returns:
+        One column name per filter, in filter order.
+
+    Raises:
+        TaskError: A filter cannot be parsed.
+    """
     return [parse_filter(f)[0] for f in task.filters]
 
 
 def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
+    """Read a task's scalar columns from its hub dataset and select the evaluable rows.
+
+    Reads ids, positions, split, target and filter columns (not the modality arrays), and keeps
+    the rows of each split that have every input modality, pass the filters and have a valid
+    (finite, for regression) target. It compares the dataset's content revision and split hash with
+    the task's and the catalog's; a mismatch is recorded in `not_comparable`, not raised.
+
+    Args:
+        task: The catalog task entry.
+        hub: The hub directory.
+        catalog: The catalog to check the split hash against (default: `load_catalog()`).
+
+    Returns:
+        The `TaskData` of the task.
+
+    Raises:
+        TaskError: A data file lacks a needed column, a split has fewer rows than the task's
+            `min_per_split`, or train or test is empty after the filters.
+        FileNotFoundError: The dataset or its manifest is missing from the hub.
+
+    Example:
+        >>> data = open_task(tasks(["MockRedshiftImage.v1"])[0], "hub")  # doctest: +SKIP
+        >>> data.counts()  # doctest: +SKIP
+    """
     hub = Path(hub)
     name = task.hub_name
     manifest = read_manifest(hub, name)

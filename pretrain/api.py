@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mmu.pretrain.checkpoint import CheckpointError, check_same_model, file_sha256, find_latest, load_checkpoint
-from mmu.pretrain.config import PretrainConfig, parse_config
+from mmu.pretrain.config import ConfigError, PretrainConfig, parse_config
 from mmu.pretrain.data import Collator
 from mmu.pretrain.model import MultimodalCLIP
 
@@ -91,14 +91,36 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return latest
 
 
+def refuse_untrusted_code(cfg: PretrainConfig, path: str | Path) -> None:
+    """Refuse a checkpoint config naming an encoder as `module:name`: building that model imports
+    `module`, i.e. runs code the checkpoint's author chose. Built-in (registered) encoders need no
+    trust; pass `trust_code=True` (`--trust-code`) only for checkpoints whose source you trust."""
+    foreign = [(col, m.encoder) for col, m in cfg.model.modalities.items() if ":" in m.encoder]
+    if foreign:
+        named = ", ".join(f"{col}: {enc!r} (module {enc.partition(':')[0]!r})" for col, enc in foreign)
+        raise CheckpointError(
+            f"{path}: its config names encoders outside the built-in registry ({named}); loading it "
+            "would import and run that module's code. Load it only if you trust the checkpoint's "
+            "source: --trust-code (mmu eval), or load_pretrained(..., trust_code=True)")
+
+
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu",
-                    expect_config: PretrainConfig | None = None) -> Pretrained:
+                    expect_config: PretrainConfig | None = None, trust_code: bool = False) -> Pretrained:
     """Load a checkpoint (weights_only) into its model; `path` is a checkpoint file or a run folder
     (then its newest intact checkpoint). With `expect_config`, refuse a checkpoint of another
-    model."""
+    model. Only built-in (registered) encoders are built unless `trust_code`: an encoder named
+    `module:name` in the checkpoint's config imports `module` (as `trust_remote_code` in the
+    Hugging Face libraries), so it is refused by default."""
     path = resolve_checkpoint(path)
     ckpt = load_checkpoint(path)
-    cfg = parse_config(ckpt["config"], f"{path} (embedded config)")
+    if not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"{path}: the checkpoint carries no config (not written by `mmu pretrain`?)")
+    try:
+        cfg = parse_config(ckpt["config"], f"{path} (embedded config)")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    if not trust_code:
+        refuse_untrusted_code(cfg, path)
     if expect_config is not None:
         check_same_model(ckpt, expect_config.model_signature(), path)
     model = MultimodalCLIP(cfg.model, cfg.loss)

@@ -26,6 +26,14 @@ class CheckpointError(ValueError):
 
 
 def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file's content, read in 4 MiB blocks.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The 64-character hex digest.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
@@ -63,6 +71,14 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 
 
 def verify(path: Path) -> bool:
+    """Whether checkpoint `path` is named stepNNNNNNNN-<sha>.pt and its content matches that sha256 prefix.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        True when the name is valid and the content's sha256 starts with the prefix in it.
+    """
     m = _NAME_RE.match(path.name)
     return bool(m) and file_sha256(path).startswith(m.group(2))
 
@@ -77,7 +93,48 @@ def find_latest(directory: str | Path) -> Path | None:
     return None
 
 
+def why_refused(path: Path) -> str | None:
+    """Why checkpoint `path` cannot be resumed from (None: it is intact): its content does not
+    match the sha256 in its name (truncated or altered), it does not load, or it is not an mmu
+    pretraining checkpoint (foreign)."""
+    m = _NAME_RE.match(path.name)
+    if not m:
+        return "not named stepNNNNNNNN-<sha256 prefix>.pt"
+    try:
+        actual = file_sha256(path)
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    reasons = []
+    if not actual.startswith(m.group(2)):
+        reasons.append(f"sha256 mismatch (name says {m.group(2)}, content is {actual[:12]}; "
+                       f"{path.stat().st_size} bytes: truncated or altered)")
+    try:
+        load_checkpoint(path)
+    except CheckpointError as e:
+        detail = str(e).removeprefix(f"{path}: ")
+        reasons.append(("truncated or not a torch file: " if "not a loadable" in detail else "foreign: ")
+                       + detail.splitlines()[0][:200])
+    return "; ".join(reasons) or None
+
+
+def refused_checkpoints(directory: str | Path) -> list[tuple[Path, str]]:
+    """(checkpoint, why it was refused) for each checkpoint in `directory` that is not intact."""
+    return [(p, why) for p in list_checkpoints(directory) if (why := why_refused(p))]
+
+
 def load_checkpoint(path: str | Path) -> dict:
+    """Load an mmu pretraining checkpoint onto the CPU (`weights_only`, so no arbitrary objects).
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        The checkpoint's state dict (with its `format` key).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        CheckpointError: the file does not load, or is not an mmu pretraining checkpoint of this format.
+    """
     path = Path(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

@@ -71,6 +71,14 @@ class Export:
 
 
 def open_exports(paths: list[str]) -> list[Export]:
+    """Open each `mmu export-wds` output folder in `paths`.
+
+    Args:
+        paths: export folders, each holding an index.json.
+
+    Returns:
+        One `Export` per path, in order.
+    """
     return [Export(p) for p in paths]
 
 
@@ -207,6 +215,7 @@ def training_manifest(train: list[Export], val: list[Export], train_split: str, 
 
 
 class CorruptShard(ValueError):
+    """A shard's tar is damaged: truncated, or a header fails its checksum."""
     pass
 
 
@@ -493,6 +502,21 @@ class TrainStream(IterableDataset):
 
 
 def rank_shards(exports: list[Export], split: str, rank: int, world: int, streams: int) -> list[str]:
+    """The shard files of `split` that rank `rank` reads (every `world`-th, starting at `rank`).
+
+    Args:
+        exports: the opened exports.
+        split: the split whose shards to take.
+        rank: this process's rank.
+        world: the number of ranks.
+        streams: loader streams per rank (`num_workers`, at least 1).
+
+    Returns:
+        Paths of this rank's shards.
+
+    Raises:
+        ValueError: the split has fewer than `world * streams` shards, so some stream would have none.
+    """
     shards = [s["path"] for e in exports for s in e.shards(split)]
     need = world * streams
     if len(shards) < need:
@@ -504,6 +528,25 @@ def rank_shards(exports: list[Export], split: str, rank: int, world: int, stream
 
 def train_loader(cfg, exports: list[Export], rank: int, world: int, start_step: int,
                  pin_memory: bool = False) -> DataLoader:
+    """The DataLoader of training batches for one rank, starting at step `start_step`.
+
+    The stream is deterministic in (seed, rank, stream, segment), so a run resumed at `start_step`
+    sees the same batches it would have seen.
+
+    Args:
+        cfg: the `PretrainConfig`.
+        exports: the training exports.
+        rank: this process's rank.
+        world: the number of ranks.
+        start_step: the global step of the first batch.
+        pin_memory: pin batch memory (for GPU training).
+
+    Returns:
+        A `DataLoader` yielding collated batches (its own batching is off).
+
+    Raises:
+        ValueError: too few shards for `world` ranks times the loader streams.
+    """
     d = cfg.data
     streams = max(1, d.num_workers)
     mods = cfg.model.modalities

@@ -29,6 +29,14 @@ def _world() -> tuple[int, int]:
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from every rank along dim 0, keeping the gradient to each rank's part.
+
+    Args:
+        x: this rank's tensor, [B, ...]; the same shape on every rank.
+
+    Returns:
+        [world * B, ...] in rank order; `x` itself when not running distributed.
+    """
     rank, world = _world()
     if world == 1:
         return x
@@ -38,6 +46,14 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 def gather_mask(m: torch.Tensor) -> torch.Tensor:
+    """Concatenate a boolean mask from every rank along dim 0 (no gradient).
+
+    Args:
+        m: this rank's bool tensor, [B]; the same shape on every rank.
+
+    Returns:
+        The bool mask [world * B] in rank order; `m` itself when not running distributed.
+    """
     rank, world = _world()
     if world == 1:
         return m
@@ -48,10 +64,25 @@ def gather_mask(m: torch.Tensor) -> torch.Tensor:
 
 
 def pair_key(a: str, b: str) -> str:
+    """The key naming modality pair (`a`, `b`) in loss statistics and parameter dicts: `"a|b"`."""
     return f"{a}|{b}"
 
 
 class PairwiseContrastiveLoss(nn.Module):
+    """Contrastive loss (InfoNCE or sigmoid) averaged over modality pairs, across all ranks.
+
+    Embeddings and validity masks are gathered from every rank; only samples that have both
+    modalities of a pair take part in it.
+
+    Args:
+        pairs: the (column, column) modality pairs to align.
+        kind: "infonce" or "sigmoid".
+        local: score only this rank's rows as anchors (the same gradients, less compute).
+
+    Raises:
+        ValueError: `kind` is not "infonce" or "sigmoid".
+    """
+
     def __init__(self, pairs: list[tuple[str, str]], kind: str = "infonce", local: bool = False):
         super().__init__()
         if kind not in ("infonce", "sigmoid"):

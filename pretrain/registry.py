@@ -1,7 +1,9 @@
 """The encoder registry: `@register_encoder("name", kind="image")` on a factory, so adding an
 encoder is a one-file change. A config names a built-in encoder (`encoder: convnet`) or one in
 any importable module as `module:name` (`encoder: my_encoders:spectrum_cnn`; importing the
-module registers it, in training and in evaluation alike). A factory takes the modality config
+module registers it). Your own config may name one freely; a checkpoint's embedded config naming
+one is refused by `load_pretrained` unless `trust_code=True` (`mmu eval ... --trust-code`), since
+building that model imports, i.e. runs, a module the checkpoint's author chose. A factory takes the modality config
 (shapes) and keyword options and returns an `nn.Module` with a `width` attribute whose forward
 maps the preprocessed modality dict to features [B, width].
 """

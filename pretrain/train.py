@@ -281,6 +281,13 @@ class _Run:
 
     def refuse_overwrite(self) -> Path | None:
         existing = ckpt_io.find_latest(self.ckpt_dir)
+        if existing is None and ckpt_io.list_checkpoints(self.ckpt_dir):
+            # every checkpoint is damaged: starting again at step 0 would silently lose the run
+            refused = "\n".join(f"  {p.name}: {why}" for p, why in ckpt_io.refused_checkpoints(self.ckpt_dir))
+            raise TrainingError(
+                f"{self.ckpt_dir}: no intact checkpoint to {'resume from' if self.resume else 'keep'}; "
+                f"each was refused:\n{refused}\nRestore them from a copy, or set run.dir to a new folder "
+                "to train from step 0")
         if existing is not None and not self.resume:
             raise TrainingError(f"{self.run_dir} already holds checkpoints (latest {existing.name}); pass "
                                 "--resume to continue that run, or set run.dir to a new folder")

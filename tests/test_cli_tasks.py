@@ -42,7 +42,7 @@ def fake_run(monkeypatch):
     seen = {}
 
     class FakeEmbedder:
-        def __init__(self, path, device=None):
+        def __init__(self, path, device=None, **options):  # e.g. trust_code
             self.path = path
 
     def fake_run_tasks(emb, hub, out, *, model, task_names, **kw):

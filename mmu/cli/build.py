@@ -18,7 +18,7 @@ def _build(args) -> int:
         raise UsageError(e.args[0]) from None
     try:
         result = build(args.name, args.raw, args.hub, workers=args.workers, scheduler=args.scheduler,
-                       strict=args.strict)
+                       strict=args.strict, rehash=args.rehash)
     except BuildError as e:
         raise CommandFailed(e.args[0] if e.args else str(e)) from None
     return 0 if result else 1
@@ -37,6 +37,13 @@ def register(sub) -> None:
             end and recorded in build.json (--strict makes any rejection an error). A killed
             build rerun with the same arguments resumes; a finished one is a no-op.
 
+            Only inputs can be bad: a fault of the machine (full disk, permission denied, I/O
+            error, out of memory, a killed worker or lost Dask connection) fails the build and
+            records nothing, so the rerun redoes that input. One build per dataset and hub runs
+            at a time (a lock in HUB/.mmu-staging); a second fails at once naming the holder.
+            Raw files are re-hashed only when their size or mtime changed; --rehash re-hashes
+            them all (files rewritten in place with a restored mtime, e.g. `rsync -t`).
+
             exit status: 0 built (or already built); 1 the build failed or, with --strict,
             rejected something; 2 a usage error (an unknown dataset, a --hub that is a file).
 
@@ -46,4 +53,6 @@ def register(sub) -> None:
     b.add_argument("--hub", required=True, help="hub directory; the dataset goes to HUB/NAME")
     dask_arguments(b)
     b.add_argument("--strict", action="store_true", help="fail if any input or row is rejected")
+    b.add_argument("--rehash", action="store_true",
+                   help="re-hash every raw file instead of trusting the (path, size, mtime) cache")
     b.set_defaults(func=_build)

@@ -15,10 +15,13 @@ in stage 2. Neither grows with the dataset.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import sys
 import time
 import traceback
@@ -50,6 +53,53 @@ SIM_MANIFEST = "mmu-sim.json"
 
 class BuildError(RuntimeError):
     """A build that cannot go on; the message says which dataset, input or option, and why."""
+
+
+class BuildLocked(BuildError):
+    """Another build of the same dataset into the same hub holds the dataset's lock."""
+
+
+# ----------------------------------------------------------------------------------------------
+# environment faults: the machine failed, not the input. They fail the build and record nothing,
+# so that a rerun redoes the input (an input rejection would be reused by every rerun).
+
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO,
+                                errno.EROFS, errno.ENOMEM})
+# pyarrow sometimes reports an errno only in its message; match the strerror texts too
+_ENV_TEXTS = tuple(os.strerror(n) for n in sorted(ENVIRONMENT_ERRNOS))
+_ENV_REASON = re.compile(r"^(MemoryError|\w*Error: \[Errno ({})\])".format("|".join(
+    str(n) for n in sorted(ENVIRONMENT_ERRNOS))))
+# Dask / distributed failures of the cluster itself (a killed or out-of-memory worker, a lost
+# connection to the scheduler), matched by class name so that dask need not be imported here
+_CLUSTER_FAULTS = frozenset({"KilledWorker", "CommClosedError", "CancelledError", "FutureCancelledError",
+                             "TimeoutError", "StreamClosedError"})
+
+
+def environment_fault(e: BaseException) -> str | None:
+    """Why `e` is a fault of the environment (disk, permissions, memory, cluster), or None when
+    it may be the input's fault. Follows ``__cause__``/``__context__`` (wrapped errors)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, MemoryError):
+            return "out of memory"
+        if type(e).__name__ in _CLUSTER_FAULTS:
+            return f"Dask cluster failure ({type(e).__name__}: a killed worker or a lost connection)"
+        if isinstance(e, OSError):
+            if e.errno in ENVIRONMENT_ERRNOS:
+                return os.strerror(e.errno)
+            if e.errno is None and any(t in str(e) for t in _ENV_TEXTS):
+                return next(t for t in _ENV_TEXTS if t in str(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _describe(e: BaseException) -> str:
+    try:
+        text = str(e)
+    except Exception:  # noqa: BLE001 - some Dask errors cannot print themselves out of context
+        text = ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 @dataclass
@@ -96,14 +146,18 @@ def standardize_input(builder_ref: str, options: dict, item: RawInput, out_dir: 
     stem = _safe_key(item.key)
     marker_path = out / f"{stem}.json"
     if marker_path.exists():
-        return json.loads(marker_path.read_text())
+        marker = json.loads(marker_path.read_text())
+        if not (marker.get("rejected") and _ENV_REASON.match(marker["rejected"])):
+            return marker
+        # written by an older engine that took an environment fault for a bad input: redo it
+        marker_path.unlink(missing_ok=True)
     builder = get_builder(builder_ref).from_options(options)
     schema = builder.schema()
     modalities = builder.modalities()
     splits = SplitDefinition(order=split["order"], seed=split["seed"], **split["fractions"],
                              method=split["method"])
-    tmp = out / f".{stem}.{uuid.uuid4().hex[:8]}"
-    parquet_tmp, digest_tmp = tmp.with_suffix(".parquet"), tmp.with_suffix(".digests.parquet")
+    tmp = f".{stem}.{uuid.uuid4().hex[:8]}"  # unique per attempt; the suffixes keep it so
+    parquet_tmp, digest_tmp = out / f"{tmp}.parquet", out / f"{tmp}.digests.parquet"
     row_rejections: list[dict] = []
     rows = 0
     offset = 0
@@ -155,12 +209,14 @@ def standardize_input(builder_ref: str, options: dict, item: RawInput, out_dir: 
         if writer is not None:
             writer.close()
             writer = None
-    except Exception as e:  # noqa: BLE001 - any builder failure rejects the input, with reason
-        if writer is not None:
-            writer.close()
-        for p in (parquet_tmp, digest_tmp):
-            p.unlink(missing_ok=True)
-        reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    except (Exception, MemoryError) as e:  # noqa: BLE001 - a builder failure rejects the input
+        _discard(writer, parquet_tmp, digest_tmp)
+        fault = environment_fault(e)
+        if fault:  # not the input's fault: no marker, so that a rerun redoes this input
+            raise BuildError(f"input {item.key}: environment fault while standardizing ({fault}): "
+                             f"{_describe(e)}; nothing was recorded for it, rerun the build once "
+                             f"the fault is fixed") from e
+        reason = _describe(e)
         if not isinstance(e, (SchemaMismatch, OSError, ValueError, KeyError)) and \
                 type(e).__name__ != "InputRejected":
             reason += f" [{traceback.format_exc(limit=-1).strip().splitlines()[-2].strip()}]"
@@ -169,23 +225,43 @@ def standardize_input(builder_ref: str, options: dict, item: RawInput, out_dir: 
         return marker
     marker = {"key": item.key, "rejected": None, "rows": rows, "row_rejections": row_rejections,
               "seconds": round(time.perf_counter() - t0, 3)}
-    if rows:
-        pq.write_table(pa.table({"object_id": pa.array(ids, pa.string()),
-                                 "digest": pa.array(digests, pa.binary(32)),
-                                 SPLIT_COLUMN: pa.array(split_col, pa.string())}), digest_tmp)
-        os.replace(parquet_tmp, out / f"{stem}.parquet")
-        os.replace(digest_tmp, out / f"{stem}.digests.parquet")
-        marker["parquet"] = f"{stem}.parquet"
-        marker["digests"] = f"{stem}.digests.parquet"
-    atomic_write_json(marker_path, marker)
+    try:
+        if rows:
+            pq.write_table(pa.table({"object_id": pa.array(ids, pa.string()),
+                                     "digest": pa.array(digests, pa.binary(32)),
+                                     SPLIT_COLUMN: pa.array(split_col, pa.string())}), digest_tmp)
+            os.replace(parquet_tmp, out / f"{stem}.parquet")
+            os.replace(digest_tmp, out / f"{stem}.digests.parquet")
+            marker["parquet"] = f"{stem}.parquet"
+            marker["digests"] = f"{stem}.digests.parquet"
+        atomic_write_json(marker_path, marker)
+    except (OSError, MemoryError) as e:  # writing our own output: never the input's fault
+        _discard(None, parquet_tmp, digest_tmp)
+        raise BuildError(f"input {item.key}: environment fault while writing its standardized "
+                         f"rows ({environment_fault(e) or 'write failed'}): {_describe(e)}; nothing "
+                         f"was recorded for it, rerun the build once the fault is fixed") from e
     return marker
 
 
-def _checksums(paths: list[str], cache_file: str) -> dict[str, str]:
+def _discard(writer, *paths: Path) -> None:
+    """Close a half-written Parquet writer and remove temporary files, ignoring further faults."""
+    if writer is not None:
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+    for p in paths:
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _checksums(paths: list[str], cache_file: str, rehash: bool = False) -> dict[str, str]:
     cache = ChecksumCache(Path(cache_file))
     out = {}
     for p in paths:
-        digest = cache.get(p)
+        digest = None if rehash else cache.get(p)
         if digest is None:
             digest = file_sha256(p)
         out[p] = digest
@@ -219,7 +295,8 @@ def find_sim_manifest(raw: Path) -> dict | None:
 
 def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = None,
           scheduler: str | None = None, client=None, strict: bool = False,
-          catalog: Catalog | None = None, settings: PartitionSettings | None = None) -> BuildResult:
+          catalog: Catalog | None = None, settings: PartitionSettings | None = None,
+          rehash: bool = False) -> BuildResult:
     """Build dataset `name` of the catalog from the raw files under `raw` into `hub/name`.
 
     Progress goes to the ``mmu.engine.build`` logger and `mmu.logs` bars; a rerun with the same
@@ -235,6 +312,7 @@ def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = 
         strict: any rejected input or row is an error.
         catalog: the catalog to look `name` up in (default: `load_catalog()`).
         settings: hats-import settings (default: `PartitionSettings()`).
+        rehash: re-hash every raw file instead of trusting the (path, size, mtime) cache.
 
     Returns:
         The `BuildResult`, with the typed manifest.
@@ -265,7 +343,7 @@ def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = 
     with dask_client(workers, scheduler, client) as own_client:
         return build_inputs(entry, builder, inputs, raw=raw, hub=hub, client=own_client,
                             split_def=catalog.split_definition, sim=find_sim_manifest(raw),
-                            strict=strict, settings=settings)
+                            strict=strict, settings=settings, rehash=rehash)
 
 
 @dataclass
@@ -281,7 +359,8 @@ class _Standardized:
 
 def build_inputs(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], *, raw: Path,
                  hub: Path, client, split_def: SplitDefinition, sim: dict | None = None,
-                 strict: bool = False, settings: PartitionSettings | None = None) -> BuildResult:
+                 strict: bool = False, settings: PartitionSettings | None = None,
+                 rehash: bool = False) -> BuildResult:
     """Run both stages for an already-listed set of inputs on `client`: `build` without the set-up.
 
     Used by `build` and by the paired builder of `mmu crossmatch`, whose inputs are partitions of
@@ -298,33 +377,47 @@ def build_inputs(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], 
         sim: the mock observatory's marker (`find_sim_manifest`), or None for survey data.
         strict: any rejection is an error.
         settings: hats-import settings (default: `PartitionSettings()`).
+        rehash: re-hash every input file instead of trusting the checksum cache.
 
     Returns:
         The `BuildResult`; ``up_to_date`` when the hub already holds this build key.
 
     Raises:
-        BuildError: no row survived, or `strict` and something was rejected.
+        BuildError: no row survived, `strict` and something was rejected, an environment fault
+            (full disk, permission, I/O, memory, a lost worker) stopped the build, or another
+            build of this dataset holds its lock (`BuildLocked`).
 
     Example:
         >>> build_inputs(entry, builder, builder.list_inputs(raw), raw=raw, hub=hub,  # doctest: +SKIP
         ...              client=client, split_def=load_catalog().split_definition)
     """
     settings = settings or PartitionSettings()
+    with dataset_lock(hub, entry.name):
+        return _build_locked(entry, builder, inputs, raw=raw, hub=hub, client=client,
+                             split_def=split_def, sim=sim, strict=strict, settings=settings,
+                             rehash=rehash)
+
+
+def _build_locked(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], *, raw: Path,
+                  hub: Path, client, split_def: SplitDefinition, sim: dict | None, strict: bool,
+                  settings: PartitionSettings, rehash: bool) -> BuildResult:
     t_start = time.perf_counter()
     name = entry.name
-    input_records = _input_records(client, inputs, raw, hub)
+    input_records = _input_records(client, inputs, raw, hub, rehash=rehash)
     build_key = _build_key(builder, split_def, settings, input_records)
     target = dataset_dir(hub, name)
     if (target / MANIFEST).is_file():
         old = read_manifest(hub, name)
         if old.build_key == build_key:
             log.info("%s: up to date (build key %s); nothing to do", name, build_key[:12])
+            _remove_leftovers(hub, name)
             return BuildResult(name, target, old, up_to_date=True)
 
     staging = hub / STAGING / f"{name}-{build_key[:16]}"
     std_dir = staging / "standardized"
     std_dir.mkdir(parents=True, exist_ok=True)
-    markers = _standardize_all(client, entry, builder, inputs, std_dir, split_def)
+    markers = _stage("standardize", name, _standardize_all, client, entry, builder, inputs,
+                     std_dir, split_def)
     t_std = time.perf_counter() - t_start
     std = _collect_standardized(name, inputs, markers, std_dir, strict)
 
@@ -332,27 +425,140 @@ def build_inputs(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], 
     out_root = staging / "hats"
     shutil.rmtree(out_root, ignore_errors=True)
     std_files = [str(std_dir / m["parquet"]) for m in std.files]
-    margin = _partition(name, std_files, out_root, client, split_def, settings, std.ids.num_rows)
+    margin = _stage("partition", name, _partition, name, std_files, out_root, client, split_def,
+                    settings, std.ids.num_rows)
     t_part = time.perf_counter() - t1
     collection = out_root / name
     manifest = _make_manifest(entry, builder, collection, build_key, split_def, settings, sim,
                               input_records, std, margin,
                               {"standardize": round(t_std, 2), "partition": round(t_part, 2)})
-    _install(collection, entry, manifest, target)
-    shutil.rmtree(staging, ignore_errors=True)
+    _stage("install", name, _install, collection, entry, manifest, target)
+    _remove_leftovers(hub, name)  # this build's staging, and any a killed build left behind
     manifest.timings_s["total"] = round(time.perf_counter() - t_start, 2)
     _log_summary(manifest, target)
     return BuildResult(name, target, manifest, rejections=std.rejected_inputs + std.rejected_rows)
 
 
-def _input_records(client, inputs: list[RawInput], raw: Path, hub: Path) -> list[dict]:
-    """Checksum every raw file on the workers (cached by path, size and mtime): the manifest's
-    `inputs` without their row counts."""
+def _stage(stage: str, name: str, fn, *args):
+    """Run one stage; an environment fault in it becomes a `BuildError` naming the stage."""
+    try:
+        return fn(*args)
+    except (BuildError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - re-raised unless an environment fault (a Dask
+        fault = environment_fault(e)  # cancellation is an asyncio.CancelledError: BaseException)
+        if fault is None:
+            raise
+        raise BuildError(f"{name}: environment fault during {stage} ({fault}): {_describe(e)}; "
+                         f"finished inputs are kept, rerun the build once the fault is fixed") from e
+
+
+def _remove_leftovers(hub: Path, name: str) -> None:
+    """Remove every staging folder of dataset `name` and any old copy a swap left behind (a build
+    killed between the swap and its clean-up). Runs under the dataset's lock, after the dataset
+    is in place, so no staging of `name` is still useful."""
+    pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}")
+    stage_root = hub / STAGING
+    if stage_root.is_dir():
+        for d in stage_root.iterdir():
+            if d.is_dir() and pattern.fullmatch(d.name):
+                log.debug("removing staging %s", d)
+                shutil.rmtree(d, ignore_errors=True)
+    old = re.compile(rf"\.{re.escape(name)}\.old-[0-9a-f]{{8}}")
+    for d in hub.iterdir():
+        if d.is_dir() and old.fullmatch(d.name):
+            log.debug("removing the swapped-out copy %s", d)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# one build per dataset at a time
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class dataset_lock:  # noqa: N801 - used as a context manager
+    """An exclusive lock on `hub/.mmu-staging/<name>.lock`, created atomically (O_EXCL) and holding
+    the owner's pid, host and start time. A lock whose pid is dead on this host is stale and taken
+    over; any other held lock fails at once with `BuildLocked` naming its holder."""
+
+    def __init__(self, hub: Path, name: str):
+        self.name = name
+        self.path = Path(hub) / STAGING / f"{name}.lock"
+        self.token = uuid.uuid4().hex
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "token": self.token}
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None and not self._abandoned():  # being written or removed: look again
+                    time.sleep(0.1)
+                    continue
+                if holder is None or (holder.get("host") == me["host"]
+                                      and not _pid_alive(int(holder.get("pid", -1)))):
+                    log.warning("%s: taking over the stale lock %s (its build, pid %s, is no longer "
+                                "running)", self.name, self.path, (holder or {}).get("pid", "unknown"))
+                    stale = self.path.with_name(f"{self.path.name}.stale-{self.token}")
+                    try:
+                        os.replace(self.path, stale)  # only one contender wins this rename
+                    except FileNotFoundError:
+                        continue
+                    moved = json.loads(stale.read_text() or "{}") if stale.exists() else {}
+                    if holder is not None and moved.get("token") != holder.get("token"):
+                        os.replace(stale, self.path)  # a live build's fresh lock: put it back
+                    else:
+                        stale.unlink(missing_ok=True)
+                    continue
+                raise BuildLocked(f"another build of {self.name} holds the lock (pid {holder.get('pid')} "
+                                  f"on host {holder.get('host')}, since {holder.get('since')}); wait "
+                                  f"for it to finish, or remove {self.path} if no such build runs") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return self
+        raise BuildLocked(f"could not take the lock {self.path} of {self.name} (it keeps changing)")
+
+    def _abandoned(self) -> bool:
+        """An unreadable lock file older than 10 s: its writer died between create and write."""
+        try:
+            return time.time() - self.path.stat().st_mtime > 10
+        except FileNotFoundError:
+            return False
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def __exit__(self, *exc):
+        holder = self._holder()
+        if holder is not None and holder.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+        return False
+
+
+def _input_records(client, inputs: list[RawInput], raw: Path, hub: Path,
+                   rehash: bool = False) -> list[dict]:
+    """Checksum every raw file on the workers (cached by path, size and mtime; `rehash` reads
+    every file again): the manifest's `inputs` without their row counts."""
     cache_file = str(hub / STAGING / "sha256-cache.json")
     all_paths = sorted({p for i in inputs for p in i.paths})
     chunks = [all_paths[i:i + 64] for i in range(0, len(all_paths), 64)]
     checks: dict[str, str] = {}
-    for part in client.gather(client.map(_checksums, chunks, cache_file=cache_file, pure=False)):
+    for part in client.gather(client.map(_checksums, chunks, cache_file=cache_file, rehash=rehash, pure=False)):
         checks.update(part)
     cache = ChecksumCache(Path(cache_file))
     for p, d in checks.items():
@@ -384,11 +590,18 @@ def _standardize_all(client, entry: DatasetEntry, builder: Builder, inputs: list
     futures = client.map(standardize_input, [ref] * n, [builder.options()] * n, inputs,
                          [str(std_dir)] * n, [split_def.as_dict()] * n, pure=False)
     markers = {}
-    for fut in as_completed(futures):
+    failed = []
+    for fut in as_completed(futures):  # on a failure, let the others finish: their work is kept
+        if fut.status == "error":
+            failed.append(fut)
+            continue
         m = fut.result()
         markers[m["key"]] = m
         bar.update()
     bar.close()
+    if failed:
+        log.error("%s: %d of %d input(s) failed to standardize", entry.name, len(failed), n)
+        failed[0].result()  # raises the first task's error
     return markers
 
 

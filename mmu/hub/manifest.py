@@ -41,6 +41,7 @@ class InputRecord(_Strict):
 
 
 class RejectedInput(_Strict):
+    """A raw input the build rejected as a whole, and why."""
     input: str
     reason: str
 
@@ -57,6 +58,7 @@ class RejectedRow(_Strict):
 
 
 class SplitRecord(_Strict):
+    """The split definition a build used: method, HEALPix order, seed, fractions and its hash."""
     method: str
     order: int
     seed: int
@@ -65,6 +67,7 @@ class SplitRecord(_Strict):
 
 
 class RowCounts(_Strict):
+    """The number of rows a build wrote, in total and per split."""
     total: int
     train: int = 0
     val: int = 0

@@ -36,6 +36,7 @@ class PushRefused(Exception):
 
 @dataclass
 class UploadPlan:
+    """What `mmu push` would upload: source collection, target repository and revision, and the file list."""
     name: str
     collection: Path
     repo_id: str
@@ -342,6 +343,15 @@ def _content_problems(collection: Path, meta: dict, manifest: dict, seen: dict[s
 
 
 def load_line(repo_id: str, revision: str | None) -> str:
+    """The `datasets.load_dataset(...)` call that streams the train split of a pushed repository.
+
+    Args:
+        repo_id: the Hub dataset repository, ORG/NAME.
+        revision: the revision pushed to; left out of the call when None or "main".
+
+    Returns:
+        The Python call as a string, to print for the user.
+    """
     rev = f", revision={revision!r}" if revision and revision != "main" else ""
     return f'datasets.load_dataset("{repo_id}", split="train", streaming=True{rev})'
 
@@ -457,6 +467,11 @@ def upload(plan: UploadPlan, *, private: bool) -> dict:
 
 
 def configure_push_parser(p: argparse.ArgumentParser) -> None:
+    """Add the `mmu push` arguments and description to `p`.
+
+    Args:
+        p: the parser (or subparser) to configure.
+    """
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = textwrap.dedent("""\
         Upload a built dataset (HUB/NAME: its HATS catalog, margin cache, dataset card and
@@ -486,6 +501,15 @@ def configure_push_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_push(args) -> int:
+    """Run `mmu push`: check the build, then print the plan (`--dry-run`) or upload it.
+
+    Args:
+        args: the parsed `mmu push` arguments (see `configure_push_parser`).
+
+    Returns:
+        The exit status: 0 on success, `EXIT_REFUSED` when a check refuses the build or the upload,
+        `EXIT_FAILED` when offline mode is on or the upload fails.
+    """
     from dask.utils import format_bytes
     from huggingface_hub import constants
 
@@ -550,6 +574,14 @@ def http_module():
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `mmu push` as a standalone command.
+
+    Args:
+        argv: the command-line arguments (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit status (see `run_push`).
+    """
     p = argparse.ArgumentParser(prog="mmu push")
     configure_push_parser(p)
     return run_push(p.parse_args(argv))

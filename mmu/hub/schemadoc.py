@@ -199,6 +199,11 @@ def _example_card() -> str:
 
 
 def render_schema_doc() -> str:
+    """Render docs/schema.md, the hub format specification, from the schema code and docstrings.
+
+    Returns:
+        The Markdown text, ending in one newline.
+    """
     from mmu.engine import builder
     from mmu.hub import card
     from mmu.hub import layout as hub
@@ -298,16 +303,30 @@ def render_schema_doc() -> str:
 
 
 def default_doc_path() -> Path:
+    """The checkout's docs/schema.md."""
     return Path(__file__).resolve().parents[2] / DOC_PATH
 
 
 def configure_docs_parser(p: argparse.ArgumentParser) -> None:
+    """Add the `mmu docs schema` options (`--check`, `--output`) to `p`.
+
+    Args:
+        p: the parser (or subparser) to configure.
+    """
     p.description = "Write docs/schema.md, the hub format specification, from the schema code."
     p.add_argument("--check", action="store_true", help="exit 1 if the file differs from the code")
     p.add_argument("-o", "--output", default=None, help=f"file to write (default: the checkout's {DOC_PATH})")
 
 
 def run_docs_schema(args) -> int:
+    """Write the rendered schema doc, or with `--check` compare it with the file on disk.
+
+    Args:
+        args: the parsed `mmu docs schema` arguments.
+
+    Returns:
+        The exit status: 0 when written or current; 1 when `--check` finds it missing or out of date.
+    """
     path = Path(args.output) if args.output else default_doc_path()
     text = render_schema_doc()
     if args.check:
@@ -327,6 +346,14 @@ def run_docs_schema(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `mmu docs schema` as a standalone command.
+
+    Args:
+        argv: the command-line arguments (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit status (see `run_docs_schema`).
+    """
     p = argparse.ArgumentParser(prog="mmu docs schema")
     configure_docs_parser(p)
     return run_docs_schema(p.parse_args(argv))

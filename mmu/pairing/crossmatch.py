@@ -44,6 +44,7 @@ from mmu.registry.catalog import NAME_RE
 
 
 class CrossmatchError(ValueError):
+    """A cross-match cannot run: bad arguments, incompatible inputs, or no pairs found."""
     pass
 
 
@@ -175,6 +176,10 @@ def match_pairs(hub: Path, inputs: list[_Input], radius: float, method: str, max
 
 @dataclass(frozen=True)
 class PairedConfig(BuilderConfig):
+    """Builder config of a paired catalog: the hub, input datasets with their column prefixes and
+    revisions, the folder of matched pairs, the match settings and the match statistics (as JSON).
+    """
+
     hub: str = ""
     inputs: tuple = ()
     prefixes: tuple = ()
@@ -187,6 +192,11 @@ class PairedConfig(BuilderConfig):
 
 
 class PairedBuilder(Builder):
+    """Builds a paired catalog from matched pairs through the ordinary build engine.
+
+    One row per matched pair; each input's modality columns (the left one's too) are added as `<prefix>_<column>`.
+    """
+
     name = "crossmatch"
     version = "1"
     Config = PairedConfig

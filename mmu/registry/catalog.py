@@ -35,6 +35,7 @@ class _Strict(BaseModel):
 
 
 class License(_Strict):
+    """A dataset's license terms: SPDX id (or the survey's own name), URL and usage restrictions."""
     id: str = Field(description="SPDX id or the survey's own name for its terms")
     url: str
     non_commercial: bool = False
@@ -43,6 +44,7 @@ class License(_Strict):
 
 
 class RawSource(_Strict):
+    """Where a dataset's raw inputs come from: archive URL, file pattern, docs and approximate size."""
     archive: str = Field(description="archive base URL")
     pattern: str = Field(description="URL pattern of one raw input, relative to the archive")
     docs: str = Field(description="data model documentation URL")
@@ -50,6 +52,12 @@ class RawSource(_Strict):
 
 
 class SplitsEntry(_Strict):
+    """The catalog's `splits` section: the train/val/test split definition and its expected hash.
+
+    Raises:
+        ValueError: (on validation) `hash` does not match the hash computed from the definition.
+    """
+
     method: Literal["healpix-sha256-v1"] = "healpix-sha256-v1"
     order: int
     seed: int
@@ -71,6 +79,13 @@ class SplitsEntry(_Strict):
 
 
 class DatasetEntry(_Strict):
+    """One `datasets` entry of the catalog: a survey release, its builder, raw source, license and citation.
+
+    Raises:
+        ValueError: (on validation) the name is not lower-case letters, digits and '_', does not
+            contain its survey and release, or a citation is not a BibTeX entry.
+    """
+
     name: str
     survey: str
     release: str
@@ -212,6 +227,13 @@ class TaskEntry(_Strict):
 
 
 class Catalog(_Strict):
+    """The whole catalog.yaml: its version, split definition, datasets and benchmark tasks.
+
+    Raises:
+        ValueError: (on validation) a dataset or task name is defined twice, or a task names an
+            unknown dataset.
+    """
+
     version: int
     splits: SplitsEntry
     datasets: list[DatasetEntry]
@@ -271,6 +293,18 @@ def _read_yaml(path: Path) -> dict:
 
 
 def parse_catalog(data: dict, source: str = "<catalog>") -> Catalog:
+    """Validate already-loaded catalog data as a `Catalog`.
+
+    Args:
+        data: the catalog as a mapping (as read from YAML).
+        source: name of where `data` came from, used in the error message.
+
+    Returns:
+        The validated `Catalog`.
+
+    Raises:
+        CatalogError: `data` is not a valid catalog (the message starts with `source`).
+    """
     try:
         return Catalog.model_validate(data)
     except ValidationError as e:
