@@ -171,6 +171,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     e.add_argument("--which", default="projection", choices=["projection", "backbone"], help=WHICH_HELP)
     e.add_argument("--cache", default=None, help=CACHE_HELP)
     e.add_argument("--device", default=None, help=DEVICE_HELP)
+    e.add_argument("--batch-rows", type=int, default=None, metavar="N", help=BATCH_ROWS_HELP)
     e.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     e.set_defaults(func=run_embed)
 
@@ -188,6 +189,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     r.add_argument("--which", default="projection", choices=["projection", "backbone"], help=WHICH_HELP)
     r.add_argument("--name", default=None, help="model name (default: the checkpoint's run name)")
     r.add_argument("--device", default=None, help=DEVICE_HELP)
+    r.add_argument("--batch-rows", type=int, default=None, metavar="N", help=BATCH_ROWS_HELP)
     r.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     _common(r)
     r.set_defaults(func=run_run)
@@ -240,6 +242,9 @@ def run(args) -> int:
     return int(args.func(args) or 0)
 
 
+BATCH_ROWS_HELP = "rows per encoder batch (default: 1024 on a GPU, 256 on a CPU); smaller if the GPU runs out of memory"
+
+
 def _fail(e) -> int:
     """Refused input (a task, protocol, checkpoint or result the command cannot use): exit 2."""
     raise UsageError(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
@@ -262,7 +267,7 @@ def run_embed(args) -> int:
         MissingExtra: The `eval` extra is not installed.
     """
     require_extra("eval", "mmu eval embed")
-    from mmu.eval.embed import CheckpointEmbedder, embed_split, map_columns, write_embeddings
+    from mmu.eval.embed import CheckpointEmbedder, EmbedError, embed_split, map_columns, write_embeddings
     from mmu.hub.layout import dataset_dir, read_manifest
 
     try:
@@ -277,13 +282,19 @@ def run_embed(args) -> int:
     all_ids, all_emb, splits, keys = [], [], [], {}
     for split in args.split:
         files = [dataset_dir(args.hub, args.dataset) / f for f in manifest.data_files.get(split, [])]
-        ids, x, info = embed_split(emb, files, args.dataset, manifest.content_revision, split, args.column,
-                                   args.which, _cache(args), model_column=mcol)
+        try:
+            ids, x, info = embed_split(emb, files, args.dataset, manifest.content_revision, split, args.column,
+                                       args.which, _cache(args), model_column=mcol, batch_rows=args.batch_rows)
+        except EmbedError as e:
+            return _fail(e)
         keys[split] = info["key"]
         all_ids += list(ids)
         all_emb.append(x)
         splits += [split] * len(ids)
-    x = np.concatenate([a for a in all_emb if a.size]) if any(a.size for a in all_emb) else np.zeros((0, 0), np.float32)
+    if not all_ids:
+        raise UsageError(f"{args.dataset} has no rows with {args.column!r} in split(s) {', '.join(args.split)}: "
+                         "nothing to embed")
+    x = np.concatenate([a for a in all_emb if a.size])
     write_embeddings(Path(args.out), all_ids, x, {"model_sha256": emb.sha256, "dataset": args.dataset,
                                                   "dataset_revision": manifest.content_revision,
                                                   "column": args.column, "model_column": mcol, "which": args.which,
@@ -307,7 +318,7 @@ def run_run(args) -> int:
         MissingExtra: The `eval` extra is not installed.
     """
     require_extra("eval", "mmu eval run")
-    from mmu.eval.embed import CheckpointEmbedder
+    from mmu.eval.embed import CheckpointEmbedder, EmbedError
     from mmu.eval.protocols import ProtocolError
     from mmu.eval.run import model_block, run_tasks
     from mmu.eval.tasks import TaskError
@@ -319,8 +330,8 @@ def run_run(args) -> int:
             emb = CheckpointEmbedder(args.checkpoint, device=args.device, trust_code=args.trust_code)
             run_tasks(emb, args.hub, args.out, model=model_block(emb, args.name), task_names=task_names,
                       protocol_names=args.protocols, which=args.which, cache_dir=_cache(args),
-                      column_map=column_map)
-        except (TaskError, ProtocolError, CheckpointError, FileNotFoundError, KeyError) as e:
+                      column_map=column_map, batch_rows=args.batch_rows)
+        except (TaskError, ProtocolError, CheckpointError, EmbedError, FileNotFoundError, KeyError) as e:
             return _fail(e)
     return 0
 

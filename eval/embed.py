@@ -194,7 +194,7 @@ def embed_split(embedder: Embedder, files: list[Path], dataset: str, dataset_rev
                              f"{max(1, batch_rows // 4)}") from None
         raise
     log.info("embedded %d %s rows of %s:%s (%s)", len(ids), split, dataset, column, which)
-    if path is not None:
+    if path is not None and len(ids):  # nothing to cache for a split without rows
         write_embeddings(path, ids, emb, info)
     return ids, emb, {**info, "cached": False, "path": str(path) if path else None}
 

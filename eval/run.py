@@ -35,7 +35,7 @@ def _align(want_ids: np.ndarray, ids: np.ndarray, emb: np.ndarray, what: str) ->
 def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, model,
               task_names: list[str] | None = None, protocol_names: list[str] | None = None,
               which: str = "projection", cache_dir: Path | None = None, column_map: dict | None = None,
-              batch_rows: int = 256) -> list[dict]:
+              batch_rows: int | None = None) -> list[dict]:
     """Evaluate `embedder` on the catalog's tasks: one result per (task, protocol).
 
     Each (dataset, split, column) is embedded once and shared by the tasks reading it; an
@@ -55,7 +55,7 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
         which: "projection" (the shared space) or "backbone" features.
         cache_dir: embedding cache folder (None: no cache).
         column_map: dataset column -> model column, where the names differ.
-        batch_rows: rows per encoder batch.
+        batch_rows: rows per encoder batch (default: 1,024 on a GPU, 256 otherwise).
 
     Returns:
         The results (dicts in the `mmu.eval.results.Result` schema), in task order.

@@ -185,6 +185,26 @@ def test_embed_command_and_cache_key(world, tmp_path):
     assert set(t.column("split").to_pylist()) == {"test"}
 
 
+def test_embed_of_a_split_without_rows_is_a_one_line_error(world, tmp_path, monkeypatch, capsys):
+    """A split with no rows (here: the manifest lists no val files) is a usage error naming the
+    dataset, the column and the split, not an Arrow traceback, and writes nothing."""
+    import mmu.hub.layout as layout
+
+    real = layout.read_manifest
+
+    def without_val(hub, name):
+        m = real(hub, name)
+        return m.model_copy(update={"data_files": {**m.data_files, "val": []}})
+
+    monkeypatch.setattr(layout, "read_manifest", without_val)
+    out = tmp_path / "emb.parquet"
+    rc = mmu("eval", "embed", "--checkpoint", world["ckpt"], "--dataset", "toy_pair", "--hub", world["hub"],
+             "--column", "othersurvey_spectrum", "--out", out, "--split", "val", check=False)
+    err = capsys.readouterr().err
+    assert rc == 2 and "toy_pair has no rows with 'othersurvey_spectrum' in split(s) val" in err
+    assert "Traceback" not in err and not out.exists()
+
+
 def test_cache_invalidates_when_any_key_part_changes(world, tmp_path):
     from mmu.eval.embed import CheckpointEmbedder, cache_key, embed_split
     from mmu.hub.layout import dataset_dir, read_manifest

@@ -152,3 +152,23 @@ def test_a_model_that_does_not_fit_the_column_is_refused_before_reading(setup, t
     pq.write_table(pa.table({f.name: cols[f.name].cast(f.type) for f in schema}, schema=schema), path)
     with pytest.raises(E.EmbedError, match=r"takes 4-band images .* has 3 bands \['des-g', 'des-r', 'des-z'\]"):
         E.embed_split(emb, [path], "toy", "rev", "train", "image", "projection", model_column="toy_image")
+
+
+def test_a_split_without_rows_embeds_nothing_and_caches_nothing(setup, tmp_path):
+    """The toy files hold train and val rows only: the test split is empty, which is no error for
+    `embed_split` (a task may have an empty split) and leaves no cache entry with a 0-wide array."""
+    files, emb = setup
+    ids, x, info = E.embed_split(emb, files, "toy", "rev", "test", "spectrum", "projection",
+                                 cache_dir=tmp_path / "cache", model_column="toy_spectrum", num_workers=0)
+    assert len(ids) == 0 and x.size == 0 and info["cached"] is False
+    assert not list((tmp_path / "cache").rglob("*.parquet"))
+
+
+def test_eval_embed_and_run_take_a_batch_size():
+    from mmu.cli import make_parser
+
+    for cmd in (["eval", "embed", "--checkpoint", "c", "--hub", "h", "--dataset", "d", "--column", "x",
+                 "--out", "o.parquet"], ["eval", "run", "--checkpoint", "c", "--hub", "h", "--out", "o"]):
+        args = make_parser().parse_args([*cmd, "--batch-rows", "64"])
+        assert args.batch_rows == 64
+        assert make_parser().parse_args(cmd).batch_rows is None  # the device decides
