@@ -92,3 +92,14 @@ def sim_raw(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "raw"
     simulate(out, progress=False, **SIM_ARGS)
     return out
+
+
+@pytest.fixture
+def torch_one_thread():
+    """torch on one CPU thread for the test (float sums in one order; no oversubscription)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

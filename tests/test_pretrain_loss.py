@@ -20,12 +20,7 @@ BANDS = ["lsst-g", "lsst-r", "lsst-i"]
 B = 6  # rows per rank
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tri_config(kind: str = "infonce", local: bool = False):

@@ -28,12 +28,7 @@ from mmu.pretrain.synthetic import columns_of, tiny_variant, write_synthetic_exp
 SHIPPED = ["tiny_cpu", "astroclip", "trimodal"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def raw_config(name: str) -> dict:

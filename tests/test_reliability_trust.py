@@ -20,12 +20,7 @@ from mmu.pretrain.config import parse_config  # noqa: E402
 MODULE = "mmu_untrusted_encoder_mod"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def toy_config(run_dir, image_encoder="tiny_convnet") -> dict:

@@ -191,10 +191,7 @@ def validate_rows(table: pa.Table, modalities: dict[str, ModalitySpec],
             p.add(ok & (_per_row_count(~np.isfinite(t.astype(float)), off) > 0), f"{name}.time",
                   "time not finite")
             p.add(ok & (np.diff(off) == 0), f"{name}.time", "light curve has no epochs")
-            band, boff = flat["band"]
-            badband = np.array([b is None or not BAND_PATTERN.match(b) for b in band], bool)
-            p.add(ok & (_per_row_count(badband, boff) > 0), f"{name}.band",
-                  "band names must be '<survey>-<band>' lower case")
+            _check_band_names(p, name, flat, ok)
             fe, foff = flat["flux_err"]
             m, _ = flat["mask"]
             with np.errstate(invalid="ignore"):
@@ -231,12 +228,17 @@ def _check_arrays(p, name, flat, ok, names, ivar_name):
               "all-zero ivar (or every pixel masked): no information")
 
 
-def _check_image(p, name, flat, fields, ok):
-    _check_arrays(p, name, flat, ok, ("flux", "ivar", "mask"), "ivar")
+def _check_band_names(p, name, flat, ok):
+    """Rows whose band names are not '<survey>-<band>' in lower case."""
     band, boff = flat["band"]
     badband = np.array([b is None or not BAND_PATTERN.match(b) for b in band], bool)
     p.add(ok & (_per_row_count(badband, boff) > 0), f"{name}.band",
           "band names must be '<survey>-<band>' lower case")
+
+
+def _check_image(p, name, flat, fields, ok):
+    _check_arrays(p, name, flat, ok, ("flux", "ivar", "mask"), "ivar")
+    _check_band_names(p, name, flat, ok)
     psf, poff = flat["psf_fwhm"]
     mask, moff = flat["mask"]
     # a band with no coverage (every pixel masked) legitimately has no PSF (DR10: psfsize_i = 0)
