@@ -13,6 +13,10 @@ content revision, each split's object count and id-set hash, and the test labels
 hub. Then copy the printed revisions into the tasks' `dataset_revision` in catalog.yaml (before
 a task is released; a released task is never edited). The canonical hub itself is meant to be
 published (`mmu push --allow-mock`) and downloaded, not regenerated.
+
+This is the lock of the mock benchmark, named by its tasks' catalog entries (`lock:`). A build of
+the archive data is pinned the same way by its publisher, with `mmu eval lock --hub HUB -o LOCK`,
+and trusted on a board by a maintainer (`mmu eval add-lock`); docs/reliability.md, "The board".
 """
 from __future__ import annotations
 

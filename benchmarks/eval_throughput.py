@@ -15,10 +15,22 @@ written as hub Parquet (the dataset schema, zstd level 3, row groups of 128 rows
 writes them), then `embed_split` reads, collates and embeds them twice: the single-process
 path (main process, fp32, 256 rows a batch: how `mmu eval` worked before the loader) on the
 first `--old-rows` rows, and the loader path (DataLoader workers, pinned memory, bf16 on a GPU,
-1024 rows a batch) on all K; the probes run on N embeddings both on the reference path
-(scikit-learn / numpy) and on the device (MMU_PROBE_DEVICE). Rates are extrapolated to N.
+1024 rows a batch) on all K (both read images and fixed-length spectra as whole arrays since
+issue 18's reader; `host_pipeline` times read + collate alone, per-row against whole arrays); the
+probes run on N embeddings both on the reference path (scikit-learn / numpy) and on the device
+(MMU_PROBE_DEVICE). Rates are extrapolated to N.
 
     python benchmarks/eval_throughput.py --config astroclip --device cuda --hub-rows 16384
+
+`--host-only` (with `--hub-rows K`) times reading + collating alone, no model: the per-row path
+(struct column, per-row arrays, the collator row by row) against the whole-array reader of
+`mmu.eval.loader`, interleaved, best of `--repeats`, per `--host-workers` count, `--batch` rows a
+batch; the ratio is whole-array / per-row rows/s (with 0 workers also per CPU-second of the
+process, `ratio_cpu`, which a busy machine disturbs less than wall time), and the CPU time per
+row of each stage in one process (`cpu_us_per_row`: Parquet decoding, arrays, collation).
+
+    python benchmarks/eval_throughput.py --config astroclip --hub-rows 2048 --host-only --host-workers 0 \
+        --batch 256 --repeats 3
 """
 from __future__ import annotations
 
@@ -136,19 +148,113 @@ def write_hub_column(cfg, column: str, out: Path, rows: int, seed: int = 0) -> l
     return files
 
 
-def host_pipeline_rate(embedder, files, column: str, workers_list, batch_rows: int = 1024) -> dict:
-    """Rows/s of reading + collating alone (no encoder), through the same DataLoader, per worker count."""
+class TrainerCollate:
+    """`CheckpointEmbedder.collate` without a model: the trainer's `Collator` on one column."""
+
+    def __init__(self, cfg):
+        self.modalities = cfg.model.modalities
+
+    def __call__(self, samples: list[dict], column: str) -> dict:
+        from mmu.pretrain.data import Collator
+
+        return Collator({column: self.modalities[column]}, max(1, len(samples)))(samples)[column]
+
+
+def host_pipeline_rate(cfg, files, column: str, workers_list, batch_rows: int = 1024, repeats: int = 1) -> dict:
+    """Rows/s of reading + collating alone (no encoder), through the same DataLoader, per worker
+    count, two ways run interleaved (best of `repeats` each): `per_row` (the whole struct column
+    read, `table_samples` per-row arrays, the trainer's collator row by row: the loader before the
+    whole-array reader) and `whole_arrays` (the collator's fields only, each turned into one
+    [rows, *shape] array and collated whole: `mmu.eval.loader` for a trainer checkpoint)."""
     from torch.utils.data import DataLoader
 
-    from mmu.eval.loader import HubRows, plan_units
+    from mmu.eval.loader import HubRows, block_layout, plan_units
 
-    out = {}
+    spec = cfg.model.modalities[column]
+    collate = TrainerCollate(cfg)
+    out = {"whole_arrays_used": block_layout(spec, files[0], column) is not None}
     for w in workers_list:
-        ds = HubRows(plan_units(files, batch_rows), "test", column, column, batch_rows, embedder.collate)
-        t0, rows = time.perf_counter(), 0
-        for _, _, oids, _ in DataLoader(ds, batch_size=None, num_workers=w, prefetch_factor=4 if w else None):
-            rows += len(oids)
-        out[f"workers={w}"] = round(rows / (time.perf_counter() - t0), 1)
+        rates: dict[str, list[float]] = {"per_row": [], "whole_arrays": []}
+        if w == 0:  # and per CPU-second of this process: steadier than wall time on a shared machine
+            rates.update(per_row_cpu=[], whole_arrays_cpu=[])
+        for _ in range(repeats):
+            for name, sp in (("per_row", None), ("whole_arrays", spec)):
+                ds = HubRows(plan_units(files, batch_rows), "test", column, column, batch_rows, collate, spec=sp)
+                t0, c0, rows = time.perf_counter(), time.process_time(), 0
+                for _, _, oids, _ in DataLoader(ds, batch_size=None, num_workers=w,
+                                                prefetch_factor=4 if w else None):
+                    rows += len(oids)
+                rates[name].append(rows / (time.perf_counter() - t0))
+                if w == 0:
+                    rates[f"{name}_cpu"].append(rows / (time.process_time() - c0))
+        best = {k: max(v) for k, v in rates.items()}
+        r = {k: round(v, 1) for k, v in best.items()}
+        r["ratio"] = round(best["whole_arrays"] / best["per_row"], 2)
+        if w == 0:
+            r["ratio_cpu"] = round(best["whole_arrays_cpu"] / best["per_row_cpu"], 2)
+        out[f"workers={w}"] = r
+    return out
+
+
+def stage_cpu(cfg, files, column: str, batch_rows: int, repeats: int) -> dict:
+    """CPU microseconds per row of each stage in this process, both paths, best of `repeats`:
+    `parquet` (read_row_groups: decompression + nested-list decoding), `arrays` (per-row sample
+    dicts, or whole [rows, *shape] arrays) and `collate` (the collator's tensors)."""
+    import pyarrow.parquet as pq
+
+    from mmu.eval.loader import batch_arrays, block_layout, collate_arrays
+    from mmu.eval.tasks import table_samples
+    from mmu.model.schema import SPLIT_COLUMN
+
+    spec = cfg.model.modalities[column]
+    layout = block_layout(spec, files[0], column)
+    collate = TrainerCollate(cfg)
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(repeats):
+        for name in ("per_row", "whole_arrays"):
+            cpu, rows = {"parquet": 0.0, "arrays": 0.0, "collate": 0.0}, 0
+            for path in files:
+                pf = pq.ParquetFile(path)
+                wanted = [f"{column}.{f}" for f in layout[0]] if name == "whole_arrays" else [column]
+                n_groups = pf.metadata.num_row_groups
+                per = max(1, batch_rows // pf.metadata.row_group(0).num_rows)  # row groups a batch
+                for g in range(0, n_groups, per):
+                    groups = list(range(g, min(n_groups, g + per)))
+                    c0 = time.process_time()
+                    t = pf.read_row_groups(groups, columns=["object_id", SPLIT_COLUMN, *wanted], use_threads=False)
+                    c1 = time.process_time()
+                    if name == "whole_arrays":
+                        ids, arrays = batch_arrays(t, "test", column, *layout, path)
+                        c2 = time.process_time()
+                        collate_arrays(spec, column, arrays, ids)
+                    else:
+                        ids, samples = table_samples(t, "test", column, path)
+                        c2 = time.process_time()
+                        collate(samples, column)
+                    c3 = time.process_time()
+                    cpu["parquet"] += c1 - c0
+                    cpu["arrays"] += c2 - c1
+                    cpu["collate"] += c3 - c2
+                    rows += len(ids)
+            us = {k: 1e6 * v / rows for k, v in cpu.items()}
+            if name not in best or sum(us.values()) < sum(best[name].values()):
+                best[name] = us
+    return {name: {k: round(v, 1) for k, v in us.items()} for name, us in best.items()}
+
+
+def time_host_only(cfg, rows: int, root: Path, workers_list, batch_rows: int, repeats: int) -> dict:
+    """`--host-only`: the read + collate rates of `host_pipeline_rate` per image / spectrum
+    column of the config, on `rows` hub rows; no model is built, nothing is embedded."""
+    out = {}
+    for column, m in cfg.model.modalities.items():
+        if m.kind not in ("image", "spectrum"):
+            continue
+        files = write_hub_column(cfg, column, root / "hub" / column, rows)
+        mb = sum(f.stat().st_size for f in files) / 1e6
+        out[column] = {"rows": rows, "hub_mb": round(mb, 1), "batch_rows": batch_rows,
+                       **host_pipeline_rate(cfg, files, column, workers_list, batch_rows, repeats),
+                       "cpu_us_per_row": stage_cpu(cfg, files, column, batch_rows, repeats)}
+        print(json.dumps({column: out[column]}), flush=True)
     return out
 
 
@@ -194,7 +300,7 @@ def time_hub_path(cfg, device: str, n: int, rows: int, old_rows: int, workers: i
                        "precision": new.precision, "compiled": compile_,
                        "workers": workers if workers is not None else "default",
                        "read_mb_per_s": round(mb / dt, 1)}
-        r["host_pipeline"] = host_pipeline_rate(new, files, column, workers_list=host_workers)
+        r["host_pipeline"] = host_pipeline_rate(cfg, files, column, workers_list=host_workers)
         r["speedup"] = round(r["loader"]["per_s"] / r["single_process_fp32"]["per_s"], 2)
         r["embed_s_extrapolated_to_n"] = round(n / r["loader"]["per_s"], 1)
         out[column] = r
@@ -216,6 +322,10 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the encoders (--hub-rows)")
     p.add_argument("--host-workers", default="1,4",
                    help="worker counts for the host-side rate alone (read + collate, no encoder)")
+    p.add_argument("--host-only", action="store_true",
+                   help="with --hub-rows: only the read + collate rates, per-row path against whole arrays "
+                        "(no model, no embedding, no probes)")
+    p.add_argument("--repeats", type=int, default=1, help="--host-only: best of this many runs of each path")
     p.add_argument("--reference-probes", action="store_true",
                    help="with --hub-rows: also time the probes on the scikit-learn / numpy path")
     a = p.parse_args(argv)
@@ -227,6 +337,15 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     path = Path(a.config) if Path(a.config).exists() else config_dir() / f"{a.config}.yaml"
     cfg = load_config(path)
+    if a.hub_rows and a.host_only:
+        import os
+
+        with tempfile.TemporaryDirectory() as tmp:
+            host = time_host_only(cfg, a.hub_rows, Path(tmp), [int(w) for w in a.host_workers.split(",")],
+                                  a.batch, a.repeats)
+        print(json.dumps({"config": cfg.name, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "load_average": [round(x, 2) for x in os.getloadavg()], "host": host}, indent=1))
+        return 0
     if a.hub_rows:
         import os
 

@@ -2,4 +2,4 @@
 standardized rows (see `mmu.engine.builder.Builder`). Importing this package registers them all.
 
 Modules import each other relatively: this package installs as `mmu.builders`."""
-from . import desi, legacysurvey, plasticc, sdss, sim_truth  # noqa: F401  (importing registers them)
+from . import desi, gaia, hsc, legacysurvey, plasticc, sdss, sim_truth, tess  # noqa: F401  (importing registers them)

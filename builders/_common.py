@@ -20,6 +20,16 @@ from mmu.engine.builder import InputRejected
 from mmu.logs import tqdm
 
 
+class RowRejected(InputRejected):
+    """One row of a file is unusable (e.g. its text cannot be decoded), not the whole input: the
+    builder turns it into a `Rejection` with the file, row, object id and column."""
+
+    def __init__(self, reason: str, *, file: str | None = None, row: int | None = None,
+                 object_id: str | None = None, column: str | None = None):
+        super().__init__(reason)
+        self.file, self.row, self.object_id, self.column = file, row, object_id, column
+
+
 @contextlib.contextmanager
 def open_fits(path: str | Path, memmap: bool = False, what: str = "") -> Iterator:
     """`astropy.io.fits.open`, turning unreadable or truncated files into `InputRejected`.
@@ -41,6 +51,7 @@ def open_fits(path: str | Path, memmap: bool = False, what: str = "") -> Iterato
             warnings.simplefilter("always", AstropyUserWarning)
             hdul = fits.open(path, memmap=memmap, lazy_load_hdus=False)
     except (OSError, ValueError, TypeError, IndexError) as e:
+        reraise_environment(e)  # a full disk or a denied read is not the file's fault
         raise InputRejected(f"{name}: not a readable FITS file ({e}); {hint}") from None
     truncated = [str(w.message) for w in caught if "truncated" in str(w.message)]
     if truncated:
@@ -99,16 +110,79 @@ def has_column(data, column: str) -> bool:
     return column.upper() in {c.upper() for c in data.columns.names}
 
 
-def column_or_null(data, column: str, arrow_type: pa.DataType, n: int) -> pa.Array:
-    """A FITS table column as Arrow (strings stripped), or nulls when the file lacks it."""
+def column_or_null(data, column: str, arrow_type: pa.DataType, n: int,
+                   bad: dict[int, str] | None = None) -> pa.Array:
+    """A FITS table column as Arrow (strings stripped), or nulls when the file lacks it.
+
+    A text value that is not ASCII (FITS text is printable ASCII; a stray 0xff byte cannot be
+    decoded) becomes null and its row goes into `bad` as ``{row: column}`` (the first bad column
+    of a row is kept), so that the builder rejects that row alone, naming the column. Without
+    `bad`, such a value raises `InputRejected` naming the column and row.
+    """
     if data is None or not has_column(data, column):
         return pa.nulls(n, arrow_type)
     values = np.asarray(data[column])
     if values.dtype.kind in "SU":
-        return pa.array([str(v).strip() for v in values.astype(str)], arrow_type)
+        text, rows = decode_text(values)
+        if len(rows):
+            if bad is None:
+                raise InputRejected(f"column {column} row {int(rows[0])}: {describe_text(values[rows[0]])}")
+            for r in rows.tolist():
+                bad.setdefault(r, column)
+        return pa.array(text.tolist(), arrow_type, mask=_row_mask(len(text), rows))
     if values.dtype.byteorder not in ("=", "|"):
         values = values.astype(values.dtype.newbyteorder("="))
     return pa.array(values).cast(arrow_type)
+
+
+def _row_mask(n: int, rows: np.ndarray) -> np.ndarray | None:
+    if not len(rows):
+        return None
+    mask = np.zeros(n, bool)
+    mask[rows] = True
+    return mask
+
+
+def decode_text(values) -> tuple[np.ndarray, np.ndarray]:
+    """A FITS text column (bytes) as stripped `str` values, and the rows that are not ASCII.
+
+    Args:
+        values: the column (numpy ``S`` or ``U`` array, one value per row).
+
+    Returns:
+        ``(text, bad_rows)``: `text` a numpy ``U`` array with ``""`` at the bad rows; `bad_rows`
+        the sorted indices of rows holding a byte >= 0x80 (not ASCII: FITS text is ASCII).
+    """
+    a = np.asarray(values)
+    if a.dtype.kind == "U":
+        return np.char.strip(a), np.array([], np.int64)
+    a = np.ascontiguousarray(a)
+    if len(a) and a.dtype.itemsize:
+        bad = np.flatnonzero((a.view(np.uint8).reshape(len(a), -1) >= 0x80).any(axis=1))
+    else:
+        bad = np.array([], np.int64)
+    if len(bad):
+        a = a.copy()
+        a[bad] = b""
+    return np.char.strip(a.astype(str)), bad
+
+
+def describe_text(value) -> str:
+    """Why a text value is unreadable, e.g. ``"byte 0xff at position 3 is not ASCII (b'GAL\\xffXY')"``."""
+    raw = value.tobytes() if hasattr(value, "tobytes") else bytes(value)
+    raw = raw.rstrip(b"\0")
+    at = next((i for i, c in enumerate(raw) if c >= 0x80), 0)
+    return f"byte 0x{raw[at]:02x} at position {at} is not ASCII text ({raw!r})" if raw else "not ASCII text"
+
+
+def reraise_environment(e: BaseException) -> None:
+    """Raise `e` again when it is a fault of the machine (a full disk, a denied read, an I/O
+    error, no memory; `mmu.engine.build.environment_fault`), never the input's: such a fault
+    must fail the build, not become a rejection of the file being read."""
+    from mmu.engine.build import environment_fault
+
+    if environment_fault(e):
+        raise e
 
 
 def native(a) -> np.ndarray:

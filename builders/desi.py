@@ -23,6 +23,8 @@ from mmu.model.schema import SpectrumSpec, spectrum_array
 from ._common import (
     column_or_null,
     common_columns,
+    decode_text,
+    describe_text,
     download,
     has_column,
     list_links,
@@ -30,6 +32,7 @@ from ._common import (
     open_fits,
     require_columns,
     require_hdu,
+    reraise_environment,
 )
 
 WAVE_MIN, WAVE_STEP, NPIX = 3600.0, 0.8, 7781  # 3600 .. 9824 Å, the common DESI coadd grid
@@ -49,6 +52,19 @@ FIBERMAP_COLUMNS = [("COADD_FIBERSTATUS", "coadd_fiberstatus", pa.int64()),
                     ("FLUX_Z", "flux_z", pa.float32()), ("DESI_TARGET", "desi_target", pa.int64()),
                     ("BGS_TARGET", "bgs_target", pa.int64()), ("MWS_TARGET", "mws_target", pa.int64())]
 REQUIRED_REDSHIFTS = ["TARGETID"] + [c for c, _, _ in REDSHIFT_COLUMNS]
+_LAMBDA_ROWS = np.empty((0, NPIX), np.float32)  # GRID repeated per row, shared (read-only) by chunks
+
+
+def _lambda_rows(m: int) -> np.ndarray:
+    """GRID (float32) as m contiguous rows: Arrow wraps it without a copy, where a broadcast view
+    would be copied row by row into every chunk."""
+    global _LAMBDA_ROWS
+    rows = _LAMBDA_ROWS  # one read: another thread may replace the cache meanwhile
+    if len(rows) < m:
+        rows = np.tile(GRID.astype(np.float32), (m, 1))
+        rows.flags.writeable = False
+        _LAMBDA_ROWS = rows
+    return rows[:m]
 
 
 @dataclass(frozen=True)
@@ -57,32 +73,52 @@ class DesiConfig(BuilderConfig):
     chunk_rows: int = 128  # spectra per Arrow chunk (bounds memory: ~45 MB of arm data)
 
 
-def lsf_sigma_pixels(resolution: np.ndarray) -> np.ndarray:
+def lsf_sigma_pixels(resolution: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
     """Per-pixel LSF sigma (in pixels) from DESI resolution diagonals [n, ndiag, nwave].
 
     Row i of the matrix (desispec.resolution.Resolution: offsets ndiag//2 .. -ndiag//2,
     scipy dia convention R[i, i+d] = data[k, i+d]) is the kernel of output pixel i; sigma is the
-    square root of its second central moment.
+    square root of its second central moment. With `scale` [nwave] (the pixel width in Å) the
+    result is multiplied by it: sigma in Å.
+
+    `resolution` may be float32 in any byte order: each diagonal is converted to float64 as it is
+    summed (the products by the integer offsets are exact in float64, and the sums run in the
+    diagonals' order), so no float64 copy of the whole matrix is made.
     """
     n, ndiag, nwave = resolution.shape
     half = ndiag // 2
     wsum = np.zeros((n, nwave))
     m1 = np.zeros((n, nwave))
     m2 = np.zeros((n, nwave))
+    tmp = np.empty((n, nwave))
     for k in range(ndiag):
         d = half - k
-        w = np.zeros((n, nwave))
+        if d >= nwave or -d >= nwave:
+            continue
         if d >= 0:
-            w[:, :nwave - d] = resolution[:, k, d:]
+            dst, src = slice(0, nwave - d), resolution[:, k, d:]
         else:
-            w[:, -d:] = resolution[:, k, :nwave + d]
-        wsum += w
-        m1 += w * d
-        m2 += w * d * d
+            dst, src = slice(-d, nwave), resolution[:, k, :nwave + d]
+        w = tmp[:, dst]
+        w[...] = src
+        wsum[:, dst] += w
+        if d:  # the d = 0 diagonal adds nothing to the moments
+            w *= d
+            m1[:, dst] += w
+            w *= d
+            m2[:, dst] += w
+    good = wsum > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = m1 / wsum
-        var = m2 / wsum - mean ** 2
-    return np.where(wsum > 0, np.sqrt(np.clip(var, 0, None)), 0.0)
+        np.divide(m1, wsum, out=m1)  # mean
+        np.divide(m2, wsum, out=m2)
+    np.square(m1, out=m1)
+    m2 -= m1  # variance
+    np.clip(m2, 0, None, out=m2)
+    np.sqrt(m2, out=m2)
+    m2[~good] = 0.0
+    if scale is not None:
+        m2 *= scale
+    return m2
 
 
 def _complete_rows(lsf: np.ndarray, half: int) -> np.ndarray:
@@ -151,6 +187,7 @@ class Desi(Builder):
                                         "next to the coadd")
                 files.append(self._scan(key, coadds[key], redrocks[key], open_files))
             except InputRejected as e:
+                reraise_environment(e)
                 problems.append(str(e))
         if not files:
             raise InputRejected("; ".join(problems))
@@ -162,6 +199,9 @@ class Desi(Builder):
                 yield Rejection(item.key, f"{Path(f['coadd']).name}: TARGETID {f['targetid'][r]} has "
                                 f"no row in {Path(f['redrock']).name} REDSHIFTS", r,
                                 f"{f['survey']}-{f['program']}-{f['targetid'][r]}", "targetid")
+            for r, reason, column, name in f["bad"]:
+                yield Rejection(item.key, reason, r, f"{f['survey']}-{f['program']}-{f['targetid'][r]}",
+                                column, name)
             yield from self._rows(f, primary, nspec)
 
     def _scan(self, key, coadd, redrock, open_files) -> dict:
@@ -170,6 +210,13 @@ class Desi(Builder):
             z = require_hdu(rr, "REDSHIFTS", redrock).data
             require_columns(z, REQUIRED_REDSHIFTS, redrock, "REDSHIFTS")
             zcols = {c: native(z[c]) for c, _, _ in REDSHIFT_COLUMNS + OPTIONAL_REDSHIFT if has_column(z, c)}
+            bad_z: dict[int, tuple[str, str]] = {}  # REDSHIFTS row -> (its first column whose text is not ASCII, why)
+            for c in list(zcols):
+                if zcols[c].dtype.kind in "SU":
+                    raw = zcols[c]
+                    zcols[c], rows = decode_text(raw)
+                    for r in rows.tolist():
+                        bad_z.setdefault(r, (c, describe_text(raw[r])))
             ztid = native(z["TARGETID"]).astype(np.int64)
             tsnr = None
             if "TSNR2" in [h.name for h in rr] and has_column(rr["TSNR2"].data, "TSNR2_LRG"):
@@ -177,41 +224,68 @@ class Desi(Builder):
                 tsnr = dict(zip(native(t["TARGETID"]).tolist(), native(t["TSNR2_LRG"]).tolist()))
         # headers and FIBERMAP now; the arm data are read chunk by chunk later from this handle
         hd = open_files.enter_context(open_fits(coadd))
+        hdus = {h.name: h for h in hd}  # by name once (HDUList lookups by name scan every header)
         fm = require_hdu(hd, "FIBERMAP", coadd).data
         require_columns(fm, ["TARGETID", "TARGET_RA", "TARGET_DEC"], coadd, "FIBERMAP")
         n = len(fm)
         for arm in ARMS:
             for part in ("WAVELENGTH", "FLUX", "IVAR", "MASK", "RESOLUTION"):
                 require_hdu(hd, f"{arm}_{part}", coadd, "DESI coadds carry B, R and Z arms")
-            self._check_arm(hd, arm, n, coadd)
+            self._check_arm(hdus, arm, n, coadd)
         arms = {}
         for arm in ARMS:
-            wave = native(hd[f"{arm}_WAVELENGTH"].data).astype(np.float64)
+            wave = native(hdus[f"{arm}_WAVELENGTH"].data).astype(np.float64)
             idx = np.rint((wave - WAVE_MIN) / WAVE_STEP).astype(np.int64)
             ok = (idx >= 0) & (idx < NPIX)
             if not ok.all() or np.abs(GRID[idx] - wave).max() > 1e-3:
                 raise InputRejected(f"{Path(coadd).name}: {arm}_WAVELENGTH does not lie on the "
                                     f"{WAVE_MIN:g} + {WAVE_STEP} Å x {NPIX} grid; resample it first")
-            arms[arm] = (idx, np.gradient(wave))
-        if tsnr is None and "SCORES" in [h.name for h in hd] and has_column(hd["SCORES"].data, "TSNR2_LRG"):
-            s = hd["SCORES"].data
+            # the grid columns of this arm: a slice when contiguous (always, for DESI coadds)
+            cols = slice(int(idx[0]), int(idx[-1]) + 1) if np.array_equal(idx, np.arange(idx[0], idx[-1] + 1)) \
+                else idx
+            arms[arm] = {"idx": idx, "cols": cols, "dwave": np.gradient(wave),
+                         "half": hdus[f"{arm}_RESOLUTION"].shape[1] // 2,
+                         **{part: hdus[f"{arm}_{part}"] for part in ("FLUX", "IVAR", "MASK", "RESOLUTION")}}
+        if tsnr is None and "SCORES" in hdus and has_column(hdus["SCORES"].data, "TSNR2_LRG"):
+            s = hdus["SCORES"].data
             tsnr = dict(zip(native(s["TARGETID"]).tolist(), native(s["TSNR2_LRG"]).tolist()))
         targetid = native(fm["TARGETID"]).astype(np.int64)
-        extras = {name: column_or_null(fm, col, t, n) for col, name, t in FIBERMAP_COLUMNS}
+        bad_fm: dict[int, str] = {}  # FIBERMAP row -> its first column whose text is not ASCII
+        extras = {name: column_or_null(fm, col, t, n, bad_fm) for col, name, t in FIBERMAP_COLUMNS}
         ra, dec = native(fm["TARGET_RA"]).astype(float), native(fm["TARGET_DEC"]).astype(float)
         hpix = int(hd[0].header.get("HPXPIXEL", FILE_RE.match(Path(coadd).name).group(4)))
         zrow = {}
         for i, t in enumerate(ztid.tolist()):
             zrow.setdefault(t, i)  # a repeated REDSHIFTS row: the first one is used
         match = np.array([zrow.get(t, -1) for t in targetid.tolist()], np.int64)
+        unmatched = np.flatnonzero(match < 0)
+        # a row whose text cannot be read is rejected alone, naming its file, HDU, row and column
+        bad = []
+        hub = {c: name for c, name, _ in REDSHIFT_COLUMNS + OPTIONAL_REDSHIFT + FIBERMAP_COLUMNS}
+        suspects = set(bad_fm)
+        if bad_z:
+            suspects |= set(np.flatnonzero(np.isin(match, list(bad_z))).tolist())
+        for r in sorted(suspects):
+            if match[r] < 0:  # already rejected: no REDSHIFTS row
+                continue
+            if r in bad_fm:
+                c = bad_fm[r]
+                why = f"{Path(coadd).name} FIBERMAP row {r} column {c}: {describe_text(np.asarray(fm[c])[r])}"
+                bad.append((r, why, hub[c], Path(coadd).name))
+            else:
+                c, text = bad_z[int(match[r])]
+                bad.append((r, f"{Path(redrock).name} REDSHIFTS row {int(match[r])} (TARGETID {targetid[r]}) "
+                            f"column {c}: {text}", hub[c], Path(redrock).name))
+        for r, *_ in bad:
+            match[r] = -1
         return {"survey": key[0], "program": key[1], "coadd": coadd, "redrock": redrock, "hd": hd, "arms": arms,
                 "targetid": targetid, "ra": ra, "dec": dec, "healpix": hpix, "zmatch": match,
-                "zcols": zcols, "extras": extras, "unmatched": np.flatnonzero(match < 0),
+                "zcols": zcols, "extras": extras, "unmatched": unmatched, "bad": bad,
                 "tsnr2_lrg": np.array([np.nan if tsnr is None else tsnr.get(t, np.nan)
                                        for t in targetid.tolist()], np.float64)}
 
     @staticmethod
-    def _check_arm(hd, arm, n, path):
+    def _check_arm(hd, arm, n, path):  # hd: the coadd's HDUs by name
         wave_hdu = hd[f"{arm}_WAVELENGTH"]
         unit = str(wave_hdu.header.get("BUNIT", "Angstrom")).strip().lower()
         if unit not in ("angstrom", "angstroms", "aa", "a"):
@@ -233,9 +307,13 @@ class Desi(Builder):
         hd = f["hd"]
         arms = f["arms"]
         cover = np.zeros(NPIX, np.int64)
-        for idx, _ in arms.values():
-            cover[idx] += 1
+        for a in arms.values():
+            cover[a["idx"]] += 1
         overlap = np.flatnonzero(cover > 1)
+        for a in arms.values():  # which of the arm's pixels fall in an overlap, and where
+            pos = np.searchsorted(overlap, a["idx"])
+            inside = (pos < len(overlap)) & (overlap[np.minimum(pos, len(overlap) - 1)] == a["idx"])
+            a["overlap"] = (pos[inside], np.flatnonzero(inside)) if inside.any() else None
         n = len(f["targetid"])
         step = self.config.chunk_rows
         for s in range(0, n, step):
@@ -247,23 +325,26 @@ class Desi(Builder):
     def _chunk(self, hd, f, arms, cover, overlap, rows, primary, nspec):
         m = len(rows)
         sl = slice(int(rows[0]), int(rows[-1]) + 1)
-        sel = rows - rows[0]
+        sel = None if m == sl.stop - sl.start else rows - rows[0]  # None: every row of the slice
+
+        def section(hdu):  # the chunk's rows of an image HDU, in native byte order
+            a = hdu.section[sl]
+            return native(a if sel is None else a[sel])
+
         flux = np.zeros((m, NPIX), np.float32)
         ivar = np.zeros((m, NPIX), np.float32)
         lsf = np.zeros((m, NPIX), np.float32)
         acc = {k: np.zeros((m, len(overlap))) for k in ("w", "wf", "wl", "f", "l", "wc", "lc", "nc")}
-        for arm, (idx, dwave) in arms.items():
-            a_flux = native(hd[f"{arm}_FLUX"].section[sl])[sel]
-            a_mask = native(hd[f"{arm}_MASK"].section[sl])[sel]
-            a_ivar = np.where(a_mask == 0, native(hd[f"{arm}_IVAR"].section[sl])[sel], np.float32(0))
-            a_lsf = (lsf_sigma_pixels(native(hd[f"{arm}_RESOLUTION"].section[sl])[sel].astype(np.float64))
-                     * dwave).astype(np.float32)
-            complete = _complete_rows(a_lsf, hd[f"{arm}_RESOLUTION"].shape[1] // 2)
-            flux[:, idx], ivar[:, idx], lsf[:, idx] = a_flux, a_ivar, a_lsf  # exact copy off overlaps
-            pos = np.searchsorted(overlap, idx)
-            inside = (pos < len(overlap)) & (overlap[np.minimum(pos, len(overlap) - 1)] == idx)
-            if inside.any():
-                cols, src = pos[inside], np.flatnonzero(inside)
+        for a in arms.values():
+            a_flux = section(a["FLUX"])
+            a_ivar = np.where(section(a["MASK"]) == 0, section(a["IVAR"]), np.float32(0))
+            res = a["RESOLUTION"].section[sl]  # float32 as stored; lsf_sigma_pixels reads it as float64
+            a_lsf = lsf_sigma_pixels(res if sel is None else res[sel], a["dwave"]).astype(np.float32)
+            complete = _complete_rows(a_lsf, a["half"])
+            c = a["cols"]
+            flux[:, c], ivar[:, c], lsf[:, c] = a_flux, a_ivar, a_lsf  # exact copy off overlaps
+            if a["overlap"] is not None:
+                cols, src = a["overlap"]
                 w = a_ivar[:, src].astype(np.float64)
                 acc["w"][:, cols] += w
                 acc["wf"][:, cols] += np.where(w > 0, w * a_flux[:, src], 0.0)  # 0 * NaN is NaN
@@ -286,8 +367,7 @@ class Desi(Builder):
                 lsf[:, overlap] = np.where(acc["wc"] > 0, np.sqrt(acc["wl"] / acc["wc"]), whole)
             ivar[:, overlap] = w
         mask = ivar <= 0  # a NaN ivar stays unmasked, so the engine rejects the row with its reason
-        spectrum = spectrum_array(SpectrumSpec(NPIX), np.broadcast_to(GRID.astype(np.float32), (m, NPIX)),
-                                  flux, ivar, mask, lsf)
+        spectrum = spectrum_array(SpectrumSpec(NPIX), _lambda_rows(m), flux, ivar, mask, lsf)
         tid = f["targetid"][rows]
         zr = f["zmatch"][rows]
         oid = [f"{f['survey']}-{f['program']}-{t}" for t in tid.tolist()]
@@ -305,7 +385,7 @@ class Desi(Builder):
             if v is None:
                 cols[name] = pa.nulls(m, t)
             elif v.dtype.kind in "SU":
-                cols[name] = pa.array([str(x).strip() for x in v[zr].astype(str)], t)
+                cols[name] = pa.array(v[zr].tolist(), t)  # decoded and stripped in _scan
             else:
                 cols[name] = pa.array(v[zr]).cast(t)
         for _, name, _ in FIBERMAP_COLUMNS:

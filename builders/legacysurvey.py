@@ -30,11 +30,14 @@ from ._common import (
     FetchError,
     column_or_null,
     common_columns,
+    decode_text,
+    describe_text,
     download,
     has_column,
     native,
     open_fits,
     require_columns,
+    reraise_environment,
 )
 
 log = logging.getLogger(__name__)
@@ -180,6 +183,10 @@ class LegacySurvey(Builder):
                                 "download them")
         cat = self._catalog(tractor)
         keep = self._select(cat)
+        for i, (column, text) in sorted(cat["bad"].items()):  # unreadable text: that row alone
+            keep[i] = False
+            yield Rejection(item.key, f"{tractor.name} HDU 1 row {i} (objid {cat['objid'][i]}) column {column}: "
+                            f"{text}", int(i), f"{brick}-{cat['objid'][i]}", column, tractor.name)
         if not keep.any():
             return
         maskbits, _, _ = _image(files["maskbits"], "MASKBITS", None)
@@ -238,18 +245,27 @@ class LegacySurvey(Builder):
             require_columns(t, need, path, "HDU1", "is this a DR10 tractor catalogue?")
             n = len(t)
             cat = {"ra": native(t["ra"]).astype(float), "dec": native(t["dec"]).astype(float),
-                   "objid": native(t["objid"]).astype(np.int64),
-                   "type": np.char.strip(np.asarray(t["type"]).astype(str)),
-                   "brickname": np.char.strip(np.asarray(t["brickname"]).astype(str))}
+                   "objid": native(t["objid"]).astype(np.int64)}
+            # a row whose text is not ASCII (a stray 0xff byte) is rejected alone: {row: (column, why)}
+            bad: dict[int, tuple[str, str]] = {}
+            for col in ("type", "brickname"):
+                raw = np.asarray(t[col])
+                cat[col], rows = decode_text(raw)
+                for r in rows.tolist():
+                    bad.setdefault(r, (col, describe_text(raw[r])))
             cat["object_id"] = [f"{bn}-{o}" for bn, o in zip(cat["brickname"], cat["objid"].tolist())]
             cat["psf"] = np.stack([native(t[f"psfsize_{b}"]).astype(np.float32) for b in c.bands], 1)
             cat["brick_primary"] = native(t["brick_primary"]).astype(bool)
             flux_col = f"flux_{c.mag_band}"
             cat["mag_flux"] = native(t[flux_col]).astype(float) if has_column(t, flux_col) else None
-            cols = {name: column_or_null(t, name.removeprefix("tractor_"), typ, n) for name, typ in CATALOG}
+            bad_cols: dict[int, str] = {}
+            cols = {name: column_or_null(t, name.removeprefix("tractor_"), typ, n, bad_cols) for name, typ in CATALOG}
             for b in c.bands:
                 for pattern, typ in PER_BAND:
-                    cols[pattern.format(b=b)] = column_or_null(t, pattern.format(b=b), typ, n)
+                    cols[pattern.format(b=b)] = column_or_null(t, pattern.format(b=b), typ, n, bad_cols)
+            for r, col in bad_cols.items():
+                bad.setdefault(r, (col, describe_text(np.asarray(t[col])[r])))
+            cat["bad"] = bad
             if has_column(t, "release") and has_column(t, "brickid"):
                 ls_id = (native(t["release"]).astype(np.int64) << 40) | \
                         (native(t["brickid"]).astype(np.int64) << 16) | cat["objid"]
@@ -356,6 +372,7 @@ def _image(path: Path, unit: str | None, shape) -> tuple[np.ndarray, object, obj
         try:
             data = native(hdu.data)
         except (OSError, ValueError, TypeError) as e:
+            reraise_environment(e)
             raise InputRejected(f"{path.name}: image data unreadable ({e}); re-download it") from None
         if shape is not None and data.shape != shape:
             raise InputRejected(f"{path.name}: image shape {data.shape} differs from the maskbits "

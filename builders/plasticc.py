@@ -10,6 +10,7 @@ in blocks, never loaded whole; its rows must be grouped by object_id, as the rel
 from __future__ import annotations
 
 import gzip
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,14 @@ import pyarrow.csv as pacsv
 from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
 from mmu.model.schema import LightcurveSpec, lightcurve_array
 
-from ._common import common_columns, download
+from ._common import common_columns, download, reraise_environment
 
 LSST_BANDS = "ugrizy"
 LC_RE = re.compile(r"^(?:plasticc_(train|test)_lightcurves(?:_[0-9]+)?|(training|test)_set)\.csv(\.gz)?$")
 ALIASES = {"detected": "detected_bool", "ddf": "ddf_bool", "dec": "decl"}  # Kaggle / other names
 LC_COLUMNS = ["object_id", "mjd", "passband", "flux", "flux_err"]
+LC_TYPES = {"object_id": pa.int64(), "mjd": pa.float64(), "passband": pa.int64(), "flux": pa.float64(),
+            "flux_err": pa.float64(), "detected_bool": pa.int8()}
 META_REQUIRED = ["object_id", "ra", "decl"]
 META_COLUMNS = ([("ddf_bool", pa.bool_()), ("hostgal_specz", pa.float64()), ("hostgal_photoz", pa.float64()),
                  ("hostgal_photoz_err", pa.float64()), ("distmod", pa.float64()), ("mwebv", pa.float64()),
@@ -49,9 +52,10 @@ class PlasticcConfig(BuilderConfig):
 def _header(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt") as f:
-            line = f.readline()
+        with opener(path, "rb") as f:  # bytes: a bad byte further down is that line's problem
+            line = f.readline().decode("utf-8")
     except (OSError, EOFError, UnicodeDecodeError) as e:
+        reraise_environment(e)
         raise InputRejected(f"{path.name}: unreadable ({e}); re-download it") from None
     return [ALIASES.get(c.strip().lower(), c.strip().lower()) for c in line.strip().split(",")]
 
@@ -61,6 +65,79 @@ def _reader(path: Path, names: list[str], include: list[str], types: dict, block
         path, read_options=pacsv.ReadOptions(block_size=block_bytes, skip_rows=1, column_names=names),
         convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
                                              strings_can_be_null=True))
+
+
+class BadLine:
+    """A CSV line that cannot be parsed: its line number (1 = the header), the column at fault
+    (None when the line has the wrong number of fields), the object id when its first field
+    reads as one, and pyarrow's reason."""
+
+    def __init__(self, line: int, column: str | None, object_id: str | None, why: str):
+        self.line, self.column, self.object_id, self.why = line, column, object_id, why
+
+
+def _batches(path: Path, names: list[str], include: list[str], types: dict, block_bytes: int,
+             careful: bool):
+    """The CSV's rows as (columns, line numbers) blocks, and a `BadLine` for each bad line.
+
+    Not `careful`: pyarrow's streaming reader (fast; the first bad line raises ArrowInvalid).
+    `careful`: the file is read in blocks of lines; a block that pyarrow cannot parse is retried
+    in pieces of 256 lines, and a piece that fails line by line, so that only the bad lines are
+    left out (with their line numbers and reasons) and every other line is parsed exactly as the
+    fast path parses it."""
+    if not careful:
+        line0 = 2
+        for batch in _reader(path, names, include, types, block_bytes):
+            cols = {k: batch.column(k) for k in include}
+            yield cols, np.arange(batch.num_rows) + line0
+            line0 += batch.num_rows
+        return
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        f.readline()  # the header
+        line0 = 2
+        while lines := f.readlines(block_bytes):
+            yield from _parse_lines(lines, line0, names, include, types, piece=256)
+            line0 += len(lines)
+
+
+def _parse(lines: list[bytes], names, include, types) -> pa.Table:
+    return pacsv.read_csv(io.BytesIO(b"".join(lines)),
+                          read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+                          convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
+                                                               strings_can_be_null=True))
+
+
+def _parse_lines(lines: list[bytes], line0: int, names, include, types, piece: int | None):
+    try:
+        t = _parse(lines, names, include, types)
+    except pa.ArrowInvalid as e:
+        if len(lines) == 1:
+            yield _bad_line(lines[0], line0, names, e)
+            return
+        step = piece if piece and piece < len(lines) else 1  # pieces, then a failing piece line by line
+        for s in range(0, len(lines), step):
+            yield from _parse_lines(lines[s:s + step], line0 + s, names, include, types, None)
+        return
+    numbers = np.arange(len(lines)) + line0
+    if t.num_rows != len(lines):  # empty lines are skipped by the parser
+        numbers = numbers[[bool(x.strip()) for x in lines]]
+    yield {k: t.column(k) for k in include}, numbers
+
+
+def _bad_line(text: bytes, line: int, names: list[str], e: Exception) -> BadLine:
+    why = " ".join(str(e).split())
+    m = re.search(r"column #([0-9]+)", why)
+    column = names[int(m.group(1))] if m and int(m.group(1)) < len(names) else None
+    first = text.split(b",", 1)[0].strip()
+    oid = first.decode("ascii") if first.isdigit() else None
+    shown = text.rstrip(b"\r\n")
+    shown = shown[:60] + (b"..." if len(shown) > 60 else b"")
+    if column is None:
+        why = f"{len(text.split(b','))} fields where the header has {len(names)} ({shown!r})"
+    else:
+        why = f"column {column}: {why.split(': ', 1)[-1] if 'conversion error' in why else why} ({shown!r})"
+    return BadLine(line, column, oid, why)
 
 
 @register_builder("plasticc")
@@ -96,22 +173,38 @@ class Plasticc(Builder):
         missing = [c for c in LC_COLUMNS if c not in lc_names]
         if missing:
             raise InputRejected(f"{lc_path.name}: CSV header lacks column(s) {missing} (has {lc_names})")
-        ids = self._object_ids(lc_path, lc_names)
-        meta, dup_lines = self._metadata(meta_path, ids)
+        include = LC_COLUMNS + (["detected_bool"] if "detected_bool" in lc_names else [])
+        types = {k: LC_TYPES[k] for k in include}
+        ids, careful = self._object_ids(lc_path, lc_names, include, types)
+        meta, dup_lines, bad_meta = self._metadata(meta_path, ids)
+        for b in bad_meta:
+            yield Rejection(item.key, f"{meta_path.name} line {b.line}: {b.why}; the line is left out",
+                            b.line, b.object_id, b.column, meta_path.name)
         for oid, line in dup_lines:
             yield Rejection(item.key, f"{meta_path.name} line {line}: a second metadata row for object "
                             f"{oid}; the first one is used", line, str(oid), "object_id")
-        yield from self._light_curves(item.key, lc_path, lc_names, ids, meta)
+        yield from self._light_curves(item.key, lc_path, lc_names, include, types, careful, ids, meta)
 
-    def _object_ids(self, path: Path, names: list[str]) -> np.ndarray:
-        """Pass 1: the sorted distinct object ids of the light-curve file (one int64 column)."""
-        parts = []
-        try:
-            for batch in _reader(path, names, ["object_id"], {"object_id": pa.int64()}, self.config.block_bytes):
-                parts.append(np.unique(batch.column(0).to_numpy(zero_copy_only=False)))
-        except (pa.ArrowInvalid, OSError, EOFError) as e:
-            raise InputRejected(f"{path.name}: cannot parse ({e})") from None
-        return np.unique(np.concatenate(parts)) if parts else np.array([], np.int64)
+    def _object_ids(self, path: Path, names: list[str], include: list[str], types: dict) -> tuple[np.ndarray, bool]:
+        """Pass 1: the sorted distinct object ids of the light-curve file, and whether the file
+        has lines pyarrow cannot parse (then both passes read it `careful`ly, line by line where
+        a block fails, and leave out just those lines). Every column is converted here, so that
+        pass 2 meets no line this pass did not."""
+        for careful in (False, True):
+            parts = []
+            try:
+                for cols, _ in (b for b in _batches(path, names, include, types, self.config.block_bytes, careful)
+                                if not isinstance(b, BadLine)):
+                    parts.append(np.unique(cols["object_id"].to_numpy()))
+            except pa.ArrowInvalid:
+                if careful:
+                    raise
+                continue  # a bad line somewhere: read the file carefully
+            except (OSError, EOFError) as e:
+                reraise_environment(e)
+                raise InputRejected(f"{path.name}: cannot parse ({e})") from None
+            return (np.unique(np.concatenate(parts)) if parts else np.array([], np.int64)), careful
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _metadata(self, path: Path, ids: np.ndarray):
         """The metadata rows of just these objects, streamed (the test metadata has 3.5M rows)."""
@@ -122,42 +215,53 @@ class Plasticc(Builder):
         present = [n for n, _ in META_COLUMNS if n in names]
         types = {"object_id": pa.int64(), "ra": pa.float64(), "decl": pa.float64(),
                  **{n: (pa.int8() if t == pa.bool_() else t) for n, t in META_COLUMNS if n in present}}
-        parts, offset = [], 0
         want = pa.array(ids)
-        try:
-            for batch in _reader(path, names, META_REQUIRED + present, types, self.config.block_bytes):
-                sel = pc.is_in(batch.column("object_id"), value_set=want)
-                rows = np.flatnonzero(sel.to_numpy(zero_copy_only=False))
-                t = pa.Table.from_batches([batch]).take(pa.array(rows))
-                parts.append(t.append_column("_line", pa.array(rows + offset + 2)))
-                offset += batch.num_rows
-        except (pa.ArrowInvalid, OSError, EOFError) as e:
-            raise InputRejected(f"{path.name}: cannot parse ({e})") from None
+        for careful in (False, True):
+            parts, bad = [], []
+            try:
+                for b in _batches(path, names, META_REQUIRED + present, types, self.config.block_bytes, careful):
+                    if isinstance(b, BadLine):
+                        bad.append(b)
+                        continue
+                    cols, lines = b
+                    rows = np.flatnonzero(pc.is_in(cols["object_id"], value_set=want).to_numpy(zero_copy_only=False))
+                    t = pa.table(cols).take(pa.array(rows))
+                    parts.append(t.append_column("_line", pa.array(lines[rows])))
+            except pa.ArrowInvalid:
+                if careful:
+                    raise
+                continue  # a bad line somewhere: read the file carefully
+            except (OSError, EOFError) as e:
+                reraise_environment(e)
+                raise InputRejected(f"{path.name}: cannot parse ({e})") from None
+            break
         table = pa.concat_tables(parts) if parts else None
         oid = table.column("object_id").to_numpy() if table is not None else np.array([], np.int64)
         _, first = np.unique(oid, return_index=True)
         dup = np.setdiff1d(np.arange(len(oid)), first)
         dups = [(int(oid[i]), int(table.column("_line")[int(i)].as_py())) for i in dup]
         index = {int(o): int(i) for o, i in zip(oid[first], first)}
-        return (table, index, present), dups
+        return (table, index, present), dups, bad
 
-    def _light_curves(self, key, path: Path, names, ids, meta):
+    def _light_curves(self, key, path: Path, names, include, types, careful, ids, meta):
         table, index, present = meta
-        has_det = "detected_bool" in names
-        include = LC_COLUMNS + (["detected_bool"] if has_det else [])
-        types = {"object_id": pa.int64(), "mjd": pa.float64(), "passband": pa.int64(),
-                 "flux": pa.float64(), "flux_err": pa.float64(), "detected_bool": pa.int8()}
         done = np.zeros(len(ids), bool)
         pending: list[dict] = []
         carry = None  # the last object's rows of a block may continue in the next one
-        line0 = 2
-        for batch in _reader(path, names, include, {k: types[k] for k in include}, self.config.block_bytes):
-            cols = {k: batch.column(k).to_numpy(zero_copy_only=False) for k in include}
-            cols["_line"] = np.arange(batch.num_rows) + line0
-            line0 += batch.num_rows
+        for b in _batches(path, names, include, types, self.config.block_bytes, careful):
+            if isinstance(b, BadLine):  # that line alone is left out; its object keeps its other epochs
+                yield Rejection(key, f"{path.name} line {b.line}: {b.why}; the line is left out"
+                                + (f", object {b.object_id} keeps its other epochs" if b.object_id else ""),
+                                b.line, b.object_id, b.column, path.name)
+                continue
+            arrays, lines = b
+            cols = {k: v.to_numpy(zero_copy_only=False) for k, v in arrays.items()}
+            cols["_line"] = lines
             if carry is not None:
                 cols = {k: np.concatenate([carry[k], v]) for k, v in cols.items()}
             oid = cols["object_id"]
+            if not len(oid):
+                continue
             starts = np.flatnonzero(np.r_[True, oid[1:] != oid[:-1]])
             ends = np.r_[starts[1:], len(oid)]
             carry = {k: v[starts[-1]:] for k, v in cols.items()}

@@ -22,7 +22,18 @@ import pyarrow as pa
 from mmu.engine.builder import Builder, BuilderConfig, InputRejected, RawInput, Rejection, register_builder
 from mmu.model.schema import SpectrumSpec, spectrum_array
 
-from ._common import column_or_null, common_columns, download, list_links, native, open_fits, require_columns
+from ._common import (
+    RowRejected,
+    column_or_null,
+    common_columns,
+    describe_text,
+    download,
+    list_links,
+    native,
+    open_fits,
+    require_columns,
+    reraise_environment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +96,21 @@ class Sdss(Builder):
             try:
                 good.append(self._read_file(path))
             except InputRejected as e:
-                problems.append(str(e))
+                reraise_environment(e)  # a full disk or a denied read fails the build
+                problems.append(e)
             if len(good) == self.config.chunk_files:
                 yield self._table(good)
                 good = []
         if good:
             yield self._table(good)
         if problems and len(problems) == len(item.paths):
-            raise InputRejected("; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
-                                                          if len(problems) > 5 else ""))
-        for reason in problems:
-            yield Rejection(item.key, reason, object_id=_file_id(reason))
+            raise InputRejected("; ".join(map(str, problems[:5])) + (f"; and {len(problems) - 5} more"
+                                                                   if len(problems) > 5 else ""))
+        for e in problems:
+            if isinstance(e, RowRejected):
+                yield Rejection(item.key, str(e), e.row, e.object_id, e.column, e.file)
+            else:
+                yield Rejection(item.key, str(e), object_id=_file_id(str(e)))
 
     def _read_file(self, path) -> dict:
         name = Path(path).name
@@ -118,7 +133,15 @@ class Sdss(Builder):
                 arrays = {c: native(coadd[c]) for c in ("flux", "loglam", "ivar", "and_mask", "wdisp")}
             except (ValueError, TypeError) as e:
                 raise InputRejected(f"{name}: HDU 'COADD' unreadable ({e}); re-download it") from None
-            meta = {name_: column_or_null(spobj, col, t, 1) for col, name_, t in CATALOG + OPTIONAL}
+            bad: dict[int, str] = {}  # a text column whose value is not ASCII
+            meta = {name_: column_or_null(spobj, col, t, 1, bad) for col, name_, t in CATALOG + OPTIONAL}
+            if bad:
+                col = bad[0]
+                oid = "-".join(f"{int(np.asarray(spobj[c])[0]):0{w}d}" for c, w in
+                               (("PLATE", 4), ("MJD", 5), ("FIBERID", 4)))
+                raise RowRejected(f"{name} HDU {meta_hdu!r} row 0 column {col}: "
+                                  f"{describe_text(np.asarray(spobj[col])[0])}", file=name, row=0,
+                                  object_id=oid, column=col.lower())
             ra, dec = float(spobj["PLUG_RA"][0]), float(spobj["PLUG_DEC"][0])
             run2d = meta["run2d"][0].as_py() or str(hd[0].header.get("RUN2D", "")).strip()
         spectrograph = _spectrograph(run2d, meta_hdu)

@@ -48,9 +48,21 @@ TRANSIENTS = {
             "param_agn_luminosity param_drw_tau_days param_period_days param_distance_kpc", F),
     **_cols(" ".join(f"tflux_{b}" for b in "ugrizy"), F),
 }
-STARS = {**_cols("star_id tile", I),
-         **_cols("r_mag teff ebv_mw " + " ".join(f"flux_decam_{b} mw_transmission_decam_{b}" for b in "griz"), F)}
-TABLES = {"galaxies": ("galaxy_id", GALAXIES), "transients": ("object_id", TRANSIENTS), "stars": ("star_id", STARS)}
+# mmu-sim 1.2: stars carry their survey links, labels and physical parameters; quasars are a new table
+_LINKS_I = ("ls_brickid ls_objid ls_n_catalog_rows desi_targetid desi_target bgs_target mws_target desi_zwarn "
+            "desi_hpix desi_n_spectra sdss_plate sdss_mjd sdss_fiberid sdss_zwarning")
+_LINKS_S = "class ls_brickname ls_type desi_survey desi_program desi_spectype desi_subtype sdss_class sdss_subclass"
+_PHOT_F = (" ".join(f"flux_decam_{b} mw_transmission_decam_{b} ls_flux_{b} ls_flux_ivar_{b}" for b in "griz") + " "
+           + " ".join(f"flux_sdss_{b} mw_transmission_sdss_{b}" for b in "ugriz") + " "
+           + " ".join(f"flux_lsst_{b}" for b in "ugrizy") + " fiber_frac_desi fiber_frac_sdss desi_z sdss_z sed_scale")
+STARS = {**_cols("star_id tile gaia_source_id tic_id " + _LINKS_I, I), **_cols("population var_class " + _LINKS_S, S),
+         **_cols("r_mag teff logg mh mass_msun rv_kms ebv_mw z radius_rsun distance_pc parallax_mas "
+                  "pmra_masyr pmdec_masyr v_ra_kms v_dec_kms period amplitude phase0 " + _PHOT_F, F)}
+QSOS = {**_cols("qso_id tile forest_seed " + _LINKS_I, I), **_cols(_LINKS_S, S),
+        **_cols("r_mag z alpha_blue alpha_red fwhm_scale ebv_mw " + " ".join(f"line_scale_{k}" for k in range(10))
+                + " " + _PHOT_F, F)}
+TABLES = {"galaxies": ("galaxy_id", GALAXIES), "transients": ("object_id", TRANSIENTS), "stars": ("star_id", STARS),
+          "qsos": ("qso_id", QSOS)}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`mmu eval embed|run|submit|leaderboard|baselines`. `register` imports nothing heavy; each
+"""`mmu eval embed|run|submit|leaderboard|baselines|lock|add-lock`. `register` imports nothing heavy; each
 command imports torch / scikit-learn only when it runs."""
 from __future__ import annotations
 
@@ -145,8 +145,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
           mmu eval run --checkpoint CKPT --hub HUB --out RESULTS
           mmu eval baselines --config pretrain/configs/X.yaml --hub HUB --out RESULTS
-          mmu eval submit RESULTS/MODEL --leaderboard REPO
+          mmu eval submit RESULTS/MODEL --leaderboard REPO [--hub HUB]
           mmu eval leaderboard --leaderboard REPO --out SITE
+          mmu eval lock --hub HUB -o LOCK          (a build's publisher: pin its rows and labels)
+          mmu eval add-lock LOCK --leaderboard REPO --added-by NAME   (a maintainer trusts it)
 
         On a demo's outputs add its task file, e.g. --tasks demo/demo-tasks.yaml.
         exit status: 0 ok; 1 failed; 2 a usage error or refused input (unknown task, too few
@@ -203,8 +205,37 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     s.add_argument("--branch", default=None, help="git branch to commit to (default submit/<model>)")
     s.add_argument("--verified-by", default=None, metavar="RERUN",
                    help="maintainers: results of your own re-run; marks the entry verified")
+    s.add_argument("--hub", default=None, help="a hub holding the results' builds: for a task whose test labels no "
+                   "lock pins (its catalog lock or one the board trusts), read them and the id sets from it")
     s.add_argument("--tasks", nargs="+", default=None, metavar="FILE", help=TASK_FILES_HELP)
     s.set_defaults(func=run_submit)
+
+    lk = _parser(sub, "lock", "pin a built hub's task rows and test labels in a lock file, for others to "
+                 "evaluate against exactly those rows",
+                 "mmu eval lock --hub hub -o desi_dr1.lock --tasks DESISpectype.v1",
+                 description=textwrap.dedent("""\
+                    Write the lock of a build: per dataset its content revision, rows, inputs'
+                    revisions and whether it is a mock build; per task the id sets of train, val and
+                    test and the hash of the test labels. Whoever publishes a build of the archive
+                    data publishes its lock; a leaderboard's maintainer adds it with `mmu eval
+                    add-lock`, and the board then scores results on that build against it."""))
+    lk.add_argument("--hub", required=True, help="the hub holding the built datasets")
+    lk.add_argument("-o", "--out", required=True, help="the lock file to write (JSON)")
+    lk.add_argument("--tasks", nargs="+", default=None, metavar="TASK|FILE",
+                    help="task names and/or task files (default: every current task that is not a mock task "
+                         "and whose dataset is built in the hub)")
+    lk.set_defaults(func=run_lock)
+
+    al = _parser(sub, "add-lock", "maintainers: trust a build's published lock on a leaderboard",
+                 "mmu eval add-lock desi_dr1.lock --leaderboard board --added-by 'A. Maintainer'")
+    al.add_argument("lock", help="the lock file (`mmu eval lock`)")
+    al.add_argument("--leaderboard", required=True, help="a git repository path, or hf://datasets/OWNER/NAME")
+    al.add_argument("--added-by", required=True, metavar="NAME", help="who trusts the lock (recorded on the board)")
+    al.add_argument("--hub", default=None, help="check the lock against this hub's builds first (recommended)")
+    al.add_argument("--branch", default=None, help="git branch to commit to (default lock/<revision>)")
+    al.add_argument("--tasks", nargs="+", default=None, metavar="FILE",
+                    help="task files: YAML overlays of the catalog defining the lock's tasks (as MMU_CATALOG=FILE)")
+    al.set_defaults(func=run_add_lock)
 
     lb = _parser(sub, "leaderboard", "render the leaderboard as Markdown + a static HTML page",
                  "mmu eval leaderboard --leaderboard demo/leaderboard --out demo/my-site --tasks demo/demo-tasks.yaml")
@@ -356,9 +387,79 @@ def run_submit(args) -> int:
     with task_overlays(args.tasks, names_allowed=False):
         try:
             submit(Path(args.results), args.leaderboard, model=args.model, replace=args.replace,
-                   branch=args.branch, verified_by=Path(args.verified_by) if args.verified_by else None)
+                   branch=args.branch, verified_by=Path(args.verified_by) if args.verified_by else None,
+                   hub=Path(args.hub) if args.hub else None)
         except SubmitError as e:
             return _fail(e)
+    return 0
+
+
+def run_lock(args) -> int:
+    """`mmu eval lock`: write the lock of a built hub's tasks (what a build's publisher publishes).
+
+    Args:
+        args: The parsed arguments of `mmu eval lock`.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        UsageError: No task to lock, a task that cannot be opened on the hub, or an unknown task
+            (exit status 2).
+        MissingExtra: The `eval` extra is not installed.
+    """
+    require_extra("eval", "mmu eval lock")
+    from mmu.eval.submit import make_lock
+    from mmu.eval.tasks import TaskError, tasks
+    from mmu.hub.layout import atomic_write_json
+
+    hub = Path(args.hub)
+    with task_overlays(args.tasks) as names:
+        try:
+            chosen = tasks(names)
+        except TaskError as e:
+            return _fail(e)
+        if not names:
+            chosen = [t for t in chosen if not t.mock and (hub / t.hub_name / "build.json").is_file()]
+        if not chosen:
+            raise UsageError(f"--hub {hub}: no built dataset of a current non-mock task; name the tasks (--tasks)")
+        try:  # by default a task this hub cannot run is left out, with a warning naming why
+            lock = make_lock(hub, chosen, skip_unrunnable=not names)
+        except (TaskError, FileNotFoundError, ValueError) as e:
+            return _fail(e)
+        if not lock["tasks"]:
+            raise UsageError(f"--hub {hub}: none of {', '.join(t.name for t in chosen)} can be opened there "
+                             "(see the warnings above)")
+    atomic_write_json(Path(args.out), lock)
+    print(f"wrote {args.out}: {len(lock['tasks'])} task(s) on " + ", ".join(
+        f"{d} @ {v['content_revision'][:12]}{' (mock)' if v['mock'] else ''}" for d, v in lock["datasets"].items()))
+    return 0
+
+
+def run_add_lock(args) -> int:
+    """`mmu eval add-lock`: a maintainer trusts a published lock on a leaderboard.
+
+    Args:
+        args: The parsed arguments of `mmu eval add-lock`.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        UsageError: The lock is refused (a `SubmitError`; exit status 2).
+        MissingExtra: The `eval` extra is not installed.
+    """
+    require_extra("eval", "mmu eval add-lock")
+    from mmu.eval.submit import SubmitError, add_lock
+
+    with task_overlays(args.tasks, names_allowed=False):
+        try:
+            out = add_lock(Path(args.lock), args.leaderboard, added_by=args.added_by,
+                           hub=Path(args.hub) if args.hub else None, branch=args.branch)
+        except SubmitError as e:
+            return _fail(e)
+    where = out.get("pull_request") or f"branch {out['branch']} ({out['commit'][:12]}); merge it to trust the lock"
+    print(f"added {', '.join(out['files'])}: {where}")
     return 0
 
 

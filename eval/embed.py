@@ -8,6 +8,7 @@ baselines, and the raw-feature PCA baseline all implement it.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -195,7 +196,14 @@ def embed_split(embedder: Embedder, files: list[Path], dataset: str, dataset_rev
         raise
     log.info("embedded %d %s rows of %s:%s (%s)", len(ids), split, dataset, column, which)
     if path is not None and len(ids):  # nothing to cache for a split without rows
-        write_embeddings(path, ids, emb, info)
+        try:
+            write_embeddings(path, ids, emb, info)
+        except OSError as e:  # a read-only or full cache costs a recomputation later, never this result
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+                raise
+            log.warning("the embedding cache %s cannot be written (%s): %s:%s %s is not cached; pass --cache "
+                        "DIR (a writable folder) or --cache none", cache_dir, e.strerror, dataset, column, split)
+            path = None
     return ids, emb, {**info, "cached": False, "path": str(path) if path else None}
 
 

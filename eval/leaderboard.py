@@ -1,12 +1,15 @@
 """`mmu eval leaderboard --leaderboard REPO --out SITE`: the board as Markdown and as one static,
 self-contained HTML page (inline CSS, JS and SVG; no http(s) resources, so it opens from disk).
 
-One row per model; one column per (task, protocol) of the catalog with the task's main score and
-its direction; a cell's title gives its provenance. The mean (each score signed so that higher
-is better) is left blank for a model missing any column; the Borda rank beside it counts, per
-column, the models a model beats (half a point per tie) and sums over columns. Baselines are
-marked; `verified` only where a maintainer's re-run confirmed the results. Also writes each
-model's Hub model-card evaluation metadata (`model-index`) to SITE/model-cards/<model>.md.
+Results on different builds are never ranked together: the board is one table per (task, build),
+a build being one content revision of the task's dataset, and mock builds (from `mmu sim` files)
+and archive builds are in separate sections. In a table: one row per model with a result on that
+build, one column per protocol of the task with its main score and direction; a cell's title
+gives its provenance. The mean (each score signed so that higher is better) is left blank for a
+model missing any column; the Borda rank beside it counts, per column, the models a model beats
+(half a point per tie) and sums over the table's columns. Baselines are marked; `verified` only
+where a maintainer's re-run confirmed the results. Also writes each model's Hub model-card
+evaluation metadata (`model-index`) to SITE/model-cards/<model>.md.
 
 The pages are jinja2 templates in eval/templates (leaderboard.html.j2, autoescaped; leaderboard.md.j2,
 every value escaped for Markdown); this module computes what they show. A board with no score in
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import jinja2
 
+from mmu.eval.results import build_of
 from mmu.eval.submit import RESULTS_DIR, SUBMISSION, board_files_git, parse_hf
 
 log = logging.getLogger(__name__)
@@ -30,8 +34,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Row:
-    """One model on the board: its submission.json (`meta`), its results by (task, protocol),
-    the mean of its signed scores (None when a column is missing), Borda points and rank."""
+    """One model on the board: its submission.json (`meta`), its results by (task, protocol); in
+    a (task, build) table (`tables`), also the mean of its signed scores there (None when a
+    column is missing), its Borda points and rank there."""
 
     model: str
     meta: dict
@@ -84,21 +89,19 @@ def columns(catalog=None) -> list[tuple]:
 
 
 def aggregate(files: dict[str, bytes], cols: list[tuple]) -> list[Row]:
-    """The board's models, ranked.
+    """The board's models with their results.
 
     Args:
         files: the board's files (`read_board`).
         cols: the columns (`columns`).
 
     Returns:
-        One `Row` per model folder, sorted by Borda points (then name). Per column, a model gets
-        a point for each model it beats and half a point per tie; the rank counts the models
-        with more points (ties share a rank). The mean is over all columns, lower-is-better
-        scores negated, and None for a model missing any column.
+        One `Row` per model folder, by name. Ranks, Borda points and means exist only within one
+        (task, build) table (`tables`): results on different builds are never ranked together.
 
     Example:
         >>> rows = aggregate(read_board("board"), columns())  # doctest: +SKIP
-        >>> [(r.rank, r.model, r.borda) for r in rows]  # doctest: +SKIP
+        >>> [t["title"] for t in tables(rows, columns())]  # doctest: +SKIP
     """
     rows: dict[str, Row] = {}
     for name, data in sorted(files.items()):
@@ -110,19 +113,54 @@ def aggregate(files: dict[str, bytes], cols: list[tuple]) -> list[Row]:
         if parts[2] == SUBMISSION:
             row.meta = obj
         else:
-            row.cells[(obj["task"]["name"], obj["protocol"]["name"])] = {**obj, "_file": name}
-    out = list(rows.values())
-    for r in out:
-        vals = [_signed(r, c) for c in cols]
-        r.mean = None if any(v is None for v in vals) or not vals else sum(vals) / len(vals)
-    for c in cols:
-        scored = [(r, _signed(r, c)) for r in out if _signed(r, c) is not None]
-        for r, v in scored:
-            r.borda += sum(1.0 if v > w else 0.5 if v == w else 0.0 for o, w in scored if o is not r)
-    order = sorted(out, key=lambda r: (-r.borda, r.model))
-    for r in order:
-        r.rank = 1 + sum(1 for o in order if o.borda > r.borda)
-    return order
+            row.cells[(obj["task"]["name"], obj["protocol"]["name"])] = {**obj, "build": build_of(obj), "_file": name}
+    return [rows[k] for k in sorted(rows)]
+
+
+def build_key(build: dict) -> tuple:
+    """What makes two results comparable: the same kind, dataset and content revision."""
+    return (build.get("kind"), build.get("dataset"), build.get("content_revision"))
+
+
+def tables(rows: list[Row], cols: list[tuple]) -> list[dict]:
+    """The board's tables: one per (task, build) with results, mock builds first, then archive
+    builds; each ranked on its own.
+
+    Args:
+        rows: the board's models (`aggregate`).
+        cols: the columns (`columns`): (task, protocol, main score, higher is better).
+
+    Returns:
+        [{"kind", "task", "build", "columns", "rows"}], ``rows`` being `Row` copies restricted to
+        that table's cells, sorted by Borda points (then name), with ``borda``, ``rank`` and
+        ``mean`` computed over the table's columns only.
+    """
+    order = {c[0]: i for i, c in enumerate(cols)}
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        for (task, proto), cell in r.cells.items():
+            if task not in order:
+                continue
+            b = cell["build"]
+            g = groups.setdefault((task, build_key(b)), {"kind": b.get("kind") or "archive", "task": task, "build": b,
+                                                          "columns": [c for c in cols if c[0] == task], "models": {}})
+            g["models"].setdefault(r.model, Row(r.model, r.meta)).cells[(task, proto)] = cell
+    out = []
+    for (task, _), g in sorted(groups.items(), key=lambda kv: (kv[1]["kind"] != "mock", order[kv[0][0]],
+                                                                 str(kv[0][1]))):
+        tcols, ranked = g["columns"], list(g["models"].values())
+        for r in ranked:
+            vals = [_signed(r, c) for c in tcols]
+            r.mean = None if any(v is None for v in vals) or not vals else sum(vals) / len(vals)
+        for c in tcols:
+            scored_ = [(r, _signed(r, c)) for r in ranked if _signed(r, c) is not None]
+            for r, v in scored_:
+                r.borda += sum(1.0 if v > w else 0.5 if v == w else 0.0 for o, w in scored_ if o is not r)
+        ranked.sort(key=lambda r: (-r.borda, r.model))
+        for r in ranked:
+            r.rank = 1 + sum(1 for o in ranked if o.borda > r.borda)
+        out.append({"kind": g["kind"], "task": task, "build": g["build"], "columns": tcols, "rows": ranked})
+    return out
 
 
 def _score(r: Row, col) -> float | None:
@@ -155,13 +193,15 @@ def provenance(cell: dict) -> str:
         cell: a results file's content, with ``_file`` (its path on the board) added by `aggregate`.
 
     Returns:
-        File, model sha256, dataset and revision, split hash, protocol and its selected settings,
-        test count, objects near the pretraining sky, embedding, time and git commit, joined by " | ".
+        File, model sha256, the build (mock or archive, dataset, revision), split hash, protocol
+        and its selected settings, test count, objects near the pretraining sky, embedding, time
+        and git commit, joined by " | ".
     """
     m, t, e = cell["model"], cell["task"], cell.get("environment", {})
     near = cell.get("near_pretraining", {})
-    return (f"{cell['_file']} | model sha256 {m['sha256'][:12]} | {t['hub_dataset']} rev "
-            f"{t['dataset_revision'][:12]} | split {t['split_hash'][:8]} | {cell['protocol']['name']} "
+    b = cell.get("build") or build_of(cell)
+    return (f"{cell['_file']} | model sha256 {m['sha256'][:12]} | {b.get('kind')} build {b.get('dataset')} rev "
+            f"{str(b.get('content_revision'))[:12]} | split {t['split_hash'][:8]} | {cell['protocol']['name']} "
             f"selected {json.dumps(_short(cell['protocol']['selected']))} | test n={cell['splits']['test']['count']}"
             f" | near pretraining: {near.get('count', 'null') if near.get('count') is not None else 'null'}"
             f" | {cell['embedding'].get('which')} | {e.get('time', '')} | git {str(e.get('git_commit'))[:10]}")
@@ -262,17 +302,42 @@ def _plot_view(rows: list[Row]) -> dict:
     return {"width": w, "height": len(rows) * (bar + gap) + 30, "left": left, "bar": bar, "bars": bars}
 
 
+KIND_HEADINGS = {"mock": "Mock builds (from `mmu sim` files; not comparable with results on real data)",
+                 "archive": "Archive builds (the surveys' own data)"}
+
+
+def _build_title(t: dict) -> str:
+    b = t["build"]
+    inputs = b.get("inputs_revisions")
+    extra = f", inputs {', '.join(str(r)[:12] for r in inputs)}" if inputs else ""
+    return f"{t['task']} on {b.get('dataset')} @ {str(b.get('content_revision'))[:12]} ({t['kind']} build{extra})"
+
+
+def _sections_view(rows: list[Row], cols: list[tuple]) -> list[dict]:
+    """The tables grouped by kind (mock first), each with its columns, rows and bar plot."""
+    sections: dict[str, dict] = {}
+    for i, t in enumerate(tables(rows, cols)):
+        sec = sections.setdefault(t["kind"], {"kind": t["kind"], "heading": KIND_HEADINGS.get(t["kind"], t["kind"]),
+                                              "tables": []})
+        sec["tables"].append({"id": f"board-{i}", "title": _build_title(t), "task": t["task"], "kind": t["kind"],
+                              "revision": str(t["build"].get("content_revision")),
+                              "dataset": str(t["build"].get("dataset")), "columns": _columns_view(t["columns"]),
+                              "rows": _rows_view(t["rows"], t["columns"]), "plot": _plot_view(t["rows"])})
+    return list(sections.values())
+
+
 def markdown(rows: list[Row], cols: list[tuple], title: str | None = None) -> str:
-    """The board as a Markdown table (rank, model, Borda, mean, one column per task x protocol).
+    """The board as Markdown: a section per kind of build (mock, archive) and in it one table per
+    (task, build) (rank, model, Borda, mean, one column per protocol of the task).
 
     Every value is escaped for Markdown: a model or baseline name holding HTML shows as text,
     never as markup, and a '|' cannot break the table. A board with no scores says so instead
     of ranking (`empty_board_message`).
 
     Args:
-        rows: the ranked models (`aggregate`).
+        rows: the board's models (`aggregate`).
         cols: the columns (`columns`): (task, protocol, main score, higher is better).
-        title: a "# title" line above the table (none by default).
+        title: a "# title" line above the tables (none by default).
 
     Returns:
         The Markdown text, ending with a newline.
@@ -281,28 +346,28 @@ def markdown(rows: list[Row], cols: list[tuple], title: str | None = None) -> st
         >>> print(markdown(aggregate(read_board("board"), columns()), columns()))  # doctest: +SKIP
     """
     return _templates("md").get_template("leaderboard.md.j2").render(
-        title=title, empty=empty_board_message(rows, cols), columns=_columns_view(cols),
-        rows=_rows_view(rows, cols))
+        title=title, empty=empty_board_message(rows, cols), sections=_sections_view(rows, cols))
 
 
 def html_page(rows: list[Row], cols: list[tuple], title: str = "mmu benchmark leaderboard") -> str:
-    """The board as one static HTML page: a sortable table, a bar plot of Borda points (inline
-    SVG), inline CSS and JS, no http(s) resources, so that it opens from disk.
+    """The board as one static HTML page: a section per kind of build (mock, archive), one
+    sortable table per (task, build) with a bar plot of its Borda points (inline SVG), inline
+    CSS and JS, no http(s) resources, so that it opens from disk.
 
     Every name and provenance string is HTML-escaped (jinja2 autoescape). A board with no scores
-    shows `empty_board_message` instead of the table.
+    shows `empty_board_message` instead of the tables.
 
     Args:
-        rows: the ranked models (`aggregate`).
+        rows: the board's models (`aggregate`).
         cols: the columns (`columns`).
         title: the page's title and heading.
 
     Returns:
-        The page's HTML text. Its sorter reads ``#sort=KEY&dir=asc|desc`` from the URL.
+        The page's HTML text. Its sorter reads ``#sort=KEY&dir=asc|desc`` from the URL and sorts
+        every table that has that column.
     """
     return _templates("html").get_template("leaderboard.html.j2").render(
-        title=title, empty=empty_board_message(rows, cols), columns=_columns_view(cols),
-        rows=_rows_view(rows, cols), plot=_plot_view(rows))
+        title=title, empty=empty_board_message(rows, cols), sections=_sections_view(rows, cols))
 
 
 def model_card_metadata(row: Row) -> dict:
@@ -327,7 +392,7 @@ def model_card_metadata(row: Row) -> dict:
             results.append(EvalResult(
                 task_type=f"{t['type']}", task_name=f"{task} ({proto})", dataset_type=t["hub_dataset"],
                 dataset_name=t["hub_dataset"], dataset_config=f"{task}/{proto}",  # one group per column
-                dataset_revision=t["dataset_revision"], dataset_split="test",
+                dataset_revision=(cell.get("build") or build_of(cell))["content_revision"], dataset_split="test",
                 metric_type=metric, metric_value=value, metric_name=f"{metric} ({proto})",
                 verified=row.verified))
     return {"model-index": eval_results_to_model_index(row.model, results)} if results else {}
@@ -342,13 +407,13 @@ def render(leaderboard: str, out: str | Path, ref: str = "HEAD") -> dict:
         ref: the git ref to render.
 
     Returns:
-        {"rows": models, "columns": columns, "scored": whether any model has a score, "index":
-        path of index.html, "markdown": path of leaderboard.md}. A board without scores is
-        rendered with a note instead of ranks, and logged as a warning.
+        {"rows": models, "columns": columns, "tables": (task, build) tables, "scored": whether
+        any model has a score, "index": path of index.html, "markdown": path of leaderboard.md}.
+        A board without scores is rendered with a note instead of ranks, and logged as a warning.
 
     Example:
         >>> render("board", "site")  # doctest: +SKIP
-        {'rows': 4, 'columns': 6, 'scored': True, ...}
+        {'rows': 4, 'columns': 6, 'tables': 3, 'scored': True, ...}
     """
     import yaml
 
@@ -367,7 +432,8 @@ def render(leaderboard: str, out: str | Path, ref: str = "HEAD") -> dict:
     empty = empty_board_message(rows, cols)
     if empty:
         log.warning("%s: %s", leaderboard, empty)
-    log.info("wrote %s and %s: %d model(s), %d column(s)", out / "index.html", out / "leaderboard.md",
-             len(rows), len(cols))
-    return {"rows": len(rows), "columns": len(cols), "scored": empty is None,
+    n_tables = len(tables(rows, cols))
+    log.info("wrote %s and %s: %d model(s), %d (task, build) table(s)", out / "index.html", out / "leaderboard.md",
+             len(rows), n_tables)
+    return {"rows": len(rows), "columns": len(cols), "tables": n_tables, "scored": empty is None,
             "index": str(out / "index.html"), "markdown": str(out / "leaderboard.md")}

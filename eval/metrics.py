@@ -2,9 +2,12 @@
 
 Regression: R² = 1 − Σ(y−ŷ)² / Σ(y−ȳ)². Redshift: Δz = (ẑ−z)/(1+z), σ_NMAD = 1.4826·median|Δz −
 median Δz|, outlier fraction = mean(|Δz| > 0.15), bias = median Δz. Classification: accuracy,
-macro-F1 (unweighted mean of per-class F1 over the classes present in the truth or the
-predictions), and PLAsTiCC's weighted log-loss −Σ_c w_c·mean_{i∈c} ln p_ic / Σ_c w_c with p
-clipped to [1e−15, 1] and renormalised per row, over the classes present in the truth.
+balanced accuracy (the unweighted mean over the classes present in the truth of each class's
+recall, as scikit-learn's `balanced_accuracy_score`), macro-F1 (unweighted mean of per-class F1
+over the classes present in the truth or the predictions), and PLAsTiCC's weighted log-loss
+−Σ_c w_c·mean_{i∈c} ln p_ic / Σ_c w_c (Malz et al. 2019, arXiv:1809.11145, eq. 1 with the
+challenge's weights) with each row divided by its sum and then clipped to [1e−15, 1 − 1e−15]
+(the challenge's order), over the classes present in the truth.
 Retrieval: R@k = fraction of queries whose partner ranks ≤ k (1-based), and the median rank.
 """
 from __future__ import annotations
@@ -103,6 +106,25 @@ def accuracy(y, yhat) -> float:
     return float(np.mean(np.asarray(y) == np.asarray(yhat)))
 
 
+def balanced_accuracy(y, yhat) -> float:
+    """Balanced accuracy: the unweighted mean over the true classes of each class's recall.
+
+    The classes are those present in the truth (a predicted class no object has adds nothing),
+    so a model that always answers the majority class scores 1 / (number of true classes).
+
+    Args:
+        y: True labels.
+        yhat: Predicted labels, same length as `y`.
+
+    Returns:
+        Balanced accuracy in [0, 1] as a float (NaN for empty input).
+    """
+    y, yhat = np.asarray(y), np.asarray(yhat)
+    if len(y) == 0:
+        return float("nan")
+    return float(np.mean([np.mean(yhat[y == c] == c) for c in np.unique(y)]))
+
+
 def macro_f1(y, yhat) -> float:
     """Macro-averaged F1: the unweighted mean of per-class F1 scores.
 
@@ -127,12 +149,33 @@ def macro_f1(y, yhat) -> float:
 
 
 def weighted_log_loss(y, proba, classes, weights: dict | None = None) -> float:
-    """PLAsTiCC's metric. `proba[i, j]` is the probability of `classes[j]` for row i; `weights`
-    maps a class (as a string) to w_c (missing: 1)."""
+    """PLAsTiCC's weighted multi-class log-loss (Malz et al. 2019, arXiv:1809.11145, eq. 1):
+    −Σ_c w_c·mean_{i∈c} ln p_ic / Σ_c w_c over the classes c present in the truth.
+
+    As the challenge scored it: each row is first divided by its sum, then clipped to
+    [1e−15, 1 − 1e−15], so a zero probability of the true class costs ln(1e15) = 34.54.
+
+    Args:
+        y: True labels.
+        proba: [n, len(classes)] non-negative scores; `proba[i, j]` is for `classes[j]`.
+        classes: The column labels (compared as strings).
+        weights: Class (as a string) -> w_c; a class not named weighs 1. The challenge's are
+            2 for classes 15, 64 and 99.
+
+    Returns:
+        The loss as a float (lower is better).
+
+    Raises:
+        ValueError: A true class has no column, or a row's scores sum to zero.
+    """
     y = np.asarray(y)
     classes = [str(c) for c in classes]
-    p = np.clip(np.asarray(proba, float), LOGLOSS_CLIP, 1.0)
-    p = p / p.sum(1, keepdims=True)
+    p = np.asarray(proba, float)
+    total = p.sum(1, keepdims=True)
+    if np.any(~(total > 0)):
+        raise ValueError(f"weighted log-loss: row {int(np.flatnonzero(~(total[:, 0] > 0))[0])} has no "
+                         f"positive probability (its scores sum to {float(total[~(total > 0)][0])})")
+    p = np.clip(p / total, LOGLOSS_CLIP, 1.0 - LOGLOSS_CLIP)
     col = {c: j for j, c in enumerate(classes)}
     num = den = 0.0
     for c in np.unique(y.astype(str)):
@@ -154,7 +197,8 @@ def retrieval_scores(ranks) -> dict:
 
 
 REGRESSION = {"r2": r2, "sigma_nmad": sigma_nmad, "outlier_fraction": outlier_fraction, "bias": bias}
-CLASSIFICATION = {"accuracy": accuracy, "macro_f1": macro_f1, "weighted_log_loss": None}
+CLASSIFICATION = {"accuracy": accuracy, "balanced_accuracy": balanced_accuracy, "macro_f1": macro_f1,
+                  "weighted_log_loss": None}
 RETRIEVAL = ("r@1", "r@5", "r@10", "median_rank")
 KNOWN = set(REGRESSION) | set(CLASSIFICATION) | set(RETRIEVAL)
 

@@ -5,15 +5,21 @@ Provenance: the task entry with its dataset revision and split hash (and the rev
 read), per-split object counts and id-set hashes, the model sha256 + metadata + training
 manifest, the embedding (which, dtype, cache keys), the protocol spec and selected values, seeds,
 all metrics, the test predictions and their hash, harness/git/package versions, hardware, time,
-the `mock` and `comparable` flags, and the measured count of test objects within 1″ of any
-pretraining position (null, with the reason, when it cannot be measured; never assumed 0).
+the `mock` and `comparable` flags, the build the task ran on (`build`: mock or archive, the dataset,
+its content revision and its inputs' revisions), and the measured test objects within 1″ of any
+pretraining position (their count and ids; null, with the reason, when it cannot be measured;
+never assumed 0).
+
+Format versions: ``mmu-eval-result/2`` (written now) adds the ``build`` block and
+``near_pretraining.ids``, and its ``model`` and ``environment`` blocks are strict (no extra keys).
+``mmu-eval-result/1`` files still load: `build_of` derives their build from the task block (kind
+from ``mock``, no inputs' revisions), and a count of 0 means no ids.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -22,13 +28,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-FORMAT = "mmu-eval-result/1"
+FORMAT = "mmu-eval-result/2"
+FORMATS = ("mmu-eval-result/1", FORMAT)  # what `read_results` and `submit` accept
 HARNESS_VERSION = "1"
 NEAR_RADIUS_ARCSEC = 1.0
 PACKAGES = ("mmu", "numpy", "scikit-learn", "scipy", "torch", "pyarrow", "datasets", "hats", "lsdb")
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
 def sha256_ids(ids) -> str:
@@ -52,8 +58,8 @@ def result_filename(task: str, protocol: str) -> str:
 
 
 def safe_name(name: str, what: str = "name") -> str:
-    """`name` if usable as one path component: letters, digits, '.', '_' and '-', at most 80,
-    starting with a letter or digit, no '..'.
+    """`name` if usable as one path component (the shared rule of `mmu.hub.layout.check_name`:
+    letters, digits, '.', '_' and '-', at most 80, starting with a letter or digit, no '..').
 
     Args:
         name: the name to check.
@@ -63,12 +69,11 @@ def safe_name(name: str, what: str = "name") -> str:
         `name` unchanged.
 
     Raises:
-        ValueError: any other name.
+        ValueError: any other name (`mmu.hub.layout.UnsafePath`).
     """
-    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
-        raise ValueError(f"{what} {name!r} is not allowed: use letters, digits, '.', '_' and '-' "
-                         f"(at most 80, starting with a letter or digit, no '..')")
-    return name
+    from mmu.hub.layout import check_name
+
+    return check_name(name, what)
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -125,11 +130,13 @@ def near_pretraining(training_manifest: dict | None, radec_test: np.ndarray,
         radius_arcsec: the match radius.
 
     Returns:
-        {"count", "radius_arcsec", "reason", "indexed_positions", "indexes"}; ``count`` is None,
-        with a ``reason``, when it cannot be measured (no manifest, an index not readable here).
+        {"count", "radius_arcsec", "reason", "indexed_positions", "indexes", "rows"}; ``rows`` are
+        the indexes into `radec_test` of the test positions within the radius (`make_result` turns
+        them into ``ids``); ``count`` is None, with a ``reason`` and no rows, when it cannot be
+        measured (no manifest, an index not readable here).
     """
     out = {"count": None, "radius_arcsec": radius_arcsec, "reason": None, "indexed_positions": 0,
-           "indexes": []}
+           "indexes": [], "rows": []}
     exports = [e for key in ("train", "val") for e in ((training_manifest or {}).get(key) or [])]
     if not exports:
         out["reason"] = "the checkpoint has no training manifest with shard indexes"
@@ -156,7 +163,8 @@ def near_pretraining(training_manifest: dict | None, radec_test: np.ndarray,
         return out
     chord = 2 * np.sin(np.radians(radius_arcsec / 3600) / 2)
     hits = cKDTree(_unit(ref)).query_ball_point(_unit(np.asarray(radec_test, float)), chord)
-    out["count"] = int(sum(1 for h in hits if h))
+    out["rows"] = [i for i, h in enumerate(hits) if h]
+    out["count"] = len(out["rows"])
     return out
 
 
@@ -167,31 +175,46 @@ def _unit(radec):
 
 # ----------------------------------------------------------------------------- schema
 
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+HEX64 = r"^[0-9a-f]{64}$"
+UTC_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ModelInfo(_Open):
-    """A result's ``model`` block (more keys allowed: config, fits, training manifest)."""
+class ModelInfo(_Strict):
+    """A result's ``model`` block: exactly these keys (what `mmu.eval.run.model_block` writes for a
+    checkpoint or a baseline), so that nothing unchecked rides along to the board."""
 
     name: str
     kind: Literal["checkpoint", "baseline"]
     baseline: Literal["random-weights", "raw-pca", "supervised"] | None = None
-    sha256: str
+    sha256: str = Field(pattern=HEX64)
+    path: str | None = None
+    step: int | None = None
+    config: dict | None = None
+    signature_sha256: str | None = None
+    training_manifest: dict | None = None
+    fits: dict | None = None
+
+    @model_validator(mode="after")
+    def _baseline_kind(self):
+        if (self.kind == "baseline") != (self.baseline is not None):
+            raise ValueError(f"model kind {self.kind!r} with baseline {self.baseline!r}: a baseline names its "
+                             f"kind, a checkpoint none")
+        return self
 
 
 class TaskInfo(_Strict):
-    """A result's ``task`` block: the catalog entry and the revision and split hash actually used."""
+    """A result's ``task`` block: the catalog entry and the revision and split hash actually used.
+    ``dataset_revision`` is None for a task that runs on any build of its dataset (survey labels);
+    ``dataset_revision_used`` is the build it ran on."""
 
     name: str
     dataset: str
     hub_dataset: str
-    dataset_revision: str
+    dataset_revision: str | None
     dataset_revision_used: str | None
     split_hash: str
     split_hash_used: str | None
@@ -207,7 +230,7 @@ class TaskInfo(_Strict):
 class SplitInfo(_Strict):
     """How many objects a split has and the sha256 of their ids."""
 
-    count: int
+    count: int = Field(ge=0)
     ids_sha256: str
 
 
@@ -220,40 +243,118 @@ class ProtocolInfo(_Strict):
     selected: dict
 
 
-class Near(_Open):
-    """Test objects near the pretraining sky (`near_pretraining`)."""
+class MainScore(_Strict):
+    """The task's main score: its name, value and direction."""
 
-    count: int | None
+    name: str
+    value: float | None
+    higher_is_better: bool
+
+
+class ShardIndex(_Strict):
+    path: str
+    positions: int = Field(ge=0)
+
+
+class Near(_Strict):
+    """Test objects near the pretraining sky (`near_pretraining`): how many, and which (test ids)."""
+
+    count: int | None = Field(ge=0)
     radius_arcsec: float
     reason: str | None
+    indexed_positions: int = Field(default=0, ge=0)
+    indexes: list[ShardIndex] = Field(default_factory=list)
+    ids: list[str] = Field(default_factory=list)
+
+
+class Hardware(_Strict):
+    machine: str
+    processor: str | None = None
+    cpus: int | None = Field(default=None, ge=1)
+    system: str
+    torch_threads: int | None = Field(default=None, ge=1)
+    gpu: str | None = None
+
+
+class Environment(_Strict):
+    """A result's ``environment`` block (`environment`): typed, every key known."""
+
+    harness_version: Literal["1"]
+    git_commit: str | None = Field(pattern=r"^[0-9a-f]{7,64}$")
+    python: str = Field(pattern=r"^\d+\.\d+\.\d+\S*$")
+    packages: dict[str, str | None]
+    hardware: Hardware
+    time: str = Field(pattern=UTC_TIME)
+
+    @field_validator("packages")
+    @classmethod
+    def _known_packages(cls, v):
+        if set(v) != set(PACKAGES):
+            raise ValueError(f"packages must list exactly {', '.join(PACKAGES)} (got {', '.join(sorted(v))})")
+        return v
+
+
+class Build(_Strict):
+    """Which build a result ran on: mock (from `mmu sim` files) or archive, the hub dataset (or
+    paired catalog), its content revision, and its inputs' content revisions (paired catalogs)."""
+
+    kind: Literal["mock", "archive"]
+    dataset: str
+    content_revision: str
+    inputs_revisions: list[str] | None = None
 
 
 class Result(_Strict):
-    """One results file (``mmu-eval-result/1``); `mmu eval submit` validates against it."""
+    """One results file (``mmu-eval-result/2``, or the older ``/1`` without ``build``); `mmu eval
+    submit` validates against it."""
 
-    format: Literal["mmu-eval-result/1"]
+    format: Literal["mmu-eval-result/1", "mmu-eval-result/2"]
     model: ModelInfo
     task: TaskInfo
     mock: bool
     comparable: bool
     not_comparable: list[str]
+    build: Build | None = None
     splits: dict[Literal["train", "val", "test"], SplitInfo]
     embedding: dict
     protocol: ProtocolInfo
     seeds: list[int]
     metrics: dict[str, float | None]
-    main_score: dict
+    main_score: MainScore
     label_fractions: dict | None
     predictions: dict
     predictions_sha256: str
     near_pretraining: Near
-    environment: dict
-    seconds: dict = Field(default_factory=dict)
+    environment: Environment
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _v2_has_build(self):
+        if self.format == FORMAT and self.build is None:
+            raise ValueError(f"a {FORMAT} result records its build (`build`)")
+        return self
+
+
+def build_of(res: dict) -> dict:
+    """A result's ``build`` block; for a ``mmu-eval-result/1`` file (no block), derived from its
+    task block: kind from ``mock``, the hub dataset, the revision used (else the task's), no
+    inputs' revisions."""
+    if isinstance(res.get("build"), dict):
+        return res["build"]
+    t = res.get("task") or {}
+    return {"kind": "mock" if res.get("mock") else "archive", "dataset": t.get("hub_dataset"),
+            "content_revision": t.get("dataset_revision_used") or t.get("dataset_revision"),
+            "inputs_revisions": None}
+
+
+def near_ids(res: dict) -> list[str]:
+    """The test ids a result says are near the pretraining sky (a ``/1`` file: none recorded)."""
+    return list((res.get("near_pretraining") or {}).get("ids") or [])
 
 
 def make_result(*, model: dict, task, data, outcome, protocol, embedding: dict, near: dict,
                 seconds: dict) -> dict:
-    """One results file's content (format ``mmu-eval-result/1``, the `Result` schema).
+    """One results file's content (format ``mmu-eval-result/2``, the `Result` schema).
 
     Args:
         model: the model block (`mmu.eval.run.model_block`).
@@ -262,13 +363,25 @@ def make_result(*, model: dict, task, data, outcome, protocol, embedding: dict, 
         outcome: what the protocol returned (metrics, selected settings, predictions).
         protocol: the protocol (name, frozen spec, seeds).
         embedding: which embedding, its dimension, columns, cache keys and preprocessing.
-        near: `near_pretraining` of the test positions.
+        near: `near_pretraining` of the test positions (its ``rows`` index the test split).
         seconds: time spent embedding and probing.
 
     Returns:
         A JSON-ready dict (numpy values converted), with the predictions and their sha256.
+
+    Raises:
+        ValueError: `near` counts test objects near the pretraining sky without saying which.
     """
     m = data.manifest
+    mock = bool(task.mock or m.mock)
+    near = dict(near)
+    rows = near.pop("rows", None)
+    if rows is not None:
+        near["ids"] = [str(data.ids["test"][i]) for i in rows]
+    elif "ids" not in near:
+        if near.get("count"):
+            raise ValueError(f"near_pretraining counts {near['count']} test objects but names none")
+        near["ids"] = []
     res = {
         "format": FORMAT,
         "model": model,
@@ -278,9 +391,10 @@ def make_result(*, model: dict, task, data, outcome, protocol, embedding: dict, 
                  "type": task.type, "main_score": task.main_score, "higher_is_better": task.higher_is_better,
                  "class_weights": task.class_weights, "metrics": task.metric_names, "mock": task.mock,
                  "entry": task.model_dump(mode="json")},
-        "mock": bool(task.mock or m.mock),
+        "mock": mock,
         "comparable": bool(data.comparable),
         "not_comparable": list(data.not_comparable),
+        "build": data.build,
         "splits": {s: {"count": int(len(data.ids[s])), "ids_sha256": sha256_ids(data.ids[s])}
                    for s in ("train", "val", "test")},
         "embedding": embedding,
@@ -322,8 +436,8 @@ def write_result(out_dir: Path, result: dict) -> Path:
 
 
 def read_results(path: Path) -> list[tuple[Path, dict]]:
-    """(path, content) of a results file, or of every ``*.json`` results file in a folder;
-    JSON files of another format are left out.
+    """(path, content) of a results file, or of every ``*.json`` results file in a folder (format
+    ``mmu-eval-result/2`` or the older ``/1``); JSON files of another format are left out.
 
     Raises:
         json.JSONDecodeError: a ``*.json`` file that is not JSON.
@@ -333,6 +447,6 @@ def read_results(path: Path) -> list[tuple[Path, dict]]:
     out = []
     for f in files:
         data = json.loads(f.read_text())
-        if isinstance(data, dict) and data.get("format") == FORMAT:
+        if isinstance(data, dict) and data.get("format") in FORMATS:
             out.append((f, data))
     return out

@@ -17,8 +17,9 @@ import numpy as np
 from mmu.eval.embed import Embedder, embed_split, map_columns
 from mmu.eval.protocols import ProtocolError, Split, get_protocol
 from mmu.eval.results import make_result, near_pretraining, write_result
-from mmu.eval.tasks import TaskData, open_task
+from mmu.eval.tasks import TaskData, TaskError, open_task
 from mmu.eval.tasks import tasks as catalog_tasks
+from mmu.hub.layout import NotBuilt
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
     Each (dataset, split, column) is embedded once and shared by the tasks reading it; an
     embedder with ``prepare`` (PCA, supervised baselines) is fitted first on the train rows of
     every task it serves. A task the model cannot run (retrieval without a shared embedding
-    space, no column of the task's modality) is skipped with a log line, unless named in
-    `task_names`.
+    space, no column of the task's modality, data the hub lacks or that fails the task's checks:
+    a dataset not built, a survey label missing, too few rows) is skipped with a warning naming
+    the reason, unless named in `task_names`, where the error is raised.
 
     Args:
         embedder: the model (`mmu.eval.embed.CheckpointEmbedder` or a baseline).
@@ -61,8 +63,9 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
         The results (dicts in the `mmu.eval.results.Result` schema), in task order.
 
     Raises:
-        ProtocolError: the catalog has no benchmark tasks.
+        ProtocolError: the catalog has no benchmark tasks, or none can run on `hub`.
         TaskError: a named task is unknown, or its data is missing or too small.
+        NotBuilt: a named task's dataset is not built in `hub`.
         KeyError: a named task reads a column the model cannot map.
 
     Example:
@@ -88,10 +91,24 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
                 raise
             log.info("skipping %s: %s", t.name, e.args[0])
             selected.remove(t)
-    datas: dict[str, TaskData] = {t.name: open_task(t, hub) for t in selected}
+    datas: dict[str, TaskData] = {}
+    for t in list(selected):
+        try:
+            datas[t.name] = open_task(t, hub)
+        except (TaskError, NotBuilt) as e:
+            if task_names:  # asked for by name: say why it cannot run
+                raise
+            # every current task by default: one whose data this hub lacks (a survey-label task's
+            # paired catalog not made, a mock without QSOs) is left out, each with its reason
+            log.warning("skipping %s: %s", t.name, e)
+            selected.remove(t)
+    if not selected:
+        raise ProtocolError(f"no task of the catalog can run on {hub} (see the warnings above)")
     for d in datas.values():
         if not d.comparable:
             log.warning("%s will not be comparable: %s", d.task.name, "; ".join(d.not_comparable))
+        log.info("%s runs on the %s build %s of %s", d.task.name, d.build["kind"],
+                 d.build["content_revision"][:12], d.task.hub_name)
     if hasattr(embedder, "prepare"):
         groups = defaultdict(list)  # model column -> [(task data, dataset column)], across datasets
         for t in selected:

@@ -47,7 +47,8 @@ class TaskData:
         ids: Split -> object ids (str).
         y: Split -> targets.
         radec: Split -> [n, 2] float (ra, dec) in degrees.
-        comparable: Whether the dataset revision and split hash match the task's.
+        comparable: Whether the dataset revision (mock tasks), paired inputs and split hash match
+            the task's.
         not_comparable: The reasons it is not comparable (empty when comparable).
     """
     task: TaskEntry
@@ -66,6 +67,16 @@ class TaskData:
 
     def counts(self) -> dict[str, int]:
         return {s: int(len(self.ids[s])) for s in SPLITS}
+
+    @property
+    def build(self) -> dict:
+        """Which build the task ran on, as a result's `build` block records it: {kind: mock |
+        archive, dataset, content_revision, inputs_revisions} (a paired catalog's: the content
+        revision of each input, in the manifest's `inputs_datasets` order; else None)."""
+        m = self.manifest
+        return {"kind": "mock" if (m.mock or self.task.mock) else "archive", "dataset": self.task.hub_name,
+                "content_revision": m.content_revision,
+                "inputs_revisions": list(m.inputs_revisions) if m.inputs_revisions else None}
 
 
 def tasks(names: list[str] | None = None) -> list[TaskEntry]:
@@ -141,8 +152,10 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
 
     Reads ids, positions, split, target and filter columns (not the modality arrays), and keeps
     the rows of each split that have every input modality, pass the filters and have a valid
-    (finite, for regression) target. It compares the dataset's content revision and split hash with
-    the task's and the catalog's; a mismatch is recorded in `not_comparable`, not raised.
+    (finite, for regression) target; a classification task's labels go through its `target_map`.
+    It compares the dataset's content revision (mock tasks; a survey-label task pins none and
+    runs on any build), its paired inputs and split hash with the task's and the catalog's; a
+    mismatch is recorded in `not_comparable`, not raised.
 
     Args:
         task: The catalog task entry.
@@ -153,8 +166,10 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
         The `TaskData` of the task.
 
     Raises:
-        TaskError: A data file lacks a needed column, a split has fewer rows than the task's
-            `min_per_split`, or train or test is empty after the filters.
+        TaskError: The build lacks the task's label column or another needed column; the filters
+            leave no test (or no train) rows; a split has fewer rows than the task's
+            `min_per_split`; a classification task has fewer than two classes in train, or a
+            class in test that train lacks. Each message names the task and what is missing.
         FileNotFoundError: The dataset or its manifest is missing from the hub.
 
     Example:
@@ -166,24 +181,35 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
     manifest = read_manifest(hub, name)
     catalog = catalog or load_catalog()
     reasons = []
-    if manifest.content_revision != task.dataset_revision:
+    if task.dataset_revision is not None and manifest.content_revision != task.dataset_revision:
         reasons.append(f"{name} content revision {manifest.content_revision[:16]} is not the "
                        f"task's {task.dataset_revision[:16]}")
+    if task.paired is not None and manifest.inputs_datasets is not None:
+        built = {"inputs": list(manifest.inputs_datasets), "prefixes": list(manifest.prefixes or []),
+                 "method": manifest.method, "radius_arcsec": manifest.radius_arcsec}
+        for key, got in built.items():
+            want = getattr(task.paired, key)
+            if got != (list(want) if isinstance(want, list) else want):
+                reasons.append(f"{name} was cross-matched with {key} {got}, not the task's {want}")
     split_hash = manifest.split.hash
     if split_hash != task.split_hash or task.split_hash != catalog.splits.hash:
         reasons.append(f"split hash {str(split_hash)[:16]} (dataset) / {task.split_hash[:16]} (task) / "
                        f"{catalog.splits.hash[:16]} (catalog) differ")
     d = dataset_dir(hub, name)
     wanted = ["object_id", "ra", "dec", SPLIT_COLUMN, task.target, *filter_columns(task), *task.columns]
-    ids, y, radec = {}, {}, {}
+    build = f"{'mock' if manifest.mock else 'archive'} build {manifest.content_revision[:12]} of {name} in {hub}"
+    ids, y, radec, steps = {}, {}, {}, {}
     for split in SPLITS:
         parts = []
         for f in manifest.data_files.get(split, []):
             path = d / f
             schema = pq.read_schema(path)
             missing = [c for c in dict.fromkeys(wanted) if c not in schema.names]
+            if task.target in missing:
+                raise TaskError(f"{task.name}: the {build} has no label column {task.target!r} ({path.name}); "
+                                f"the task needs a build of {task.hub_name} that carries it")
             if missing:
-                raise TaskError(f"{task.name}: {name} has no column(s) {missing} ({path.name}); columns: "
+                raise TaskError(f"{task.name}: the {build} has no column(s) {missing} ({path.name}); columns: "
                                 f"{', '.join(schema.names)}")
             scalar = [c for c in dict.fromkeys(wanted) if c not in task.columns]
             t = pq.read_table(path, columns=scalar)
@@ -194,11 +220,16 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
             parts.append(t)
         if not parts:
             ids[split], y[split], radec[split] = np.array([], object), np.array([]), np.zeros((0, 2))
+            steps[split] = [(f"{split} rows", 0)]
             continue
         t = pa.concat_tables(parts)
         keep = (np.asarray(t.column(SPLIT_COLUMN).to_numpy(zero_copy_only=False)) == split)
+        steps[split] = [(f"{split} rows", int(keep.sum()))]
         keep &= np.asarray(t.column("_present").to_numpy(zero_copy_only=False), bool)
-        keep &= _filter_mask(t, task.filters)
+        steps[split].append((f"with {' and '.join(task.columns)}", int(keep.sum())))
+        for f in task.filters:
+            keep &= _filter_mask(t, [f])
+            steps[split].append((f"`{f}`", int(keep.sum())))
         target = t.column(task.target)
         keep &= np.asarray(target.is_valid(), bool)
         yv = np.asarray(target.to_numpy(zero_copy_only=False))
@@ -210,20 +241,34 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
             keep &= np.isfinite(yv)
         elif task.type == "classification":
             yv = yv.astype(str)
+            if task.target_map:
+                yv = np.asarray([task.target_map.get(v, v) for v in yv], dtype=object).astype(str)
+        steps[split].append((f"with a valid {task.target}", int(keep.sum())))
         order = np.argsort(np.asarray(t.column("object_id").to_pylist(), dtype=object)[keep].astype(str), kind="stable")
         ids[split] = np.asarray(t.column("object_id").to_pylist(), dtype=object)[keep][order].astype(str)
         y[split] = yv[keep][order]
         radec[split] = np.c_[np.asarray(t.column("ra"), float)[keep][order],
                              np.asarray(t.column("dec"), float)[keep][order]]
     data = TaskData(task, hub, manifest, ids, y, radec, comparable=not reasons, not_comparable=reasons)
+    for split in ("test", "train"):
+        if len(ids[split]) == 0:
+            raise TaskError(f"{task.name}: the filters leave no {split} rows in the {build} (" + "; ".join(
+                f"{what}: {n}" for what, n in steps[split]) + ")")
     short = {s: (n, task.min_per_split[s]) for s, n in data.counts().items()
              if s in task.min_per_split and n < task.min_per_split[s]}
     if short:
-        raise TaskError(f"{task.name}: too few rows after the filters in {name}: " + ", ".join(
+        raise TaskError(f"{task.name}: too few rows after the filters in the {build}: " + ", ".join(
             f"{s} {n} < {m}" for s, (n, m) in short.items()) + " (min_per_split); is this the task's dataset?")
-    if len(ids["test"]) == 0 or len(ids["train"]) == 0:
-        raise TaskError(f"{task.name}: {name} has no train or no test rows after the filters "
-                        f"({data.counts()})")
+    if task.type == "classification":
+        train_classes = sorted(set(y["train"].tolist()))
+        if len(train_classes) < 2:
+            raise TaskError(f"{task.name}: train holds one class only ({train_classes[0]!r}, {len(y['train'])} rows) "
+                            f"in the {build}; a classifier needs two or more")
+        unseen = sorted(set(y["test"].tolist()) - set(train_classes))
+        if unseen:
+            counts = {c: int(np.sum(y["test"] == c)) for c in unseen}
+            raise TaskError(f"{task.name}: class(es) {counts} (test rows) are in test but absent from train "
+                            f"in the {build}; train has {train_classes}; a probe cannot predict a class it never saw")
     return data
 
 

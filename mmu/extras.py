@@ -21,9 +21,9 @@ import importlib.util
 #: extra -> the top-level modules of the distributions pyproject.toml lists for it, one module per
 #: distribution (dask[distributed] gives two); tests/test_packaging.py checks that they agree
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "build": ("hats_import", "dask", "distributed", "astropy", "pandas", "webdataset"),
+    "build": ("hats_import", "dask", "distributed", "astropy", "pandas", "webdataset", "gaiaxpy"),
     "sim": ("galsim", "skypy", "speclite", "fitsio", "astropy", "scipy", "sklearn", "pandas", "dask",
-            "distributed"),
+            "distributed", "gaiaxpy"),
     "train": ("torch", "timm", "webdataset"),
     "eval": ("torch", "sklearn", "scipy", "jinja2"),
 }
@@ -66,3 +66,18 @@ def require_extra(extra: str, command: str) -> None:
     if missing:
         raise MissingExtra(f"{command} needs the [{extra}] extra (missing: {', '.join(missing)}): "
                            f"pip install 'mmu-hub[{extra}]'")
+
+
+def import_keeping_matplotlib_rc(module: str):
+    """`importlib.import_module(module)`, with matplotlib's rcParams restored afterwards.
+
+    Some packages change matplotlib's global settings when imported (GaiaXPy's plotter sets
+    ``text.usetex = True``, which breaks every later figure on a machine without LaTeX); mmu's
+    figures must not depend on which survey code ran first in the process.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        return importlib.import_module(module)
+    with matplotlib.rc_context():
+        return importlib.import_module(module)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, model_validator
 
-KINDS = ("image", "spectrum", "lightcurve")
+KINDS = ("image", "spectrum", "lightcurve", "scalars")
 
 
 class ConfigError(ValueError):
@@ -28,8 +28,8 @@ class _Strict(BaseModel):
 class ModalityConfig(_Strict):
     """One modality column of the training samples and the encoder that reads it."""
 
-    kind: Literal["image", "spectrum", "lightcurve"] | None = Field(
-        default=None, description="image / spectrum / lightcurve; default: from the column name")
+    kind: Literal["image", "spectrum", "lightcurve", "scalars"] | None = Field(
+        default=None, description="image / spectrum / lightcurve / scalars; default: from the column name")
     encoder: str = Field(description="a registered encoder name, or `module:name` for one registered "
                                      "by your own module (see `mmu.pretrain.registry`)")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the encoder")
@@ -40,6 +40,9 @@ class ModalityConfig(_Strict):
         "longer inputs are cut, shorter ones padded and masked")
     bands: list[str] = Field(default_factory=list,
                              description="light curve: band vocabulary, e.g. [lsst-u, lsst-g, ...]")
+    features: list[str] = Field(default_factory=list,
+                                description="scalars: the catalog columns of the vector, in order (as "
+                                "`mmu export-wds --scalars NAME=col,...` packed them)")
 
     @model_validator(mode="after")
     def _shape_fields(self):
@@ -49,6 +52,8 @@ class ModalityConfig(_Strict):
             raise ValueError(f"a {self.kind} modality needs a fixed `length` (padded batch shape)")
         if self.kind == "lightcurve" and not self.bands:
             raise ValueError("a light curve modality needs its `bands` vocabulary")
+        if self.kind == "scalars" and not self.features:
+            raise ValueError("a scalars modality needs its `features` (the catalog columns, in order)")
         return self
 
 

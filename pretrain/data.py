@@ -24,11 +24,13 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mmu.hub.layout import inside
 from mmu.shards.format import INDEX_JSON, parse_index
 
 FIELDS = {"image": ("flux", "ivar", "mask"),
           "spectrum": ("flux", "ivar", "mask", "lambda"),
-          "lightcurve": ("time", "band", "flux", "flux_err", "mask")}
+          "lightcurve": ("time", "band", "flux", "flux_err", "mask"),
+          "scalars": ("values", "mask")}
 
 
 def derive_seed(*parts: int) -> int:
@@ -41,7 +43,14 @@ def derive_seed(*parts: int) -> int:
 
 
 class Export:
-    """One `mmu export-wds` output folder and its index."""
+    """One `mmu export-wds` output folder and its index.
+
+    Raises (on opening):
+        FileNotFoundError: the folder has no index.json.
+        ValueError: the index is not valid (`mmu.shards.format.parse_index`).
+        UnsafePath: a shard the index lists lies outside the folder (an absolute name, '..', or a
+            symbolic link out of it): nothing outside an export is ever opened as a shard.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -52,10 +61,13 @@ class Export:
         self.index = parse_index(raw, self.path / INDEX_JSON)
         self.index_sha256 = hashlib.sha256(raw).hexdigest()
         self.constants = {k: np.asarray(v) for k, v in self.index.constants.items()}
+        self.shard_paths = [inside(self.path, s.name, source=self.path / INDEX_JSON, entry=f"shards[{k}].name",
+                                   fix="export it again with `mmu export-wds`")
+                            for k, s in enumerate(self.index.shards)]
 
     def shards(self, split: str) -> list[dict]:
-        out = [{**s.model_dump(exclude_unset=True), "path": str(self.path / s.name)}
-               for s in self.index.shards if s.shard_split == split]
+        out = [{**s.model_dump(exclude_unset=True), "path": str(path)}
+               for s, path in zip(self.index.shards, self.shard_paths, strict=True) if s.shard_split == split]
         return sorted(out, key=lambda s: s["name"])
 
     def describe(self, split: str) -> dict:
@@ -124,6 +136,9 @@ def column_mismatch(model_cfg, exports: list[Export], setting: str) -> tuple[str
         if spec.get("kind") not in (None, m.kind):
             errors.append(f"column {column!r} is a {spec['kind']} in the shards but a {m.kind} in the "
                           f"config (model.modalities.{column}.kind)")
+        elif m.kind == "scalars" and spec.get("features") and list(spec["features"]) != list(m.features):
+            errors.append(f"column {column!r} packs the catalog columns {spec['features']} in the shards; the "
+                          f"config says features: {list(m.features)} (model.modalities.{column}.features)")
         elif m.kind == "image" and spec.get("bands") and len(spec["bands"]) != m.channels:
             errors.append(f"column {column!r} has {len(spec['bands'])} bands {spec['bands']} in the "
                           f"shards; the config says channels: {m.channels} "
@@ -428,6 +443,21 @@ class Collator:
                 out[f][i, :n] = x[f][:n]
             out["mask"][i, :n] = x["mask"][:n]
             out["lambda"][i, n:] = x["lambda"][n - 1] if n else 0.0
+            out["present"][i] = True
+        return self._tensors(out)
+
+    def _scalars(self, column, m, samples):
+        K = len(m.features)
+        out = self._alloc((K,), ("values",))
+        for i, s in enumerate(samples):
+            x = None if s is None else s.get(column)
+            if x is None:
+                continue
+            if x["values"].shape != (K,) or x["mask"].shape != (K,):
+                raise ValueError(f"{column}: sample {s['object_id']!r} has {x['values'].shape} values; the "
+                                 f"config lists {K} features (model.modalities.{column}.features)")
+            out["values"][i] = x["values"]
+            out["mask"][i] = x["mask"]
             out["present"][i] = True
         return self._tensors(out)
 

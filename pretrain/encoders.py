@@ -1,7 +1,7 @@
 """The built-in encoders: a timm ViT and a GroupNorm ConvNet on C-band cutouts, a transformer over
 wavelength patches of a spectrum, a transformer over (time, band, flux, flux_err) epochs of a light
-curve, and a tiny registered variant of each for tests. Each maps the preprocessed modality dict
-(`mmu.pretrain.preprocess`) to features [B, width].
+curve, an MLP over a vector of catalog scalars, and a tiny registered variant of each for tests.
+Each maps the preprocessed modality dict (`mmu.pretrain.preprocess`) to features [B, width].
 """
 from __future__ import annotations
 
@@ -225,3 +225,58 @@ def lightcurve_transformer(modality, **options):
 def tiny_lightcurve(modality, **options):
     """Test-sized light-curve transformer (width 32, 1 block)."""
     return LightcurveTransformer(len(modality.bands), **{"width": 32, "depth": 1, "heads": 2, **options})
+
+
+# ---------------------------------------------------------------- catalog scalars
+
+
+class ScalarMLP(nn.Module):
+    """An MLP over a short vector of catalog scalars (e.g. Gaia G/BP/RP magnitudes, parallax,
+    proper motions). Each feature k is standardised with fixed `loc[k]` / `scale[k]` (catalog
+    columns have units: magnitudes near 15, parallaxes near 1 mas, so one shared scaling would not
+    do), clipped to +-`clip`, and set to 0 where it is missing (mask True, or not finite); the
+    missing flags are a second input vector, so "no parallax" differs from "parallax = loc".
+    Blocks: Linear -> LayerNorm -> GELU, `depth` of them, `width` wide."""
+
+    def __init__(self, n_features: int, width: int = 128, depth: int = 2, loc: list[float] | None = None,
+                 scale: list[float] | None = None, clip: float = 10.0):
+        super().__init__()
+        if n_features < 1:
+            raise ValueError("a scalars modality needs at least one feature")
+        for name, v in (("loc", loc), ("scale", scale)):
+            if v is not None and len(v) != n_features:
+                raise ValueError(f"scalar encoder option {name!r} has {len(v)} values for {n_features} features")
+        if scale is not None and any(not s > 0 for s in scale):
+            raise ValueError(f"scalar encoder option 'scale' must be > 0 for every feature, got {scale}")
+        if depth < 1:
+            raise ValueError(f"scalar encoder option 'depth' must be >= 1, got {depth}")
+        self.width, self.clip = width, clip
+        self.register_buffer("loc", torch.tensor(loc if loc is not None else [0.0] * n_features,
+                                                 dtype=torch.float32), persistent=False)
+        self.register_buffer("scale", torch.tensor(scale if scale is not None else [1.0] * n_features,
+                                                   dtype=torch.float32), persistent=False)
+        layers: list[nn.Module] = []
+        cin = 2 * n_features
+        for _ in range(depth):
+            layers += [nn.Linear(cin, width), nn.LayerNorm(width), nn.GELU()]
+            cin = width
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: dict) -> torch.Tensor:
+        v = x["values"].float()
+        good = ~x["mask"] & torch.isfinite(v)
+        z = ((torch.where(good, v, self.loc) - self.loc) / self.scale).clamp(-self.clip, self.clip)
+        g = good.to(z.dtype)
+        return self.net(torch.cat([z * g, 1.0 - g], -1))
+
+
+@register_encoder("scalar_mlp", kind="scalars")
+def scalar_mlp(modality, **options):
+    """MLP over catalog scalars; options: width, depth, loc, scale (per feature), clip."""
+    return ScalarMLP(len(modality.features), **options)
+
+
+@register_encoder("tiny_scalar_mlp", kind="scalars")
+def tiny_scalar_mlp(modality, **options):
+    """Test-sized scalar MLP (width 32, 1 block)."""
+    return ScalarMLP(len(modality.features), **{"width": 32, "depth": 1, **options})

@@ -6,6 +6,7 @@ A collated batch (see `mmu.pretrain.data`) is `{"valid": bool[B], column: {...}}
   spectrum    flux/ivar/lambda float32 [B,N], mask bool [B,N], present bool [B]
   lightcurve  time float32 [B,T] (days since the first good epoch), band int64 [B,T] (0 = unknown),
               flux/flux_err float32 [B,T], mask bool [B,T], present bool [B]
+  scalars     values float32 [B,K] (catalog columns in `features` order), mask bool [B,K], present bool [B]
 `mask` is True where a value is bad (or padding), as everywhere in mmu.
 """
 from __future__ import annotations
@@ -71,7 +72,17 @@ def normalize_lightcurve(x: dict) -> dict:
     return {"values": values, "time": x["time"].float() * g, "band": x["band"] * good, "pad": ~good}
 
 
-NORMALIZERS = {"image": normalize_image, "spectrum": normalize_spectrum, "lightcurve": normalize_lightcurve}
+def normalize_scalars(x: dict) -> dict:
+    """Catalog scalars keep their units here: each column has its own (magnitudes, mas, mas/yr),
+    so the encoder standardises them with per-feature constants from its config
+    (`mmu.pretrain.encoders.ScalarMLP`); bad values (mask True, not finite) are 0 and `mask` marks them."""
+    values = x["values"].float()
+    mask = x["mask"] | ~torch.isfinite(values)
+    return {"values": torch.where(mask, torch.zeros_like(values), values), "mask": mask}
+
+
+NORMALIZERS = {"image": normalize_image, "spectrum": normalize_spectrum, "lightcurve": normalize_lightcurve,
+               "scalars": normalize_scalars}
 
 
 def preprocess(kind: str, x: dict) -> dict:

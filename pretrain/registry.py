@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 _ENCODERS: dict[str, EncoderEntry] = {}
+#: the modality kinds an encoder may read ("scalars": a short vector of catalog columns)
+KINDS = ("image", "spectrum", "lightcurve", "scalars")
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class EncoderEntry:
 
 
 def register_encoder(name: str, kind: str):
-    if kind not in ("image", "spectrum", "lightcurve"):
+    if kind not in KINDS:
         raise ValueError(f"encoder {name!r}: unknown kind {kind!r}")
 
     def deco(factory):

@@ -11,7 +11,7 @@ import os
 import random
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -245,6 +245,27 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def out_of_memory_message(cfg: PretrainConfig, step: int, stage: str, exn: BaseException) -> str:
+    """One line for a run that ran out of GPU (torch.cuda.OutOfMemoryError) or host (MemoryError)
+    memory at `step` in `stage` ("training" or "validation"): what was set, which keys to lower."""
+    d, t = cfg.data, cfg.train
+    smaller = max(1, d.batch_size // 2)
+    on_gpu = not isinstance(exn, MemoryError)  # torch.cuda.OutOfMemoryError
+    where = "GPU" if on_gpu else "host (CPU)"
+    said = (f"out of {where} memory at step {step} ({stage}) with data.batch_size={d.batch_size} per "
+            f"process, train.precision={t.precision}")
+    fixes = [f"--set data.batch_size={smaller}"] if d.batch_size > 1 else []
+    if on_gpu:
+        if t.precision == "fp32":
+            fixes.append("train.precision=bf16")
+    else:
+        said += f", data.shuffle_buffer={d.shuffle_buffer}, data.num_workers={d.num_workers}"
+        fixes.append(f"data.shuffle_buffer={max(1, d.shuffle_buffer // 4)}")
+        if d.num_workers > 1:
+            fixes.append(f"data.num_workers={d.num_workers // 2}")
+    return said + (f"; lower them, e.g. {' '.join(fixes)}" if fixes else "; the model alone does not fit")
+
+
 def count_pairs(batch: dict, pairs) -> int:
     """Rows of `batch` (on the host) holding both modalities of a pair, summed over the pairs."""
     masks = valid_masks(batch, {c for p in pairs for c in p})
@@ -417,17 +438,18 @@ class _Run:
             if batch["step"] != step:
                 raise TrainingError(f"data stream out of step: got batch {batch['step']} at step {step}")
             n_pairs = self.global_pairs(batch)
-            batch = _to(batch, self.device)
             done = step + 1
-            if n_pairs == 0:
-                empty_in_a_row += 1
-                self.skip_empty_batch(done, empty_in_a_row)
-                loss = stats = grad_norm = None
-            else:
-                empty_in_a_row = 0
-                loss, stats, grad_norm = train_step(cfg, self.model, self.train_model, self.loss_fn,
-                                                    self.optimizer, self.scheduler, self.scaler,
-                                                    self.autocast, batch, rank, step)
+            with self.out_of_memory(done, "training"):
+                batch = _to(batch, self.device)
+                if n_pairs == 0:
+                    empty_in_a_row += 1
+                    self.skip_empty_batch(done, empty_in_a_row)
+                    loss = stats = grad_norm = None
+                else:
+                    empty_in_a_row = 0
+                    loss, stats, grad_norm = train_step(cfg, self.model, self.train_model, self.loss_fn,
+                                                        self.optimizer, self.scheduler, self.scaler,
+                                                        self.autocast, batch, rank, step)
             samples_seen += cfg.data.batch_size
             if done in (self.start + 1, self.start + 1 + RATE_AFTER_STEPS) and self.use_cuda:
                 torch.cuda.synchronize()  # time finished steps, not queued kernels
@@ -443,7 +465,7 @@ class _Run:
             if self.progress is not None:
                 self.progress.update(1)
             if cfg.train.val_every and done % cfg.train.val_every == 0 and done != cfg.train.steps:
-                self.logger.log({"step": done, **self.validate()} if self.val_exports else {"step": done})
+                self.logger.log({"step": done, **self.validate(done)} if self.val_exports else {"step": done})
             if done % cfg.train.ckpt_every == 0 or done == cfg.train.steps:
                 _save(cfg, self.model, self.optimizer, self.scheduler, self.scaler, self.manifest,
                       self.signature, done, rank, world, self.ckpt_dir, self.empty_batches)
@@ -498,16 +520,26 @@ class _Run:
             self.progress.set_postfix(loss=loss_text, lr=f"{record['lr']:.2e}")
         return record
 
-    def validate(self) -> dict:
-        return evaluate(self.model, self.loss_fn, self.cfg, self.val_exports, self.rank, self.world,
-                        self.device, self.autocast)
+    def validate(self, step: int) -> dict:
+        with self.out_of_memory(step, "validation"):
+            return evaluate(self.model, self.loss_fn, self.cfg, self.val_exports, self.rank, self.world,
+                            self.device, self.autocast)
+
+    @contextmanager
+    def out_of_memory(self, step: int, stage: str):
+        """Turn an out-of-memory error (GPU or host) into a one-line `TrainingError` naming the step
+        and the settings to lower (a traceback through the encoders says neither)."""
+        try:
+            yield
+        except (torch.cuda.OutOfMemoryError, MemoryError) as e:
+            raise TrainingError(out_of_memory_message(self.cfg, step, stage, e)) from None
 
     # ------------------------------------------------------------------ finish
     def finish(self, last: dict) -> dict:
         cfg = self.cfg
         summary = {"step": cfg.train.steps, "last": last, "empty_batches": self.empty_batches}
         if self.val_exports:
-            summary["val"] = self.validate()
+            summary["val"] = self.validate(cfg.train.steps)
             self.logger.log({"step": cfg.train.steps, **summary["val"]})
         if self.progress is not None:
             self.progress.close()

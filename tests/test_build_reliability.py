@@ -131,10 +131,14 @@ def test_temporary_names_stay_unique_for_the_same_input(with_overlay, reference,
     out.mkdir()
     seen: list[str] = []
     real_writer = real_pq.ParquetWriter
+    # every attempt opens its writer before any finishes: none can find another's finished marker
+    # (on a loaded machine a thread started late would otherwise see it and return at once)
+    together = threading.Barrier(4, timeout=120)
 
     class Recording(real_writer):
         def __init__(self, where, *a, **kw):
             seen.append(Path(where).name)
+            together.wait()
             super().__init__(where, *a, **kw)
 
     errors = []

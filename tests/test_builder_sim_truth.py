@@ -20,13 +20,15 @@ def built(sim_raw, tmp_path_factory, dask_client):
     raw = link_tree(sim_raw, tmp / "raw", "sim_truth")
     hub = tmp / "hub"
     kw = dict(client=dask_client)
-    return raw, build("sim_truth_v1", raw, hub, **kw), build("sim_truth_transients_v1", raw, hub, **kw)
+    return raw, {t: build(f"sim_truth{s}_v1", raw, hub, **kw) for t, s in
+                 (("galaxies", ""), ("transients", "_transients"), ("stars", "_stars"), ("qsos", "_qsos"))}
 
 
-@pytest.mark.parametrize("which", ["galaxies", "transients"])
+@pytest.mark.parametrize("which", ["galaxies", "transients", "stars", "qsos"])
 def test_truth_rows_equal_the_parquet(built, which):
-    raw, gal, trans = built
-    res, id_col = (gal, "galaxy_id") if which == "galaxies" else (trans, "object_id")
+    raw, results = built
+    res = results[which]
+    id_col = {"galaxies": "galaxy_id", "transients": "object_id", "stars": "star_id", "qsos": "qso_id"}[which]
     truth = pq.read_table(raw / "sim_truth" / f"{which}.parquet").to_pandas().set_index(id_col)
     hub = hub_table(res.path).to_pandas().set_index("object_id")
     assert res.manifest.rejected_rows == [] and res.manifest.rows.total == len(truth)
@@ -46,7 +48,8 @@ def test_truth_rows_equal_the_parquet(built, which):
 
 
 def test_transients_join_plasticc_ids(built):
-    raw, _, trans = built
+    raw, results = built
+    trans = results["transients"]
     hub = hub_table(trans.path)
     assert hub.column("object_id").to_pylist() == [str(i) for i in hub.column("plasticc_object_id").to_pylist()]
 
@@ -67,6 +70,6 @@ def test_undeclared_column_reported_missing_id_rejected(tmp_path):
 
 
 def test_hubs_open_with_datasets_and_lsdb(built):
-    _, gal, trans = built
-    assert_opens(gal.path, gal.manifest.rows.total)
-    assert_opens(trans.path, trans.manifest.rows.total)
+    _, results = built
+    for res in results.values():
+        assert_opens(res.path, res.manifest.rows.total)

@@ -12,6 +12,7 @@ from mmu.registry.catalog import CatalogError, default_catalog_path, load_catalo
 
 RAW = yaml.safe_load(default_catalog_path().read_text())
 CATALOG = load_catalog(default_catalog_path(), overlays=[])
+DESI = next(i for i, d in enumerate(RAW["datasets"]) if d["name"] == "desi_dr1")
 
 
 def test_design_first_surveys_are_registered():
@@ -52,13 +53,15 @@ def _mutated(fn):
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d["datasets"][0].update(licence="typo"), "licence"),
     (lambda d: d["datasets"][0]["license"].update(noncommercial=True), "noncommercial"),
-    (lambda d: d["datasets"][1].update(name="desi"), "must contain its survey"),
-    (lambda d: d["datasets"][1].update(name="DESI_dr1"), "lower case"),
+    (lambda d: d["datasets"][DESI].update(name="desi"), "must contain its survey"),
+    (lambda d: d["datasets"][DESI].update(name="DESI_dr1"), "lower case"),
     (lambda d: d["datasets"][0].update(citation=["Dey et al. 2019"]), "not a BibTeX entry"),
     (lambda d: d["datasets"].append(copy.deepcopy(d["datasets"][0])), "defined twice"),
     (lambda d: d["splits"].update(order=5), "does not match the definition"),
     (lambda d: d["datasets"][0].update(modalities=["pixels"]), "modalities"),
     (lambda d: d.update(tasks=[{"name": "redshift", "dataset": "desi_dr1"}]), "versioned"),
+    (lambda d: d["tasks"].append({**next(t for t in d["tasks"] if t["name"] == "DESISpectype.v1"),
+                                  "name": "TruthSpectype.v1", "dataset": "sim_truth_v1"}), "mock-only"),
 ])
 def test_malformed_catalogs_are_refused(mutate, message):
     with pytest.raises(CatalogError, match=message):
@@ -66,14 +69,14 @@ def test_malformed_catalogs_are_refused(mutate, message):
 
 
 def test_overlay_adds_entries_and_cannot_redefine(tmp_path):
-    extra = copy.deepcopy(RAW["datasets"][1])
+    extra = copy.deepcopy(RAW["datasets"][DESI])
     extra["name"] = "desi_dr1_local"
     ok = tmp_path / "ok.yaml"
     ok.write_text(yaml.safe_dump({"datasets": [extra]}))
     cat = load_catalog(default_catalog_path(), overlays=[ok])
     assert cat.dataset("desi_dr1_local").survey == "desi"
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"datasets": [RAW["datasets"][1]]}))
+    bad.write_text(yaml.safe_dump({"datasets": [RAW["datasets"][DESI]]}))
     with pytest.raises(CatalogError, match="defined twice"):
         load_catalog(default_catalog_path(), overlays=[bad])
     worse = tmp_path / "worse.yaml"

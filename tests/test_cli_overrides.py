@@ -62,8 +62,8 @@ def captured_sim(monkeypatch):
 
     def fake_simulate(out, **kw):
         seen.update(kw)
-        return {"counts": {"galaxies": 1, "fields_or_cells": 1, "desi_spectra": 0, "desi_targets": 0,
-                           "sdss_spectra": 0, "transients": 0},
+        return {"counts": {"galaxies": 1, "fields_or_cells": 1, "stars": 0, "qsos": 0, "desi_spectra": 0,
+                           "desi_targets": 0, "sdss_spectra": 0, "transients": 0},
                 "files": {"total_files": 0, "total_bytes": 0, "legacysurvey_bricks": 0}, "seed": 0}
 
     monkeypatch.setattr(mmu.sim, "simulate", fake_simulate)
@@ -161,3 +161,35 @@ def test_python_m_entry_points_take_the_same_options(tmp_path, capsys, captured_
                               "data.batch_size=4", "--no-progress"]) == 0
     cfg = captured_training["cfg"]
     assert cfg.train.steps == 3 and cfg.data.batch_size == 4
+
+
+# --- mmu build --set: the partitioning settings ------------------------------------------------------
+
+def test_build_set_reaches_the_partition_settings(monkeypatch, tmp_path):
+    import mmu.engine.build as engine
+
+    seen = {}
+
+    def fake_build(name, raw, hub, **kw):
+        seen.update(kw, name=name)
+        return True
+
+    monkeypatch.setattr(engine, "build", fake_build)
+    assert main(["build", "desi_dr1", "--raw", str(tmp_path), "--hub", str(tmp_path / "hub"),
+                 "--set", "margin_threshold_arcsec=16", "compression_level=5"]) == 0
+    s = seen["settings"]
+    assert (s.margin_threshold_arcsec, s.compression_level, s.margin_order) == (16, 5, 13)
+    assert main(["build", "desi_dr1", "--raw", str(tmp_path), "--hub", str(tmp_path / "hub")]) == 0
+    assert seen["settings"] is None  # the defaults
+
+
+@pytest.mark.parametrize("item, message", [
+    ("no_such=1", "unknown setting(s) no_such"),
+    ("margin_threshold_arcsec=0", "margin_threshold_arcsec must be a number in 0.1..3600"),
+    ("highest_order", "expected key=value"),
+])
+def test_build_set_errors_are_usage_errors(item, message, tmp_path, capsys):
+    assert main(["build", "desi_dr1", "--raw", str(tmp_path), "--hub", str(tmp_path / "hub"), "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "hub").exists()

@@ -39,7 +39,13 @@ def test_tiny_demo_runs_the_chain_and_a_rerun_reuses_every_stage(tmp_path):
     ev = summary["results"]["eval"]
     tasks = ev["tasks"]
     assert set(tasks) == {"DemoRedshiftImage.v1", "DemoLogMassImage.v1", "DemoRedshiftSpectrum.v1",
-                          "DemoRetrievalImageSpectrum.v1"}
+                          "DemoRetrievalImageSpectrum.v1", "DemoLegacySurveyDESIRedshift.v1",
+                          "DemoDESIRedshiftSpectrum.v1"}
+    # the survey-label tasks beside the mock ones: DESI's own redshifts, on the pair made without the truth
+    survey = {n for n, t in tasks.items() if t["pretrained"]["labels"] == "survey (DESI)"}
+    assert survey == {"DemoLegacySurveyDESIRedshift.v1", "DemoDESIRedshiftSpectrum.v1"}
+    assert json.loads((out / "hub" / "ls_dr10_desi_dr1" / "build.json").read_text())["inputs_datasets"] == [
+        "legacysurvey_dr10_south", "desi_dr1"]
     for name, t in tasks.items():
         aligned_only = name.startswith("DemoRetrieval")  # PCA / supervised share no embedding space
         assert set(t) == ({"pretrained", "random-weights"} if aligned_only else
@@ -84,7 +90,8 @@ def test_tiny_demo_runs_the_chain_and_a_rerun_reuses_every_stage(tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     cells = _table_cells(dom.stdout, "probes")
     assert {r[0] for r in cells} == set(tasks)
-    for name, protocol, _, *values, n_test in cells:
+    for name, protocol, _, labels, *values, n_test in cells:
+        assert labels == tasks[name]["pretrained"]["labels"]
         for label, shown in zip(("pretrained", "random-weights", "raw-pca", "supervised"), values, strict=False):
             if label in tasks[name]:
                 assert float(shown) == pytest.approx(tasks[name][label]["value"], abs=5e-4)
@@ -170,8 +177,8 @@ def test_report_page_from_a_summary(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "_retrieval", lambda *a: None)  # a figure without inputs is left out
     monkeypatch.setattr(report, "_embedding_map", lambda *a: b"map")
     row = {"protocol": "linear.v1", "main_score": "r2", "n_test": 40, "comparable": True}
-    tasks = {"DemoRedshiftImage.v1": {"pretrained": {**row, "value": 0.5012}, "random-weights": {**row, "value": 0.31},
-                                      "raw-pca": {**row, "value": None}},
+    tasks = {"DemoRedshiftImage.v1": {"pretrained": {**row, "value": 0.5012, "labels": "simulator truth"},
+                                      "random-weights": {**row, "value": 0.31}, "raw-pca": {**row, "value": None}},
              "Demo<script>x.v1": {"pretrained": {**row, "protocol": "retrieval.v1", "main_score": "r@1", "value": 0.2}}}
     margin = {"task": "DemoRedshiftImage.v1", "protocol": "linear.v1", "a": 0.5012, "b": 0.31, "delta": 0.1912,
               "n": 40, "level": 0.95, "ci": [0.1049, 0.2833], "required_gain": 0.1, "met": True}
@@ -182,8 +189,8 @@ def test_report_page_from_a_summary(tmp_path, monkeypatch):
     text = page.read_text()
     assert "<script>x" not in text and "Demo&lt;script&gt;x.v1" in text
     cells = _table_cells(text, "probes")
-    assert cells[0] == ["DemoRedshiftImage.v1", "linear.v1", "r2", "0.501", "0.310", "", "40"]
-    assert cells[1] == ["Demo<script>x.v1", "retrieval.v1", "r@1", "0.200", "—", "—", "40"]
+    assert cells[0] == ["DemoRedshiftImage.v1", "linear.v1", "r2", "simulator truth", "0.501", "0.310", "", "40"]
+    assert cells[1] == ["Demo<script>x.v1", "retrieval.v1", "r@1", "", "0.200", "—", "—", "40"]
     assert "<td><b>0.501</b></td>" in text  # the best of the row
     assert "a gain of <b>+0.191</b>" in text and "95% interval +0.105 to +0.283" in text
     assert "class='met'>met</b>" in text
@@ -231,3 +238,25 @@ def test_stage_log_lines_quiet_the_library_steps_and_the_table_is_the_output():
                          "report": "out/report.html"})
     assert table.splitlines() == ["", "stage         seconds", "sim              12.3  (earlier run, reused)",
                                   "build             5.0", "total            17.5", "", "report: out/report.html"]
+
+
+def test_report_figures_ignore_a_global_usetex(tmp_path, monkeypatch):
+    """GaiaXPy's plotter, imported with the Gaia mock, sets matplotlib's `text.usetex` globally;
+    the report draws its figures with its own settings, so no LaTeX install is needed."""
+    import matplotlib
+
+    from mmu.demo import report
+
+    matplotlib.use("Agg")
+    monkeypatch.setitem(matplotlib.rcParams, "text.usetex", True)
+    monkeypatch.setattr(report, "_examples", lambda *a: [])
+    for name in ("_z_scatter", "_retrieval", "_embedding_map"):
+        monkeypatch.setattr(report, name, lambda *a: None)
+    run = tmp_path / "runs" / "demo"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "log.jsonl").write_text("\n".join(json.dumps({"step": s, "loss": 4.0 / s}) for s in range(1, 6)))
+    summary = {"size": {"name": "tiny"}, "seed": 1, "stages_s": {"sim": 1.0}, "reused": [], "total_s": 1.0,
+               "results": {"pretrain": {"checkpoint": str(run / "checkpoints" / "x.pt")}}}
+    page = report.write_report(tmp_path, summary)
+    assert page.read_text().count("data:image/png;base64,") == 1  # the training curve, drawn
+    assert matplotlib.rcParams["text.usetex"] is True  # the caller's settings are left as they were

@@ -1,6 +1,7 @@
 """The benchmark end to end on a tiny hub: build two spectrum surveys whose fluxes encode a
 magnitude, cross-match them, export the train split, pretrain a tiny model for a few steps,
-then `mmu eval embed` / `run` / `baselines` / `submit` / `leaderboard` on a task overlay."""
+then `mmu eval embed` / `run` / `baselines` / `submit` / `leaderboard` on a task overlay, and the
+board's sources of truth: `submit --hub` and a published lock (`mmu eval lock`, `add-lock`)."""
 from __future__ import annotations
 
 import json
@@ -130,7 +131,12 @@ def test_run_writes_results_with_provenance(world, tmp_path):
     assert files == ["ToyMag.v1__knn16.v1.json", "ToyMag.v1__knn64-astroclip.v1.json",
                      "ToyMag.v1__linear.v1.json", "ToyRetrieval.v1__retrieval.v1.json"]
     r = json.loads((out / "ToyMag.v1__linear.v1.json").read_text())
-    assert r["comparable"] is True and r["mock"] is False
+    assert r["comparable"] is True and r["mock"] is False and r["format"] == "mmu-eval-result/2"
+    from mmu.hub.layout import read_manifest
+
+    pair = read_manifest(world["hub"], "toy_pair")
+    assert r["build"] == {"kind": "archive", "dataset": "toy_pair", "content_revision": world["revision"],
+                          "inputs_revisions": pair.inputs_revisions} and len(pair.inputs_revisions) == 2
     assert r["model"]["name"] == "toy-clip" and r["model"]["sha256"] == world["ckpt"].name.split("-")[1][:12] + \
         r["model"]["sha256"][12:]
     assert r["model"]["training_manifest"]["train"][0]["content_revision"] == world["revision"]
@@ -145,7 +151,7 @@ def test_run_writes_results_with_provenance(world, tmp_path):
     assert r["metrics"]["r2"] > 0.3
     # test objects are never in the pretraining shards (sky-region splits), measured, not assumed
     near = r["near_pretraining"]
-    assert near["count"] == 0 and near["indexed_positions"] > 100 and near["reason"] is None
+    assert near["count"] == 0 and near["ids"] == [] and near["indexed_positions"] > 100 and near["reason"] is None
     ret = json.loads((out / "ToyRetrieval.v1__retrieval.v1.json").read_text())
     assert set(ret["metrics"]) >= {"r@1", "r@1[testsurvey_spectrum->othersurvey_spectrum]", "median_rank"}
     # a rerun is served from the embedding cache and gives the same numbers
@@ -166,7 +172,8 @@ def test_near_pretraining_counts_test_objects_in_the_shards(world):
     from mmu.pretrain.api import load_pretrained
 
     manifest = load_pretrained(world["ckpt"]).manifest
-    assert near_pretraining(manifest, radec)["count"] == 7
+    near = near_pretraining(manifest, radec)
+    assert near["count"] == 7 and near["rows"] == list(range(7))  # which test rows: the result names their ids
     assert near_pretraining({}, radec) == {**near_pretraining({}, radec), "count": None}
     gone = {"train": [{**manifest["train"][0], "path": "/nonexistent"}]}
     r = near_pretraining(gone, radec)
@@ -261,3 +268,57 @@ def test_baselines(world, tmp_path):
     pca = next(r for r in done["raw-pca"] if r["protocol"]["name"] == "linear.v1")
     assert pca["metrics"]["r2"] > 0.5  # the raw flux carries the magnitude: not saturated, not useless
     assert pca["model"]["fits"]["testsurvey_spectrum"]["fit_rows"] == pca["splits"]["train"]["count"]
+
+
+def test_the_board_reads_labels_from_the_hub_or_a_published_lock(world, tmp_path, capsys):
+    """Issue 16 item 4 / issue 19: a task that no catalog lock pins (ToyMag.v1) is refused on an
+    empty board; `submit --hub` reads the labels from the dataset itself, and a build's published
+    lock (`mmu eval lock`), trusted by a maintainer (`mmu eval add-lock`), pins them for everyone.
+    Fabricated labels fail against both."""
+    import shutil
+    import subprocess
+
+    from mmu.eval.submit import labels_sha256
+    from test_board_trust import fabricate
+
+    out = tmp_path / "results"
+    mmu("eval", "run", "--checkpoint", world["ckpt"], "--hub", world["hub"], "--out", out, "--name", "toy-clip",
+        "--tasks", "ToyMag.v1", "--protocols", "knn16.v1")
+    honest = json.loads((out / "ToyMag.v1__knn16.v1.json").read_text())
+    board = tmp_path / "board"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(board)], check=True)
+    git = ["git", "-C", str(board), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    capsys.readouterr()
+    assert mmu("eval", "submit", out, "--leaderboard", board, check=False) == 2
+    err = capsys.readouterr().err
+    assert f"no trusted test labels for ToyMag.v1 on toy_pair revision {world['revision'][:16]}" in err
+    fake = tmp_path / "fake"
+    shutil.copytree(out, fake)
+    assert fabricate(fake / "ToyMag.v1__knn16.v1.json")["metrics"]["r2"] == 1.0
+    assert mmu("eval", "submit", fake, "--leaderboard", board, "--hub", world["hub"], check=False) == 2
+    assert f"test labels differ from the ones the hub {world['hub']} pins" in capsys.readouterr().err
+    mmu("eval", "submit", out, "--leaderboard", board, "--hub", world["hub"])
+
+    lock = tmp_path / "toy_pair.lock"
+    mmu("eval", "lock", "--hub", world["hub"], "-o", lock)  # every non-mock task built there
+    pins = json.loads(lock.read_text())
+    assert pins["format"] == "mmu-lock/1" and set(pins["tasks"]) == {"ToyMag.v1", "ToyRetrieval.v1"}
+    assert pins["tasks"]["ToyMag.v1"]["test_labels_sha256"] == labels_sha256(honest["predictions"])
+    assert pins["tasks"]["ToyMag.v1"]["splits"]["test"]["ids_sha256"] == honest["splits"]["test"]["ids_sha256"]
+    assert pins["datasets"]["toy_pair"]["mock"] is False
+    tampered = tmp_path / "tampered.lock"
+    bad = json.loads(lock.read_text())
+    bad["tasks"]["ToyMag.v1"]["test_labels_sha256"] = labels_sha256(json.loads(
+        (fake / "ToyMag.v1__knn16.v1.json").read_text())["predictions"])
+    tampered.write_text(json.dumps(bad))
+    capsys.readouterr()
+    assert mmu("eval", "add-lock", tampered, "--leaderboard", board, "--added-by", "M", "--hub", world["hub"],
+               check=False) == 2
+    assert "disagrees with the build" in capsys.readouterr().err
+    mmu("eval", "add-lock", lock, "--leaderboard", board, "--added-by", "M", "--hub", world["hub"])
+    subprocess.run(git + ["merge", "-q", f"lock/{world['revision'][:12]}"], check=True)
+    # trusted now: no --hub needed, and the fabricated labels fail against the board's lock
+    mmu("eval", "submit", out, "--leaderboard", board, "--model", "toy-clip-2")
+    assert mmu("eval", "submit", fake, "--leaderboard", board, "--model", "faker", check=False) == 2
+    assert f"the board lock locks/{world['revision']}.json pins" in capsys.readouterr().err

@@ -18,21 +18,31 @@ from mmu.eval import leaderboard as L
 
 COLS = [("ToyZ.v1", "linear.v1", "r2", True), ("ToyZ.v1", "knn16.v1", "r2", True),
         ("ToyClass.v1", "knn16.v1", "weighted_log_loss", False), ("ToyMock.v1", "knn16.v1", "r2", True)]
+REV, OTHER, MOCK = "ab" * 32, "cd" * 32, "ef" * 32
 
 
-def cell(task, proto, metric, value, model="m"):
-    return {"task": {"name": task, "hub_dataset": "toysurvey_v1", "dataset_revision": "ab" * 32,
-                     "split_hash": "cd" * 32, "type": "regression"},
-            "protocol": {"name": proto, "selected": {"k": 16}}, "metrics": {metric: value},
-            "model": {"sha256": "ef" * 32}, "splits": {"test": {"count": 40}},
-            "embedding": {"which": "projection"}, "near_pretraining": {"count": 0},
-            "environment": {"time": "2026-11-23T00:00:00Z", "git_commit": "0123456789ab"}}
+def cell(task, proto, metric, value, model="m", revision=None, fmt=2):
+    """A results file as the board reads it; format 1 has no `build` (derived from `mock`)."""
+    mock = task == "ToyMock.v1"
+    rev = revision or (MOCK if mock else REV)
+    out = {"task": {"name": task, "hub_dataset": "toysurvey_v1", "dataset_revision": rev,
+                    "dataset_revision_used": rev, "split_hash": "cd" * 32, "type": "regression"},
+           "mock": mock, "protocol": {"name": proto, "selected": {"k": 16}}, "metrics": {metric: value},
+           "model": {"sha256": "ef" * 32}, "splits": {"test": {"count": 40}},
+           "embedding": {"which": "projection"}, "near_pretraining": {"count": 0},
+           "environment": {"time": "2026-11-23T00:00:00Z", "git_commit": "0123456789ab"}}
+    if fmt == 2:
+        out["build"] = {"kind": "mock" if mock else "archive", "dataset": "toysurvey_v1", "content_revision": rev,
+                        "inputs_revisions": None}
+    return out
 
 
 SCORES = {"A": [0.9, 0.8, 0.5, 0.7], "B": [0.7, 0.8, 0.3, None], "base": [0.1, 0.2, 2.0, 0.1]}
 
 
-def board_files():
+def board_files(other_build=True):
+    """Three models on one archive build (B as a format-1 file) and the mock build; model C, the
+    best ToyZ score, on another build of the same dataset."""
     files = {}
     for model, vals in SCORES.items():
         meta = {"model": model, "kind": "baseline" if model == "base" else "checkpoint",
@@ -40,31 +50,65 @@ def board_files():
         files[f"results/{model}/submission.json"] = json.dumps(meta).encode()
         for (t, p, m, _), v in zip(COLS, vals, strict=False):
             if v is not None:
-                files[f"results/{model}/{t}__{p}.json"] = json.dumps(cell(t, p, m, v, model)).encode()
+                files[f"results/{model}/{t}__{p}.json"] = json.dumps(
+                    cell(t, p, m, v, model, fmt=1 if model == "B" else 2)).encode()
+    if other_build:
+        files["results/C/submission.json"] = json.dumps({"model": "C", "kind": "checkpoint"}).encode()
+        files["results/C/ToyZ.v1__linear.v1.json"] = json.dumps(
+            cell("ToyZ.v1", "linear.v1", "r2", 0.95, "C", revision=OTHER)).encode()
     return files
 
 
-def test_borda_and_mean_by_hand():
+def by_title(rows, cols=COLS):
+    return {(t["task"], t["build"]["content_revision"]): t for t in L.tables(rows, cols)}
+
+
+def test_one_table_per_task_and_build_ranked_by_hand():
+    rows = L.aggregate(board_files(), COLS)
+    assert [r.model for r in rows] == ["A", "B", "C", "base"]
+    tabs = L.tables(rows, COLS)
+    # mock first, then archive; ToyZ's two builds are two tables, never one ranking
+    assert [(t["kind"], t["task"], t["build"]["content_revision"]) for t in tabs] == [
+        ("mock", "ToyMock.v1", MOCK), ("archive", "ToyZ.v1", REV), ("archive", "ToyZ.v1", OTHER),
+        ("archive", "ToyClass.v1", REV)]
+    t = by_title(rows)
+    z = {r.model: r for r in t[("ToyZ.v1", REV)]["rows"]}
+    # linear: A beats B and base (2), B beats base (1); knn: A = B (0.5 each), both beat base -> A 3.5, B 2.5
+    assert set(z) == {"A", "B", "base"} and (z["A"].borda, z["B"].borda, z["base"].borda) == (3.5, 2.5, 0)
+    assert [z[m].rank for m in ("A", "B", "base")] == [1, 2, 3]
+    assert z["A"].mean == pytest.approx(0.85) and z["base"].mean == pytest.approx(0.15)
+    other = t[("ToyZ.v1", OTHER)]["rows"]
+    assert [(r.model, r.rank, r.borda, r.mean) for r in other] == [("C", 1, 0.0, None)]  # alone, knn missing
+    cls = {r.model: r for r in t[("ToyClass.v1", REV)]["rows"]}
+    assert (cls["B"].borda, cls["A"].borda, cls["base"].borda) == (2, 1, 0)  # lower log-loss is better
+    assert cls["B"].mean == pytest.approx(-0.3)
+    mock = t[("ToyMock.v1", MOCK)]
+    assert mock["kind"] == "mock" and [r.model for r in mock["rows"]] == ["A", "base"]
+    assert z["base"].baseline == "raw-pca" and z["base"].verified and not z["A"].verified
+
+
+def test_format_1_results_land_on_their_derived_build():
     rows = {r.model: r for r in L.aggregate(board_files(), COLS)}
-    # ZL: A beats B and base (2), B beats base (1). ZK: A = B (0.5 each) + both beat base -> 1.5, 1.5.
-    # Class (lower is better): B 0.3 < A 0.5 < base 2.0 -> B 2, A 1. Mock: A beats base (1); B has none.
-    assert rows["A"].borda == 5.5 and rows["B"].borda == 4.5 and rows["base"].borda == 0
-    assert [rows[m].rank for m in ("A", "B", "base")] == [1, 2, 3]
-    assert rows["A"].mean == pytest.approx((0.9 + 0.8 - 0.5 + 0.7) / 4)  # lower-is-better negated
-    assert rows["B"].mean is None  # missing a column: blank, never a mean over fewer tasks
-    assert rows["base"].mean == pytest.approx((0.1 + 0.2 - 2.0 + 0.1) / 4)
-    assert rows["base"].baseline == "raw-pca" and rows["base"].verified and not rows["A"].verified
+    b = rows["B"].cells[("ToyZ.v1", "linear.v1")]["build"]
+    assert b == {"kind": "archive", "dataset": "toysurvey_v1", "content_revision": REV, "inputs_revisions": None}
 
 
 def test_markdown():
-    rows = L.aggregate(board_files(), COLS)
-    md = L.markdown(rows, COLS)
-    lines = [line for line in md.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| rank | model | Borda | mean | ToyZ.v1 linear.v1 r2 ↑")
-    assert "ToyClass.v1 knn16.v1 weighted_log_loss ↓" in lines[0]
-    assert lines[1].startswith("| 1 | A | 5.5 | 0.4750 | 0.9000")
-    assert lines[2].startswith("| 2 | B | 4.5 |  | 0.7000")  # mean blank
-    assert "base (baseline: raw-pca) ✓ verified" in lines[3]
+    md = L.markdown(L.aggregate(board_files(), COLS), COLS)
+    assert md.index("## Mock builds") < md.index("## Archive builds")
+    heads = [line for line in md.splitlines() if line.startswith("### ")]
+    assert heads == [f"### ToyMock.v1 on toysurvey_v1 @ {MOCK[:12]} (mock build)",
+                     f"### ToyZ.v1 on toysurvey_v1 @ {REV[:12]} (archive build)",
+                     f"### ToyZ.v1 on toysurvey_v1 @ {OTHER[:12]} (archive build)",
+                     f"### ToyClass.v1 on toysurvey_v1 @ {REV[:12]} (archive build)"]
+    z = md[md.index(heads[1]):md.index(heads[2])].splitlines()
+    lines = [line for line in z if line.startswith("| ")]
+    assert lines[0] == "| rank | model | Borda | mean | linear.v1 r2 ↑ | knn16.v1 r2 ↑ |"
+    assert lines[1] == "| 1 | A | 3.5 | 0.8500 | 0.9000 | 0.8000 |"
+    assert lines[2] == "| 2 | B | 2.5 | 0.7500 | 0.7000 | 0.8000 |"
+    assert lines[3] == "| 3 | base (baseline: raw-pca) ✓ verified | 0 | 0.1500 | 0.1000 | 0.2000 |"
+    c = [line for line in md[md.index(heads[2]):md.index(heads[3])].splitlines() if line.startswith("| ")]
+    assert c[1:] == ["| 1 | C | 0 |  | 0.9500 |  |"]  # mean blank: a column missing
 
 
 def test_model_card_metadata():
@@ -74,8 +118,9 @@ def test_model_card_metadata():
     assert entry["name"] == "A"
     got = {(r["task"]["name"], m["type"], m["value"]) for r in entry["results"] for m in r["metrics"]}
     assert ("ToyZ.v1 (linear.v1)", "r2", 0.9) in got and len(got) == 4
-    ds = entry["results"][0]["dataset"]
-    assert ds["revision"] == "ab" * 32 and ds["split"] == "test"
+    revs = {r["task"]["name"]: r["dataset"]["revision"] for r in entry["results"]}
+    assert revs["ToyZ.v1 (linear.v1)"] == REV and revs["ToyMock.v1 (knn16.v1)"] == MOCK  # the build's revision
+    assert entry["results"][0]["dataset"]["split"] == "test"
     from huggingface_hub import ModelCard
 
     card = ModelCard("---\n" + yaml.safe_dump(meta) + "---\n# A\n")
@@ -104,8 +149,9 @@ def test_markdown_shows_names_as_text_never_as_html():
     assert "<script" not in md and "<img" not in md and "<b " not in md
     assert "&lt;script&gt;alert(1)" in md and "x&lt;img src=x onerror=alert(2)&gt;" in md
     body = [line for line in md.splitlines() if line.startswith("| ") and "baseline" in line]
-    assert len(body) == 2 and all("&lt;b onmouseover=alert(3)&gt;pca&lt;/b&gt;\\|x" in line for line in body)
-    assert all(line.replace("\\|", "").count("|") == 5 + len(COLS) for line in body)  # no extra cell
+    assert len(body) == 2 * 3 and all("&lt;b onmouseover=alert(3)&gt;pca&lt;/b&gt;\\|x" in line for line in body)
+    # no extra cell: 4 fixed columns + one per protocol of the table's task (2 for ToyZ, else 1)
+    assert sorted(line.replace("\\|", "").count("|") for line in body) == [6, 6, 6, 6, 7, 7]
     page = L.html_page(rows, COLS)
     assert "<script>alert" not in page and "<img src=x" not in page and "<b onmouseover" not in page
     assert "&lt;script&gt;alert(1)" in page
@@ -115,17 +161,17 @@ def test_a_board_with_no_scores_says_so_instead_of_ranking(tmp_path):
     """Issue 21 item 4: results whose tasks the rendering catalog does not know (a demo board
     without its overlay) leave no score in any column: the pages say so, with no ranks."""
     other_cols = [("MockRedshiftImage.v1", "linear.v1", "r2", True)]
-    rows = L.aggregate(board_files(), other_cols)
-    assert len(rows) == 3 and all(r.rank == 1 for r in rows)  # what used to be shown as a ranking
+    rows = L.aggregate(board_files(other_build=False), other_cols)
+    assert len(rows) == 3 and L.tables(rows, other_cols) == []  # nothing to rank
     md = L.markdown(rows, other_cols)
     assert "| rank |" not in md and "| 1 |" not in md
     assert "No scores to rank" in md and "ToyZ.v1 linear.v1" in md and "MockRedshiftImage.v1 linear.v1" in md
     page = L.html_page(rows, other_cols)
-    assert 'id="board"' not in page and 'class="bar"' not in page and "No scores to rank" in page
+    assert 'class="board"' not in page and 'class="bar"' not in page and "No scores to rank" in page
     assert "No results on this board yet" in L.markdown([], other_cols)
     # through render: a warning, and `scored` False in what it returns
     board = tmp_path / "board"
-    for name, data in board_files().items():
+    for name, data in board_files(other_build=False).items():
         (board / name).parent.mkdir(parents=True, exist_ok=True)
         (board / name).write_bytes(data)
     import logging
@@ -161,26 +207,27 @@ def chromium() -> str | None:
 
 
 class _Dom(HTMLParser):
-    """Rows of #board's tbody (data-model, cell texts) and other facts from a dumped DOM."""
+    """Each table.board of a dumped DOM (its attributes, header keys, tbody rows: data-model and
+    cell texts), and the bars of the plots."""
 
     def __init__(self):
         super().__init__()
-        self.rows, self.heads, self.bars, self.table = [], [], 0, {}
+        self.tables, self.bars = [], 0
         self._in_body = self._cell = False
         self._text = ""
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "table" and a.get("id") == "board":
-            self.table = a
+        if tag == "table" and "board" in (a.get("class") or ""):
+            self.tables.append({"attrs": a, "heads": [], "rows": []})
         elif tag == "tbody":
             self._in_body = True
         elif tag == "tr" and self._in_body:
-            self.rows.append({"model": a.get("data-model"), "class": a.get("class"), "cells": []})
+            self.tables[-1]["rows"].append({"model": a.get("data-model"), "class": a.get("class"), "cells": []})
         elif tag == "td" and self._in_body:
             self._cell, self._text = True, ""
-        elif tag == "th":
-            self.heads.append(a.get("data-key"))
+        elif tag == "th" and self.tables:
+            self.tables[-1]["heads"].append(a.get("data-key"))
         elif tag == "rect" and "bar" in (a.get("class") or ""):
             self.bars += 1
 
@@ -188,12 +235,16 @@ class _Dom(HTMLParser):
         if tag == "tbody":
             self._in_body = False
         elif tag == "td" and self._cell:
-            self.rows[-1]["cells"].append(self._text.strip())
+            self.tables[-1]["rows"][-1]["cells"].append(self._text.strip())
             self._cell = False
 
     def handle_data(self, data):
         if self._cell:
             self._text += data
+
+    def table(self, task, revision):
+        (t,) = [t for t in self.tables if t["attrs"]["data-task"] == task and t["attrs"]["data-revision"] == revision]
+        return t
 
 
 def dump_dom(page: Path, fragment: str = "") -> _Dom:
@@ -224,19 +275,25 @@ def test_page_is_self_contained(page):
 
 def test_page_in_a_browser(page):
     dom = dump_dom(page)
-    assert dom.heads[:4] == ["rank", "model", "borda", "mean"] and len(dom.heads) == 4 + len(COLS)
-    assert [r["model"] for r in dom.rows] == ["A", "B", "base"]  # by Borda rank
-    a, b, base = dom.rows
-    assert a["cells"][:4] == ["1", "A", "5.5", "0.4750"]
-    assert b["cells"][3] == ""  # mean blank for the model missing a task
+    assert [(t["attrs"]["data-kind"], t["attrs"]["data-task"]) for t in dom.tables] == [
+        ("mock", "ToyMock.v1"), ("archive", "ToyZ.v1"), ("archive", "ToyZ.v1"), ("archive", "ToyClass.v1")]
+    z = dom.table("ToyZ.v1", REV)
+    assert z["heads"] == ["rank", "model", "borda", "mean", "ToyZ.v1/linear.v1", "ToyZ.v1/knn16.v1"]
+    assert [r["model"] for r in z["rows"]] == ["A", "B", "base"]  # by Borda rank in this table
+    a, b, base = z["rows"]
+    assert a["cells"] == ["1", "A", "3.5", "0.8500", "0.9000", "0.8000"]
     assert base["class"] == "baseline" and "baseline: raw-pca" in base["cells"][1]
     assert "verified" in base["cells"][1] and "verified" not in a["cells"][1]
-    assert dom.bars == 3
-    # the page's own sorter, run by the browser: by mean (blank last), by a lower-is-better column
-    by_mean = dump_dom(page, "#sort=mean&dir=desc")
-    assert [r["model"] for r in by_mean.rows] == ["A", "base", "B"] and by_mean.table["data-sorted"] == "mean:desc"
+    assert [r["model"] for r in dom.table("ToyZ.v1", OTHER)["rows"]] == ["C"]  # its own build, its own table
+    assert dom.table("ToyZ.v1", OTHER)["rows"][0]["cells"][3] == ""  # mean blank: knn16 missing
+    assert dom.bars == 2 + 3 + 1 + 3
+    # the page's own sorter, run by the browser on every table with that column
+    by_mean = dump_dom(page, "#sort=mean&dir=asc")
+    assert [r["model"] for r in by_mean.table("ToyZ.v1", REV)["rows"]] == ["base", "B", "A"]
+    assert by_mean.table("ToyZ.v1", REV)["attrs"]["data-sorted"] == "mean:asc"
     by_class = dump_dom(page, "#sort=ToyClass.v1/knn16.v1")
-    assert [r["model"] for r in by_class.rows] == ["B", "A", "base"]  # lowest log-loss first
+    assert [r["model"] for r in by_class.table("ToyClass.v1", REV)["rows"]] == ["B", "A", "base"]  # lowest first
+    assert [r["model"] for r in by_class.table("ToyZ.v1", REV)["rows"]] == ["A", "B", "base"]  # no such column
 
 
 def test_submit_merge_render_round_trip(tmp_path, monkeypatch):
@@ -270,4 +327,6 @@ def test_submit_merge_render_round_trip(tmp_path, monkeypatch):
     assert "clip-a" in md and "clip-b" in md
     assert (site / "model-cards" / "clip-a.md").read_text().startswith("---\nmodel-index:")
     html = (site / "index.html").read_text()
-    assert html.count('<tr data-model="clip-') == 2 and not re.search(r"https?://", html)
+    # one row per model in each (task, build) table: ToyMock.v1 (mock), ToyZ.v1 and ToyClass.v1 (archive)
+    assert html.count('<tr data-model="clip-') == 2 * 3 and not re.search(r"https?://", html)
+    assert html.index('data-kind="mock"') < html.index('data-kind="archive"')

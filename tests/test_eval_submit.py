@@ -26,19 +26,24 @@ SPLIT_HASH = load_catalog().splits.hash
 REV = "c0ffee" * 10 + "beef"
 
 
-def overlay_yaml(lock: Path) -> dict:
+def overlay_yaml(lock: Path, pin_real: bool = True, any_build: bool = False) -> dict:
+    """Three toy tasks on one toy dataset; the mock one pinned by `lock`, and with `pin_real` the
+    other two as well (else nothing pins their labels: only a board lock or --hub can). With
+    `any_build` the two pin no revision either: survey-label tasks, runnable on any build."""
     ds = {"name": "toysurvey_v1", "survey": "toysurvey", "release": "v1", "description": "toy",
           "modalities": ["spectrum"], "builder": "mmu_testbuilder:TestSpectra",
           "raw": {"archive": "local", "pattern": "x", "docs": "x"},
           "license": {"id": "MIT", "url": "https://opensource.org/license/mit"},
           "citation": ["@misc{toy, title={toy}}"], "homepage": "local"}
     common = dict(dataset="toysurvey_v1", dataset_revision=REV, split_hash=SPLIT_HASH, input_prefix="toy",
-                  modality="spectrum")
+                  modality="spectrum", **({"lock": str(lock)} if pin_real else {}))
+    real = {**common, "dataset_revision": None} if any_build else common
+    real = {k: v for k, v in real.items() if v is not None}
     return {"datasets": [ds], "tasks": [
-        {**common, "name": "ToyZ.v1", "target": "z", "type": "regression", "main_score": "r2",
+        {**real, "name": "ToyZ.v1", "target": "z", "type": "regression", "main_score": "r2",
          "higher_is_better": True, "metrics": ["r2", "sigma_nmad", "outlier_fraction", "bias"],
          "protocols": ["linear.v1", "knn16.v1"]},
-        {**common, "name": "ToyClass.v1", "target": "cls", "type": "classification",
+        {**real, "name": "ToyClass.v1", "target": "cls", "type": "classification",
          "main_score": "weighted_log_loss", "higher_is_better": False, "class_weights": {"a": 2.0},
          "metrics": ["accuracy", "macro_f1", "weighted_log_loss"], "protocols": ["knn16.v1"]},
         {**common, "name": "ToyMock.v1", "target": "z", "type": "regression", "main_score": "r2",
@@ -57,18 +62,20 @@ def catalog(tmp_path, monkeypatch):
     return {"lock": lock, "overlay": path, "catalog": load_catalog()}
 
 
-def fake_data(task, splits, comparable=True):
+def fake_data(task, splits, comparable=True, revision=None):
     # only the fields results read; model_construct skips the rest of a real build.json
-    manifest = BuildManifest.model_construct(content_revision=task.dataset_revision, mock=task.mock,
-                                             split=SplitRecord.model_construct(hash=task.split_hash))
+    manifest = BuildManifest.model_construct(content_revision=task.dataset_revision or revision, mock=task.mock,
+                                             split=SplitRecord.model_construct(hash=task.split_hash),
+                                             inputs_revisions=None)
     return TaskData(task, Path("."), manifest, {s: v.ids for s, v in splits.items()},
                     {s: v.y for s, v in splits.items()}, {s: np.zeros((len(v), 2)) for s, v in splits.items()},
                     comparable, [] if comparable else ["revision differs"])
 
 
 def make_results(out: Path, catalog, model="toy-model", seed=0, kind="checkpoint", baseline=None,
-                 fractions=False):
-    """Results of every overlay task, from embeddings that are random projections of the labels."""
+                 fractions=False, revision=REV):
+    """Results of every overlay task, from embeddings that are random projections of the labels;
+    a task that pins no revision runs on the build `revision`."""
     from test_eval_protocols import signal_splits
 
     cat = catalog["catalog"]
@@ -85,16 +92,37 @@ def make_results(out: Path, catalog, model="toy-model", seed=0, kind="checkpoint
                 proto = P.LINEAR_V1
             outcome = proto.run(t, splits, t.metric_names)
             res = make_result(model={"name": model, "kind": kind, "baseline": baseline, "sha256": f"{seed:064d}"},
-                              task=t, data=fake_data(t, splits), outcome=outcome, protocol=proto,
+                              task=t, data=fake_data(t, splits, revision=revision), outcome=outcome,
+                              protocol=proto,
                               embedding={"which": "projection", "dtype": "float32"},
                               near={"count": None, "radius_arcsec": 1.0, "reason": "none"}, seconds={})
             write_result(out, res)
     if catalog["lock"] and not catalog["lock"].exists():
-        mock = json.loads((out / "ToyMock.v1__knn16.v1.json").read_text())
-        catalog["lock"].write_text(json.dumps({"tasks": {"ToyMock.v1": {
-            "splits": {s: {"ids_sha256": mock["splits"][s]["ids_sha256"]} for s in ("train", "val", "test")},
-            "test_labels_sha256": labels_sha256(mock["predictions"])}}}))
+        catalog["lock"].write_text(json.dumps(lock_of(out)))
     return out
+
+
+def lock_of(results: Path, mock: bool = False, skip=()) -> dict:
+    """A lock (`mmu eval lock`'s format) pinning what these results ran on: in these tests the
+    results are the only place the toy labels exist, so the first model's results stand in for
+    the hub the publisher would lock. Tasks in `skip` are left out; the dataset's entry only when
+    every task ran on one build."""
+    tasks, revisions = {}, set()
+    for f in sorted(results.glob("*.json")):
+        r = json.loads(f.read_text())
+        if r["task"]["name"] in skip:
+            continue
+        rev = r["task"]["dataset_revision_used"]
+        revisions.add(rev)
+        tasks[r["task"]["name"]] = {
+            "dataset": r["task"]["hub_dataset"], "content_revision": rev,
+            "splits": {s: {"count": r["splits"][s]["count"], "ids_sha256": r["splits"][s]["ids_sha256"]}
+                       for s in ("train", "val", "test")},
+            "test_labels_sha256": labels_sha256(r["predictions"])}
+    datasets = {"toysurvey_v1": {"content_revision": min(revisions), "rows": None, "inputs_revisions": None,
+                                 "mock": mock}} if len(revisions) == 1 else {}
+    return {"format": "mmu-lock/1", "created": "2026-11-27T00:00:00Z", "mmu_version": None,
+            "datasets": datasets, "tasks": tasks}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -193,7 +221,7 @@ def test_labels_and_mock_pins(catalog, board, tmp_path):
 def test_names_duplicates_and_replace(catalog, board, tmp_path, monkeypatch):
     res = make_results(tmp_path / "r", catalog)
     for bad in ("../evil", "a/b", ".hidden", "..", "x" * 81, ""):
-        with pytest.raises(SubmitError, match="not allowed"):
+        with pytest.raises(SubmitError, match="not allowed|is a path, not a name"):
             submit(res, str(board), model=bad, **q())
     submit(res, str(board), **q())
     git(board, "-c", "user.name=t", "-c", "user.email=t@t", "merge", "-q", "submit/toy-model")
@@ -264,3 +292,13 @@ def test_hf_leaderboard_pull_request_and_offline(catalog, tmp_path):
                              env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
         assert off.returncode == 3 and "nothing was written" in off.stdout, off.stdout + off.stderr
         assert [c.oid for c in hub.commits("mmu/leaderboard")] == before  # offline: nothing written
+        # a maintainer trusting a build's lock on a Hub board: a pull request adding locks/<revision>.json
+        lock = tmp_path / "toy.lock"
+        lock.write_text(json.dumps(lock_of(res, skip=("ToyMock.v1",))))
+        script = ("import sys; from pathlib import Path; from mmu.eval.submit import add_lock; "
+                  "print(add_lock(Path(sys.argv[1]), sys.argv[2], added_by='M'))")
+        out = subprocess.run([sys.executable, "-c", script, str(lock), "hf://datasets/mmu/leaderboard"],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "pull_request" in out.stdout, out.stdout + out.stderr
+        assert f"locks/{REV}.json" in hub.files("mmu/leaderboard", revision="refs/pr/2")
+        assert f"locks/{REV}.json" not in hub.files("mmu/leaderboard")

@@ -247,6 +247,53 @@ def test_plasticc_limit_is_the_training_set(archive, tmp_path, monkeypatch, caps
     assert "2 file(s) done so far are kept" in err
 
 
+# --------------------------------------------------------------------------------- Gaia
+
+
+def test_gaia_limit_takes_xp_files_with_their_overlapping_source_and_ap_files(archive, tmp_path, monkeypatch,
+                                                                               capsys):
+    pytest.importorskip("gaiaxpy")  # the mock projects its SEDs with GaiaXPy's design matrices
+    import numpy as np
+    import pandas as pd
+
+    import mmu.builders.gaia as gaia_mod
+    import mmu.sim.gaia as sim_gaia
+
+    root, url, server = archive
+    rng = np.random.default_rng(5)
+    stars = pd.DataFrame({"ra": [10.0, 10.1, 200.0], "dec": [-5.0, -5.1, 40.0], "teff": [5000.0, 6000.0, 7000.0],
+                          "logg": 4.0, "mh": 0.0, "gmag": [13.0, 14.0, 15.0]})
+    written = sim_gaia.write_gaia(stars, root / "cdn", rng)  # two HEALPix-8 ranges, three tables each
+    assert len(written) == 6
+    monkeypatch.setattr(gaia_mod, "ARCHIVE", url + "/cdn/gaia/gdr3/")
+    raw = tmp_path / "raw"
+
+    code, out, err = fetch(capsys, "gaia_dr3", "--raw", str(raw), "--limit", "1")
+    assert code == 0, err
+    fetched = sorted(p for p, _ in server.log if p.endswith(".csv.gz"))
+    first = sorted(p.name for p in written)[0].split("_", 1)[1]  # the lower HEALPix range
+    assert sorted(Path(p).name for p in fetched) == sorted(f"{t}_{first}" for t in (
+        "AstrophysicalParameters", "GaiaSource", "XpContinuousMeanSpectrum"))  # --limit 1: one range
+    builder = builder_of("gaia_dr3")
+    inputs = builder.list_inputs(raw)
+    assert [i.key for i in inputs] == [f"XpContinuousMeanSpectrum_{first.removesuffix('.csv.gz')}"]
+    for p in inputs[0].paths:  # the archive layout, byte for byte
+        assert Path(p).read_bytes() == (root / "cdn" / Path(p).relative_to(raw)).read_bytes()
+    table, rejections = read_all(builder, inputs[0])
+    xp = pd.read_csv(inputs[0].paths[0], comment="#", na_values=["null"])
+    assert not rejections and table["source_id"].to_pylist() == xp["source_id"].tolist()
+    assert 1 <= table.num_rows < 3  # the other range's stars are not in this input
+    assert "1 raw input(s) for gaia_dr3" in out and "3 downloaded" in out
+
+    # without --limit the second range comes too; the first is already here
+    code, out, err = fetch(capsys, "gaia_dr3", "--raw", str(raw))
+    assert code == 0, err
+    assert "3 downloaded" in out and "3 already here" in out and len(builder.list_inputs(raw)) == 2
+    with pytest.raises(SystemExit):
+        main(["fetch", "--help"])
+    assert "cdn.gea.esa.int/Gaia/gdr3/" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------------- resuming
 
 

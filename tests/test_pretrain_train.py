@@ -325,3 +325,55 @@ def test_cli_refuses_the_issue_21_run(exports, tmp_path):
     assert "no pair of the config's modalities is in the shards" in out.stderr
     assert "desi_spectrum (spectrum), legacysurvey_image (image)" in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("error,where,keys", [
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "GPU",
+     ["--set data.batch_size=8", "train.precision=bf16"]),
+    (MemoryError(), "host (CPU)", ["--set data.batch_size=8", "data.shuffle_buffer="]),
+])
+def test_out_of_memory_stops_with_one_line_naming_the_step_and_the_settings(exports, tmp_path, monkeypatch,
+                                                                             capsys, error, where, keys):
+    """Issue 18: an out-of-memory error inside a training step (injected into the model's forward on
+    its 3rd call) stops the run with one line: the step, the batch size and precision it ran with,
+    and the config keys to lower, instead of a traceback through the encoders."""
+    from mmu.pretrain.model import MultimodalCLIP
+
+    cfg = tiny("tiny_cpu", exports, tmp_path / "run", steps=6)
+    cfg.data.batch_size = 16
+    forward, calls = MultimodalCLIP.forward, []
+
+    def failing(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise error
+        return forward(self, *a, **k)
+
+    monkeypatch.setattr(MultimodalCLIP, "forward", failing)
+    with pytest.raises(T.TrainingError) as stopped:
+        T.run_training(cfg)
+    msg = str(stopped.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"out of {where} memory at step 3 (training) with data.batch_size=16 per process, "
+                          "train.precision=fp32"), msg
+    for key in keys:
+        assert key in msg, msg
+    # through the CLI's error path: exit 1 and that line, not a traceback
+    from mmu.cli import main
+
+    monkeypatch.setattr(T, "run_training", lambda *a, **k: (_ for _ in ()).throw(stopped.value))
+    assert main(["pretrain", "--config", str(config_dir() / "tiny_cpu.yaml")]) == 1
+    assert msg in capsys.readouterr().err
+
+
+def test_out_of_memory_in_validation_names_the_stage(exports, tmp_path, monkeypatch):
+    cfg = tiny("tiny_cpu", exports, tmp_path / "run", steps=4)
+    cfg.train.val_every = 2
+
+    def failing(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(T, "evaluate", failing)
+    with pytest.raises(T.TrainingError, match=r"^out of GPU memory at step 2 \(validation\) with "
+                                              r"data.batch_size=\d+ .*--set data.batch_size="):
+        T.run_training(cfg)

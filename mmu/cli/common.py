@@ -1,13 +1,15 @@
 """What every `mmu` command shares: the global options, the exit codes and the error lines.
 
-Exit codes: 0 ok; 1 the command failed (a build error, a download that broke, a missing extra);
-2 a usage problem (a bad option, an unknown dataset or task name, a --hub that is a file). Every
-error is one line ``error: ...`` on stderr; ``-v`` adds the traceback of an unexpected one.
+Exit codes: 0 ok; 1 the command failed (a build error, a download that broke, a missing extra,
+an output folder it cannot write); 2 a usage problem (a bad option, an unknown dataset or task
+name, a name that is a path, a --hub that is a file). Every error is one line ``error: ...`` on
+stderr; ``-v`` adds the traceback of an unexpected one.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -96,6 +98,42 @@ def check_hub(hub: str | Path | None) -> None:
             return
 
 
+def _existing(path: Path) -> Path:
+    """`path` or its nearest existing folder above it."""
+    for p in (path, *path.parents):
+        if p.exists():
+            return p
+    return Path(".")
+
+
+def check_writable(path: str | Path | None, option: str) -> None:
+    """Refuse, before any work, an output the command could not write: the folder `path` names (or,
+    when it does not exist yet or is a file, the nearest existing folder above it, where it will be
+    made) must be writable. `mmu export-wds --out`, `mmu eval embed --out` and every other --out
+    are checked by `dispatch`; a command whose output is its hub (`mmu crossmatch`) calls it.
+
+    Raises:
+        UsageError: the path lies under a file.
+        CommandFailed: the folder is read-only (a read-only file system, or its permissions).
+    """
+    if path is None or str(path).startswith("hf://"):
+        return
+    path = Path(path)
+    where = _existing(path)
+    if where != path and not where.is_dir():
+        raise UsageError(f"{option} {path} lies under {where}, which is a file: give a folder path")
+    folder = where if where.is_dir() else where.parent
+    if os.access(folder, os.W_OK | os.X_OK):
+        return
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    why = "is on a read-only file system" if read_only else "is not writable (permission denied)"
+    raise CommandFailed(f"{option} {path}: cannot write there: {folder} {why}; choose a writable "
+                        f"{option} or fix the folder's permissions")
+
+
 def error(message: str) -> None:
     """The one `error: ...` line on stderr (a multi-line message keeps its own lines)."""
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -114,11 +152,14 @@ def dispatch(args: argparse.Namespace) -> int:
     if func is None:  # `mmu`, `mmu eval`, `mmu catalog`, `mmu docs` without a subcommand
         args.help_parser.print_help(sys.stderr)
         return EXIT_USAGE
+    from mmu.hub.layout import UnsafePath
+
     try:
         apply_global_options(args)
         check_hub(getattr(args, "hub", None))
+        check_writable(getattr(args, "out", None), "--out")
         return int(func(args) or 0)
-    except UsageError as e:
+    except (UsageError, UnsafePath) as e:  # a name that is a path is refused input, as a usage error
         error(_message(e))
         return EXIT_USAGE
     except (CommandFailed, MissingExtra) as e:

@@ -15,6 +15,11 @@ FETCH_NOTES = {
     "desi": ("N HEALPix pixels", "about 0.5 MB per target spectrum, tens of MB to ~1 GB per pixel"),
     "sdss": ("N spectra", "about 0.2 MB per spec-lite file"),
     "plasticc": ("the training set only", "training set: tens of MB; everything: about 20 GB of CSV"),
+    "tess": ("N stars (TIC ids, in the first sector's script order) with their files in every configured sector",
+             "about 2 MB per star and sector; ~40 GB per sector"),
+    "hsc": ("the first N of --patches", "about 1 GB per patch (5 bands x ~200 MB)"),
+    "gaia": ("N HEALPix-range XP files (with their GaiaSource and AstrophysicalParameters files)",
+             "roughly 1-2 GB per range (XP ~1 GB, gaia_source ~0.2 GB, astrophysical_parameters ~0.1 GB)"),
 }
 
 FETCH_HELP = """\
@@ -46,6 +51,25 @@ what each dataset downloads (RAW layout; what one --limit unit is; size):
   plasticc_2018            zenodo.org/records/2539456
       -> RAW/plasticc/plasticc_{train,test}_*.csv.gz; with --limit (any N) the training set
       only (tens of MB); without, also the 11 test light-curve files (about 20 GB of CSV)
+  gaia_dr3                 cdn.gea.esa.int/Gaia/gdr3/
+      -> RAW/gaia/gdr3/Spectroscopy/xp_continuous_mean_spectrum/XpContinuousMeanSpectrum_LO-HI.csv.gz,
+      RAW/gaia/gdr3/gaia_source/GaiaSource_LO-HI.csv.gz and RAW/gaia/gdr3/Astrophysical_parameters/
+      astrophysical_parameters/AstrophysicalParameters_LO-HI.csv.gz (LO-HI: a HEALPix level-8
+      pixel range); --limit N = the first N XP files, each with the gaia_source and
+      astrophysical_parameters files of its range (roughly 1-2 GB per range; 3386 ranges)
+  tess_spoc                archive.stsci.edu/missions/tess/
+      -> RAW/tess/download_scripts/sector/tesscurl_sector_N_lc.sh and
+      RAW/tess/tid/sSSSS/TTTT/TTTT/TTTT/TTTT/tess*-sSSSS-TIC16-*-s_lc.fits for the sectors in
+      builder_config.sectors (default 1-3); --limit N = N stars with all their sectors
+      (about 2 MB per star and sector)
+  hsc_pdr3_wide            hsc-release.mtk.nao.ac.jp/archive/filetree/pdr3_wide/  (needs a PDR3 account)
+      -> RAW/hsc/pdr3_wide/deepCoadd-results/FILTER/TRACT/X,Y/calexp-FILTER-TRACT-X,Y.fits;
+      --limit N = the first N of --patches (TRACT/X,Y, e.g. 9813/4,4); per patch the calexp
+      coadd in g, r (HSC-R2, else HSC-R), i (HSC-I2, else HSC-I), z, y: about 1 GB. The account
+      (free, hsc-release.mtk.nao.ac.jp/datasearch/new_user) comes from HSC_SSP_CAS_USER and
+      HSC_SSP_CAS_PASSWORD, or ~/.netrc: `machine hsc-release.mtk.nao.ac.jp login USER password
+      PASS`. The object catalogue is a CAS SQL query saved as FITS in RAW/hsc/pdr3_wide/catalog/
+      (the query: docs/hsc.md).
   sim_truth_*              mock only: nothing to download (`mmu sim --out RAW` writes them)
 
 examples:
@@ -53,6 +77,9 @@ examples:
   mmu fetch legacysurvey_dr10_south --raw raw --bricks 0001m002 0003m002
   mmu fetch sdss_dr17 --raw raw --limit 100
   mmu fetch plasticc_2018 --raw raw --limit 1
+  mmu fetch gaia_dr3 --raw raw --limit 1
+  mmu fetch tess_spoc --raw raw --limit 10
+  HSC_SSP_CAS_USER=me HSC_SSP_CAS_PASSWORD=... mmu fetch hsc_pdr3_wide --raw raw --patches 9813/4,4
   mmu build desi_dr1 --raw raw --hub hub
 
 exit status: 0 done; 1 a download failed (the message names the URL; rerun to resume);
@@ -117,7 +144,7 @@ def _fetch_options(args, name: str, builder) -> dict:
     from pathlib import Path
 
     accepted = set(inspect.signature(builder.fetch).parameters)
-    given = {"bricks": args.bricks, "run2d": args.run2d}
+    given = {"bricks": args.bricks, "run2d": args.run2d, "patches": args.patches}
     opts = {}
     for key, value in given.items():
         if value is None:
@@ -232,4 +259,7 @@ def register(sub) -> None:
     f.add_argument("--run2d", default=None,
                    help="sdss: the spectroscopic reduction (default 26, SDSS-I/II; also 103, 104; "
                         "v5_13_2 for BOSS/eBOSS)")
+    f.add_argument("--patches", nargs="+", default=None, metavar="TRACT/X,Y",
+                   help="hsc: coadd patches as TRACT/X,Y, e.g. 9813/4,4 9813/4,5 (needs a PDR3 account: "
+                        "HSC_SSP_CAS_USER / HSC_SSP_CAS_PASSWORD or ~/.netrc)")
     f.set_defaults(func=_fetch)

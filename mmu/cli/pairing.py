@@ -4,19 +4,29 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from mmu.cli.common import CommandFailed, UsageError, dask_arguments, require_extra
+from mmu.cli.common import CommandFailed, UsageError, check_writable, dask_arguments, require_extra
 
 
 def _crossmatch(args) -> int:
     require_extra("build", "mmu crossmatch")
-    from mmu.hub.layout import NotBuilt, read_manifest
+    from mmu.hub.layout import NotBuilt, UnsafePath, check_name, read_manifest
     from mmu.pairing.crossmatch import CrossmatchError, crossmatch
+    from mmu.registry.catalog import NAME_RE
 
-    for name in dict.fromkeys(args.datasets):  # a name the hub does not hold is a usage error
+    # a name the hub does not hold, or a path given for a name (HUB/x, /data/hub/x), is a usage error
+    for name in dict.fromkeys(args.datasets):
         try:
             read_manifest(args.hub, name)
-        except NotBuilt as e:
+        except (NotBuilt, UnsafePath) as e:
             raise UsageError(str(e)) from None
+    try:
+        check_name(args.name, "--name")
+    except UnsafePath as e:
+        raise UsageError(str(e)) from None
+    if not NAME_RE.match(args.name):
+        raise UsageError(f"--name {args.name!r}: a paired catalog's name is lower case letters, digits and '_', "
+                         "starting with a letter (e.g. ls_desi)")
+    check_writable(args.hub, "--hub")  # the paired catalog is written into the hub
     try:
         crossmatch(args.datasets, args.hub, args.name, radius_arcsec=args.radius_arcsec,
                    method=args.method, keep_unmatched=args.keep_unmatched, overwrite=args.overwrite,
@@ -29,14 +39,14 @@ def _crossmatch(args) -> int:
 
 def _export(args) -> int:
     require_extra("build", "mmu export-wds")
-    from mmu.hub.layout import NotBuilt
+    from mmu.hub.layout import NotBuilt, UnsafePath
     from mmu.shards.export import ExportError, export_wds
 
     try:
         export_wds(args.name, args.hub, args.out, split=args.split, shard_size=args.shard_size,
                    seed=args.seed, shard_multiple=args.shard_multiple, overwrite=args.overwrite,
-                   workers=args.workers, scheduler=args.scheduler)
-    except NotBuilt as e:  # a name the hub does not hold: the message lists what it holds
+                   workers=args.workers, scheduler=args.scheduler, scalars=args.scalars)
+    except (NotBuilt, UnsafePath) as e:  # not in the hub (the message lists what it holds), or a path
         raise UsageError(str(e)) from None
     except ExportError as e:
         raise CommandFailed(str(e)) from None
@@ -60,7 +70,7 @@ def register(sub) -> None:
             radius distance (needs the galaxies' shape_r, shape_e1, shape_e2).
 
             example:  mmu crossmatch legacysurvey_dr10_south desi_dr1 --hub hub --name ls_desi"""))
-    x.add_argument("datasets", nargs="+", help="two or more built datasets, left first")
+    x.add_argument("datasets", nargs="+", help="two or more datasets built in --hub, by name, left first")
     x.add_argument("--hub", required=True, help="the hub directory")
     x.add_argument("--name", required=True, help="name of the paired catalog to write")
     x.add_argument("--radius-arcsec", type=float, default=1.0,
@@ -87,7 +97,7 @@ def register(sub) -> None:
             and index.parquet (every sample's object_id, ra, dec, shard, position).
 
             example:  mmu export-wds ls_desi --hub hub --out shards/train --split train"""))
-    e.add_argument("name", help="a built dataset or paired catalog")
+    e.add_argument("name", help="a dataset or paired catalog built in --hub, by name")
     e.add_argument("--hub", required=True, help="the hub directory")
     e.add_argument("--out", required=True, help="output directory for the shards")
     e.add_argument("--split", default="train", choices=["train", "val", "test"], help="which split (default train)")
@@ -97,5 +107,8 @@ def register(sub) -> None:
                    help="round the shard count up to a multiple of this (ranks x loader workers; default 8)")
     e.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     e.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    e.add_argument("--scalars", nargs="+", metavar="NAME=COL,COL", default=None,
+                   help="also pack numeric catalog columns as a `scalars` modality NAME, e.g. "
+                        "gaia_phot=gaia_phot_g_mean_mag,gaia_parallax (docs/stars.md)")
     dask_arguments(e)
     e.set_defaults(func=_export)

@@ -256,10 +256,15 @@ def write_report(out: Path, summary: dict) -> Path:
     Returns:
         The path of report.html.
     """
+    import matplotlib
+
     from mmu.hub.layout import atomic_write_json
 
     out = Path(out)
-    page, figures = _write_report(out, summary)
+    # our own settings, whatever an imported library did to the global ones (GaiaXPy's plotter,
+    # imported with the Gaia mock, turns `text.usetex` on, which needs a LaTeX install)
+    with matplotlib.rc_context({"text.usetex": False}):
+        page, figures = _write_report(out, summary)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for name, png in figures.items():
         (out / "figures" / f"{name}.png").write_bytes(png)
@@ -281,7 +286,8 @@ def _templates() -> jinja2.Environment:
 
 
 def _probes_view(tasks: dict) -> dict:
-    """The probe table: one row per task, one column per model that has results (best bold)."""
+    """The probe table: one row per task (with where its labels come from: the simulator's truth or
+    the survey's own columns), one column per model that has results (best bold)."""
     labels = [k for k in MODELS if any(k in row for row in tasks.values())]
     rows = []
     for name, row in tasks.items():
@@ -293,7 +299,8 @@ def _probes_view(tasks: dict) -> dict:
             text = ("" if v is None else f"{v:.3f}") if k in row else "—"
             cells.append({"text": text, "best": v is not None and v == best})
         rows.append({"task": name, "protocol": first.get("protocol", "linear.v1"),
-                     "metric": str(first.get("main_score", "")), "cells": cells, "n_test": first.get("n_test", "")})
+                     "metric": str(first.get("main_score", "")), "labels": first.get("labels", ""),
+                     "cells": cells, "n_test": first.get("n_test", "")})
     return {"labels": [MODELS[k] for k in labels], "rows": rows}
 
 

@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 DEMO_SIM = {"bgs_r_limit": 21.0, "bgs_faint_r_limit": 23.0, "bgs_faint_rfib_limit": 99.0,
             "desi_completeness": 1.0, "desi_efftime_factor": 10.0}
 PAIRS = "mock_ls_desi_v1"  # Legacy Survey x DESI x truth: training pairs and the spectrum tasks
+# the survey-label tasks (DESI's own redshifts, no simulator truth) run next to the mock ones; the
+# image one reads the Legacy Survey x DESI pair made without the truth (`SURVEY_PAIRS`)
 EVAL_TASKS = ("MockRedshiftImage.v1", "MockLogMassImage.v1", "MockRedshiftSpectrum.v1",
-              "MockRetrievalImageSpectrum.v1")
+              "MockRetrievalImageSpectrum.v1", "LegacySurveyDESIRedshift.v1", "DESIRedshiftSpectrum.v1")
+SURVEY_PAIRS = "ls_dr10_desi_dr1"  # Legacy Survey x DESI alone: the survey-label tasks' paired catalog
 BASELINES = ("random-weights", "raw-pca", "supervised")
 MARGIN_GAIN = 0.10  # the image-redshift R² gain over random weights a `small` demo must show
 BOARD_TITLE = "mmu demo leaderboard (demo run, not comparable with the public board)"
@@ -60,11 +63,14 @@ def quiet_steps(names: tuple[str, ...] = QUIETED):
 
 
 def demo_name(task: str) -> str:
-    """The demo's local copy of a mock benchmark task: MockX.v1 -> DemoX.v1.
+    """The demo's local copy of a benchmark task: MockX.v1 -> DemoX.v1, a survey-label task
+    X.v1 -> DemoX.v1.
 
     Example:
         >>> demo_name("MockRedshiftImage.v1")
         'DemoRedshiftImage.v1'
+        >>> demo_name("LegacySurveyDESIRedshift.v1")
+        'DemoLegacySurveyDESIRedshift.v1'
     """
     return "Demo" + task.removeprefix("Mock")
 
@@ -176,7 +182,8 @@ class Demo:
 
     def crossmatch_all(self) -> dict:
         """Stage: the paired catalogs the demo tasks read (Legacy Survey x DESI x truth,
-        Legacy Survey x truth, PLAsTiCC x host galaxies)."""
+        Legacy Survey x truth, Legacy Survey x DESI alone for the survey-label tasks, PLAsTiCC x
+        host galaxies)."""
         from mmu.hub.layout import dataset_dir
         from mmu.pairing.crossmatch import crossmatch
 
@@ -184,6 +191,7 @@ class Demo:
         plans = {
             PAIRS: dict(names=["legacysurvey_dr10_south", "desi_dr1", "sim_truth_v1"]),
             "mock_ls_truth_v1": dict(names=["legacysurvey_dr10_south", "sim_truth_v1"]),
+            SURVEY_PAIRS: dict(names=["legacysurvey_dr10_south", "desi_dr1"]),
             "demo_sn_hosts": dict(names=["plasticc_2018", "legacysurvey_dr10_south", "sim_truth_v1"],
                                   method="host", radius_arcsec=10.0),
         }
@@ -250,7 +258,8 @@ class Demo:
             t = cat.task(name).model_dump(mode="json")
             hub_name = t["paired"]["name"] if t.get("paired") else t["dataset"]
             m = read_manifest(self.hub, hub_name)
-            lock["datasets"][hub_name] = {"content_revision": m.content_revision, "rows": m.rows.model_dump()}
+            lock["datasets"][hub_name] = {"content_revision": m.content_revision, "rows": m.rows.model_dump(),
+                                          "mock": bool(m.mock)}
             t.update(name=demo_name(name), dataset_revision=m.content_revision,
                      description=f"[demo {self.size.name}, local] {t.get('description', '')}",
                      min_per_split={"train": 10, "val": 1, "test": 3},
@@ -264,15 +273,19 @@ class Demo:
         return path
 
     def _pin_tasks(self, names: list[str]) -> None:
-        """Add the id sets and test labels of each demo task to demo.lock (as the mock
-        benchmark's lock pins them), so a submission to the demo board is checked the same way."""
+        """Add the id sets and test labels of each demo task, and each dataset's build (mock or
+        not, its inputs' revisions), to demo.lock (as a lock pins them), so a submission to the
+        demo board is checked the same way."""
         from mmu.eval.submit import lock_entries
         from mmu.registry.catalog import load_catalog
 
         lock_path = self.out / "demo.lock"
         cat = load_catalog()
         lock = json.loads(lock_path.read_text())
-        lock["tasks"] = lock_entries(self.hub, [cat.task(n) for n in names])["tasks"]
+        entries = lock_entries(self.hub, [cat.task(n) for n in names])
+        lock["tasks"] = entries["tasks"]
+        for name, ds in entries["datasets"].items():  # whether each build is mock, its inputs' revisions
+            lock["datasets"].setdefault(name, {}).update(ds)
         atomic_write_json(lock_path, lock)
 
     def evaluate(self, checkpoint: str) -> dict:
@@ -314,7 +327,8 @@ class Demo:
                 rows.setdefault(r["task"]["name"], {})[label] = {
                     "protocol": r["protocol"]["name"], "main_score": r["main_score"]["name"],
                     "value": r["main_score"]["value"], "n_test": r["splits"]["test"]["count"],
-                    "comparable": r["comparable"]}
+                    "comparable": r["comparable"],
+                    "labels": "simulator truth" if r["task"]["mock"] else "survey (DESI)"}
         return {"results_dir": str(results_dir), "tasks": rows, "leaderboard": board,
                 "margin": self.margin(ours, base.get("random-weights", []))}
 

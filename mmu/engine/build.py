@@ -7,11 +7,13 @@ Two stages on Dask, the same for every survey:
    writes standardized Parquet plus a marker (rows, rejections, per-row digests). A finished
    input is never redone: this is the unit of resumption.
 2. *partition* — hats-import, with its stock Parquet reader, turns the standardized files into a
-   HATS catalog and a margin cache (byte threshold per partition, small row groups, zstd level 3),
-   then the engine writes the dataset card and `build.json` and moves the collection into place.
+   HATS catalog and a margin cache (byte threshold per partition, adapted where one pixel of the
+   deepest order the margin allows is denser; small row groups, zstd level 3), then the engine
+   writes the dataset card and `build.json` and moves the collection into place.
 
 Memory per worker: one builder chunk in stage 1; one partition (`partition_bytes`, uncompressed)
-in stage 2. Neither grows with the dataset.
+in stage 2. Neither grows with the dataset. An up-to-date check writes nothing, so it also works
+on a read-only hub; a build that has work to do there fails with `HubNotWritable`.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import pyarrow.parquet as pq
 
 from mmu import __version__
 from mmu.engine.builder import Builder, RawInput, Rejection, get_builder
-from mmu.engine.cluster import Progress, dask_client, make_client  # noqa: F401  (make_client re-exported)
+from mmu.engine.cluster import Progress, dask_client, local_workers, make_client  # noqa: F401  (make_client re-exported)
 from mmu.hub.layout import MANIFEST, STAGING, atomic_path, atomic_write_json, dataset_dir, read_manifest, replace_dir
 from mmu.hub.manifest import MANIFEST_FORMAT_VERSION, BuildManifest, write_manifest
 from mmu.logs import progress_bars_enabled
@@ -57,6 +59,25 @@ class BuildError(RuntimeError):
 
 class BuildLocked(BuildError):
     """Another build of the same dataset into the same hub holds the dataset's lock."""
+
+
+class HubNotWritable(BuildError):
+    """The hub folder (or its staging folder) cannot be created or written, and the dataset is not
+    already up to date there (an up-to-date check writes nothing)."""
+
+
+_READ_ONLY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _not_writable(hub: Path, what: str, cause: str = "permission denied") -> HubNotWritable:
+    return HubNotWritable(f"hub folder {hub} is not writable ({cause}): {what}; make it writable "
+                          f"(chmod u+w {hub}) or pass a --hub folder you can write to")
+
+
+def hub_writable(hub: Path) -> bool:
+    """Whether this process may create files in `hub` and in its staging folder (if present)."""
+    staging = hub / STAGING
+    return os.access(hub, os.W_OK | os.X_OK) and (not staging.exists() or os.access(staging, os.W_OK | os.X_OK))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -104,16 +125,67 @@ def _describe(e: BaseException) -> str:
 
 @dataclass
 class PartitionSettings:
-    """hats-import settings tuned for large rows (images, spectra)."""
+    """hats-import settings tuned for large rows (images, spectra).
 
-    partition_bytes: int = 256 * 2**20  # max uncompressed bytes per partition (= memory bound)
+    The margin cache and the partitioning are set separately. `margin_threshold_arcsec` is the
+    width every build's margin cache holds at least (cross-matching needs it: `mmu crossmatch`
+    refuses a radius the margin cannot hold); the margin is made of HEALPix pixels of order
+    ``margin_order`` = the finest order whose pixels are at least that wide (hats-import's rule), so
+    partitions may be at most one order coarser than that. Within that bound the partitioning
+    adapts to the density: a partition is split down to `highest_order` (capped at
+    ``margin_order - 1``) until it holds at most `partition_bytes`; where even a pixel of the
+    deepest allowed order holds more, the build raises its byte threshold to that pixel's bytes and
+    says so (a warning naming the pixel size and the settings to change) instead of failing.
+
+    Override any field by passing ``settings=PartitionSettings(...)`` to `build`, or with
+    ``PartitionSettings.from_overrides({"margin_threshold_arcsec": 16})``.
+    """
+
+    partition_bytes: int = 256 * 2**20  # target max uncompressed bytes per partition (= memory bound)
     row_group_bytes: int = 32 * 2**20  # target row group size; rows per group derived from it
     compression_level: int = 3  # zstd; level 15 (the hats default) is ~7x slower on image rows
-    highest_order: int = 8
-    margin_delta: int = 5  # margin order = max(deepest partition order + delta, 10)
+    highest_order: int = 10  # deepest partition order allowed (also capped by the margin order)
+    margin_threshold_arcsec: float = 128.0  # the margin cache holds at least this much (order 10)
+
+    def __post_init__(self):
+        problems = []
+        if not (isinstance(self.partition_bytes, int) and self.partition_bytes > 0):
+            problems.append(f"partition_bytes must be a positive integer (got {self.partition_bytes!r})")
+        if not (isinstance(self.highest_order, int) and 0 <= self.highest_order <= 19):
+            problems.append(f"highest_order must be an integer in 0..19 (got {self.highest_order!r})")
+        if not (isinstance(self.margin_threshold_arcsec, (int, float))
+                and 0.1 <= self.margin_threshold_arcsec <= 3600):
+            problems.append(f"margin_threshold_arcsec must be a number in 0.1..3600 "
+                            f"(got {self.margin_threshold_arcsec!r})")
+        if problems:
+            raise BuildError("partition settings: " + "; ".join(problems))
+
+    @classmethod
+    def from_overrides(cls, overrides: dict | None) -> PartitionSettings:
+        """The default settings with `overrides` (field name -> value) applied.
+
+        Raises:
+            BuildError: an unknown field or a value out of range, naming it.
+
+        Example:
+            >>> PartitionSettings.from_overrides({"margin_threshold_arcsec": 16}).margin_order
+            13
+        """
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise BuildError(f"partition settings: unknown setting(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(cls.__dataclass_fields__)}")
+        return cls(**overrides)
+
+    @property
+    def margin_order(self) -> int:
+        """HEALPix order of the margin cache: the finest whose pixels are >= the margin threshold."""
+        import hats.pixel_math.healpix_shim as hp
+        return int(hp.margin2order(margin_thr_arcmin=self.margin_threshold_arcsec / 60.0))
 
     def as_dict(self) -> dict:
-        """The settings as build.json's `partition` records them (and the build key hashes them)."""
+        """The settings as the build key hashes them."""
         return dict(self.__dict__)
 
 
@@ -257,15 +329,9 @@ def _discard(writer, *paths: Path) -> None:
             pass
 
 
-def _checksums(paths: list[str], cache_file: str, rehash: bool = False) -> dict[str, str]:
-    cache = ChecksumCache(Path(cache_file))
-    out = {}
-    for p in paths:
-        digest = None if rehash else cache.get(p)
-        if digest is None:
-            digest = file_sha256(p)
-        out[p] = digest
-    return out
+def _checksums(paths: list[str]) -> dict[str, str]:
+    """sha256 of each file (a worker task over a chunk of raw files)."""
+    return {p: file_sha256(p) for p in paths}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,7 +372,9 @@ def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = 
         name: a dataset of the catalog, e.g. ``"desi_dr1"``.
         raw: directory holding the survey's raw files (the builder's layout).
         hub: the hub directory; the dataset goes to ``hub/name``.
-        workers: local Dask worker processes when neither `client` nor `scheduler` is given.
+        workers: local Dask worker processes when neither `client` nor `scheduler` is given;
+            left out, a build of less than 2 GiB of raw files runs on 2 threads of this process
+            (no worker start-up), a bigger one on up to 2 worker processes.
         scheduler: address of a running Dask scheduler.
         client: a Dask client to run on (not closed).
         strict: any rejected input or row is an error.
@@ -320,7 +388,8 @@ def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = 
     Raises:
         KeyError: `name` is not in the catalog, or its builder is not registered.
         BuildError: `raw` is not a directory, the builder lists no (or duplicate) inputs, no row
-            survived, or `strict` and something was rejected.
+            survived, or `strict` and something was rejected; `HubNotWritable` when the hub
+            cannot be created or written and the dataset is not up to date there.
 
     Example:
         >>> r = build("desi_dr1", "raw", "hub", workers=2)          # doctest: +SKIP
@@ -339,8 +408,20 @@ def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = 
     keys = [i.key for i in inputs]
     if len(set(keys)) != len(keys):
         raise BuildError(f"builder {entry.builder!r} listed duplicate input keys")
-    hub.mkdir(parents=True, exist_ok=True)
-    with dask_client(workers, scheduler, client) as own_client:
+    try:
+        hub.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno not in _READ_ONLY_ERRNOS:
+            raise
+        raise HubNotWritable(f"hub folder {hub} cannot be created ({os.strerror(e.errno).lower()}: "
+                             f"{e.filename or hub}); create it, or pass a --hub folder you can write to") from None
+    settings = settings or PartitionSettings()
+    if client is None and not rehash:  # a no-op needs no cluster when every checksum is cached
+        done = _up_to_date_from_cache(entry, builder, inputs, raw, hub, catalog.split_definition, settings)
+        if done is not None:
+            return done
+    raw_bytes = sum(os.path.getsize(p) for i in inputs for p in i.paths)
+    with dask_client(workers, scheduler, client, processes=local_workers(raw_bytes, workers)) as own_client:
         return build_inputs(entry, builder, inputs, raw=raw, hub=hub, client=own_client,
                             split_def=catalog.split_definition, sim=find_sim_manifest(raw),
                             strict=strict, settings=settings, rehash=rehash)
@@ -392,26 +473,82 @@ def build_inputs(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], 
         ...              client=client, split_def=load_catalog().split_definition)
     """
     settings = settings or PartitionSettings()
-    with dataset_lock(hub, entry.name):
+    name = entry.name
+    t_start = time.perf_counter()
+    # the up-to-date check reads the raw files' checksums and build.json and writes nothing
+    input_records, checksums = _input_records(client, inputs, raw, hub, rehash=rehash)
+    build_key = _build_key(builder, split_def, settings, input_records)
+    if not hub_writable(hub):
+        old = _built_with(hub, name, build_key)
+        if old is not None:
+            log.info("%s: up to date (build key %s); nothing to do (the hub is read-only)", name, build_key[:12])
+            return BuildResult(name, dataset_dir(hub, name), old, up_to_date=True)
+        raise _not_writable(hub, f"{name} needs building (it is not built there, or its build key changed)")
+    try:
+        lock = dataset_lock(hub, name).__enter__()
+    except OSError as e:
+        if e.errno not in _READ_ONLY_ERRNOS:
+            raise
+        raise _not_writable(hub, f"cannot take the build lock of {name} in {hub / STAGING}",
+                            os.strerror(e.errno).lower()) from None
+    try:
         return _build_locked(entry, builder, inputs, raw=raw, hub=hub, client=client,
                              split_def=split_def, sim=sim, strict=strict, settings=settings,
-                             rehash=rehash)
+                             input_records=input_records, checksums=checksums, build_key=build_key,
+                             t_start=t_start)
+    finally:
+        lock.__exit__(None, None, None)
 
 
-def _build_locked(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], *, raw: Path,
-                  hub: Path, client, split_def: SplitDefinition, sim: dict | None, strict: bool,
-                  settings: PartitionSettings, rehash: bool) -> BuildResult:
-    t_start = time.perf_counter()
-    name = entry.name
-    input_records = _input_records(client, inputs, raw, hub, rehash=rehash)
-    build_key = _build_key(builder, split_def, settings, input_records)
+def _up_to_date_from_cache(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], raw: Path,
+                           hub: Path, split_def: SplitDefinition, settings: PartitionSettings) -> BuildResult | None:
+    """The up-to-date result when every raw file's checksum is cached and the hub holds this build
+    key; None when that needs hashing or a build (then the caller starts a cluster)."""
+    cache = ChecksumCache(hub / STAGING / "sha256-cache.json")
+    digests = {}
+    for p in sorted({p for i in inputs for p in i.paths}):
+        d = cache.get(p)
+        if d is None:
+            return None
+        digests[p] = d
+    records = [{"key": i.key, "files": [{"path": os.path.relpath(p, raw), "sha256": digests[p]} for p in i.paths]}
+               for i in inputs]
+    build_key = _build_key(builder, split_def, settings, records)
+    old = _built_with(hub, entry.name, build_key)
+    if old is None:
+        return None
+    if hub_writable(hub):
+        with dataset_lock(hub, entry.name):  # what a killed build left behind
+            _remove_leftovers(hub, entry.name)
+    log.info("%s: up to date (build key %s); nothing to do", entry.name, build_key[:12])
+    return BuildResult(entry.name, dataset_dir(hub, entry.name), old, up_to_date=True)
+
+
+def _built_with(hub: Path, name: str, build_key: str) -> BuildManifest | None:
+    """The dataset's manifest when the hub holds it built with `build_key`, else None."""
     target = dataset_dir(hub, name)
     if (target / MANIFEST).is_file():
         old = read_manifest(hub, name)
         if old.build_key == build_key:
-            log.info("%s: up to date (build key %s); nothing to do", name, build_key[:12])
-            _remove_leftovers(hub, name)
-            return BuildResult(name, target, old, up_to_date=True)
+            return old
+    return None
+
+
+def _build_locked(entry: DatasetEntry, builder: Builder, inputs: list[RawInput], *, raw: Path,
+                  hub: Path, client, split_def: SplitDefinition, sim: dict | None, strict: bool,
+                  settings: PartitionSettings, input_records: list[dict], checksums: ChecksumCache,
+                  build_key: str, t_start: float) -> BuildResult:
+    name = entry.name
+    try:
+        checksums.save()  # only when a digest was computed (a changed or new raw file)
+    except OSError as e:  # a cache, not an output: the build goes on and the next one re-hashes
+        log.warning("%s: could not save the checksum cache %s (%s)", name, checksums.path, _describe(e))
+    target = dataset_dir(hub, name)
+    old = _built_with(hub, name, build_key)  # read again under the lock: another build may have finished
+    if old is not None:
+        log.info("%s: up to date (build key %s); nothing to do", name, build_key[:12])
+        _remove_leftovers(hub, name)
+        return BuildResult(name, target, old, up_to_date=True)
 
     staging = hub / STAGING / f"{name}-{build_key[:16]}"
     std_dir = staging / "standardized"
@@ -551,22 +688,26 @@ class dataset_lock:  # noqa: N801 - used as a context manager
 
 
 def _input_records(client, inputs: list[RawInput], raw: Path, hub: Path,
-                   rehash: bool = False) -> list[dict]:
+                   rehash: bool = False) -> tuple[list[dict], ChecksumCache]:
     """Checksum every raw file on the workers (cached by path, size and mtime; `rehash` reads
-    every file again): the manifest's `inputs` without their row counts."""
-    cache_file = str(hub / STAGING / "sha256-cache.json")
+    every file again): the manifest's `inputs` without their row counts, and the checksum cache
+    holding the new digests (not saved: the caller saves it once it may write to the hub)."""
     all_paths = sorted({p for i in inputs for p in i.paths})
-    chunks = [all_paths[i:i + 64] for i in range(0, len(all_paths), 64)]
+    cache = ChecksumCache(hub / STAGING / "sha256-cache.json")
     checks: dict[str, str] = {}
-    for part in client.gather(client.map(_checksums, chunks, cache_file=cache_file, rehash=rehash, pure=False)):
-        checks.update(part)
-    cache = ChecksumCache(Path(cache_file))
-    for p, d in checks.items():
-        cache.put(p, d)
-    cache.save()
+    missing = all_paths
+    if not rehash:  # cached digests are looked up here; only the others go to the workers
+        checks = {p: d for p in all_paths if (d := cache.get(p)) is not None}
+        missing = [p for p in all_paths if p not in checks]
+    chunks = [missing[i:i + 64] for i in range(0, len(missing), 64)]
+    if chunks:
+        for part in client.gather(client.map(_checksums, chunks, pure=False)):
+            checks.update(part)
+    for p in missing:
+        cache.put(p, checks[p])
     return [{"key": i.key, "files": [
         {"path": os.path.relpath(p, raw), "sha256": checks[p], "bytes": os.path.getsize(p)}
-        for p in i.paths]} for i in inputs]
+        for p in i.paths]} for i in inputs], cache
 
 
 def _build_key(builder: Builder, split_def: SplitDefinition, settings: PartitionSettings,
@@ -589,6 +730,7 @@ def _standardize_all(client, entry: DatasetEntry, builder: Builder, inputs: list
     n = len(inputs)
     futures = client.map(standardize_input, [ref] * n, [builder.options()] * n, inputs,
                          [str(std_dir)] * n, [split_def.as_dict()] * n, pure=False)
+    which = {f.key: item for f, item in zip(futures, inputs, strict=True)}
     markers = {}
     failed = []
     for fut in as_completed(futures):  # on a failure, let the others finish: their work is kept
@@ -601,8 +743,29 @@ def _standardize_all(client, entry: DatasetEntry, builder: Builder, inputs: list
     bar.close()
     if failed:
         log.error("%s: %d of %d input(s) failed to standardize", entry.name, len(failed), n)
-        failed[0].result()  # raises the first task's error
+        for fut in failed[1:]:
+            log.error("  %s", _task_failure(entry.name, which[fut.key], fut.exception()))
+        e = failed[0].exception()
+        if isinstance(e, BuildError) or environment_fault(e) is None:
+            raise e  # the task's own one-line error, or a bug (its traceback with -v)
+        raise BuildError(_task_failure(entry.name, which[failed[0].key], e)) from e
     return markers
+
+
+def _task_failure(name: str, item: RawInput, e: BaseException) -> str:
+    """One line for a standardize task that failed outside the builder (its worker died, the
+    cluster failed): which input it was reading, and what to do."""
+    if isinstance(e, BuildError):
+        return str(e)
+    files = ", ".join(item.paths[:3]) + (f" and {len(item.paths) - 3} more" if len(item.paths) > 3 else "")
+    fault = environment_fault(e)
+    if type(e).__name__ == "KilledWorker":
+        why = ("the Dask worker reading it died, on every retry (out of memory is the usual cause: give "
+               "workers more memory, e.g. `dask worker --memory-limit`, or fewer threads per worker)")
+    else:
+        why = f"environment fault ({fault})" if fault else "the task failed"
+    return (f"{name}: input {item.key} ({files}) could not be standardized: {why}: {_describe(e)}; "
+            f"nothing was recorded for it, finished inputs are kept; rerun the build once the fault is fixed")
 
 
 def _collect_standardized(name: str, inputs: list[RawInput], markers: dict[str, dict],
@@ -659,7 +822,12 @@ def _make_manifest(entry: DatasetEntry, builder: Builder, collection: Path, buil
         "rows": {"total": ids.num_rows, **_split_counts(ids)},
         "inputs": [{**r, "rows": std.markers[r["key"]]["rows"]} for r in input_records],
         "rejected_inputs": std.rejected_inputs, "rejected_rows": std.rejected_rows,
-        "partition": {**settings.as_dict(), "margin_threshold_arcsec": margin["threshold"],
+        "partition": {"partition_bytes": margin["partition_bytes"],
+                      "row_group_bytes": settings.row_group_bytes,
+                      "compression_level": settings.compression_level,
+                      "highest_order": margin["highest_order"],
+                      "margin_delta": margin["order"] - margin["deepest_order"],
+                      "margin_threshold_arcsec": margin["threshold"],
                       "margin_order": margin["order"], "margin_catalog": margin["name"]},
         "modalities": {k: {"kind": v.kind, **v.describe()} for k, v in builder.modalities().items()},
         "data_files": data_files,
@@ -709,13 +877,27 @@ def _drop_cross_input_duplicates(files: list[dict], id_parts: list[pa.Table], st
     return rejected
 
 
+_TOO_DENSE = re.compile(r"single pixel (?:supplement|row count) (\d+) exceeds threshold (\d+)")
+
+
 def _partition(name, std_files, out_root: Path, client, split_def, settings: PartitionSettings,
                total_rows: int) -> dict:
+    """hats-import of the standardized files into `out_root/name` (catalog + margin cache).
+
+    Returns what the manifest records of it: the margin cache (order, threshold, name) and the
+    partitioning actually used (byte threshold, highest order, deepest partition order)."""
     from hats import read_hats
     from hats_import.catalog.arguments import ImportArguments
     from hats_import.collection.arguments import CollectionArguments
     from hats_import.pipeline import pipeline_with_client
 
+    margin_order = settings.margin_order
+    highest = min(settings.highest_order, margin_order - 1)
+    if highest < split_def.order:
+        raise BuildError(f"{name}: margin_threshold_arcsec={settings.margin_threshold_arcsec} needs margin "
+                         f"pixels of order {margin_order}, so partitions of order <= {highest}, coarser than "
+                         f"the split order {split_def.order}; use a margin threshold below "
+                         f"{_mindist_arcsec(split_def.order + 1):.0f} arcsec")
     bytes_per_row = max(1, sum(os.path.getsize(f) for f in std_files) * 3 // max(1, total_rows))
     rows_per_group = int(np.clip(settings.row_group_bytes // bytes_per_row, 100, 100_000))
     bars = progress_bars_enabled() and sys.stderr.isatty()  # hats-import draws into log files otherwise
@@ -724,26 +906,77 @@ def _partition(name, std_files, out_root: Path, client, split_def, settings: Par
                                       "compression_level": settings.compression_level},
                   tmp_dir=str(out_root / "_tmp"))
     out_root.mkdir(parents=True, exist_ok=True)
-    args = ImportArguments(
-        output_path=str(out_root / name), output_artifact_name=name,
-        input_file_list=std_files, file_reader="parquet", ra_column="ra", dec_column="dec",
-        lowest_healpix_order=split_def.order, highest_healpix_order=settings.highest_order,
-        byte_pixel_threshold=int(settings.partition_bytes), expected_total_rows=total_rows,
-        row_group_kwargs={"num_rows": rows_per_group}, **common)
-    pipeline_with_client(args, client)
+    threshold = int(settings.partition_bytes)
+    if TINY_FACTOR * sum(os.path.getsize(f) for f in std_files) <= threshold:
+        # all rows surely fit one partition: partitions of the split order, and hats-import maps at
+        # that order instead of histogramming (and aligning) millions of deeper pixels
+        highest = split_def.order
+    _cache_hats_jit()
+
+    def catalog_args(byte_threshold: int):
+        return ImportArguments(
+            output_path=str(out_root / name), output_artifact_name=name,
+            input_file_list=std_files, file_reader="parquet", ra_column="ra", dec_column="dec",
+            lowest_healpix_order=split_def.order, highest_healpix_order=highest,
+            byte_pixel_threshold=byte_threshold, expected_total_rows=total_rows,
+            row_group_kwargs={"num_rows": rows_per_group}, **common)
+
+    try:
+        pipeline_with_client(catalog_args(threshold), client)
+    except ValueError as e:
+        dense = _TOO_DENSE.search(str(e))
+        if dense is None:
+            raise
+        # one pixel of the deepest allowed order holds more than the byte threshold: partition
+        # with that pixel's bytes as the threshold (hats-import resumes from its mapping histograms)
+        threshold = int(dense.group(1))
+        log.warning("%s: the densest order-%d pixel holds %.0f MiB of rows (uncompressed), more than "
+                    "partition_bytes (%.0f MiB); partitions of up to %.0f MiB are written, and a partition "
+                    "task needs a few times that in memory. Partitions cannot be deeper than order %d "
+                    "because the margin cache (margin_threshold_arcsec=%g) uses order-%d pixels: a "
+                    "smaller margin threshold allows deeper, smaller partitions", name, highest,
+                    threshold / 2**20, settings.partition_bytes / 2**20, threshold / 2**20, highest,
+                    settings.margin_threshold_arcsec, margin_order)
+        pipeline_with_client(catalog_args(threshold), client)
     cat = read_hats(out_root / name / name)
     deepest = max(p.order for p in cat.get_healpix_pixels())
-    margin_order = max(deepest + settings.margin_delta, 10)
-    import hats.pixel_math.healpix_shim as hp
-    threshold = float(hp.order2mindist(margin_order) * 60.0)
-    margin_name = f"{name}_{int(threshold)}arcs"
+    margin_arcsec = _mindist_arcsec(margin_order)
+    margin_name = f"{name}_{int(margin_arcsec)}arcs"
     coll = (CollectionArguments(output_path=str(out_root), output_artifact_name=name, **common)
             .catalog(output_artifact_name=name)
             .add_margin(margin_threshold=None, margin_order=margin_order,
                         output_artifact_name=margin_name, is_default=True))
     pipeline_with_client(coll, client)
     shutil.rmtree(out_root / "_tmp", ignore_errors=True)
-    return {"order": margin_order, "threshold": round(threshold, 3), "name": margin_name}
+    return {"order": margin_order, "threshold": round(margin_arcsec, 3), "name": margin_name,
+            "partition_bytes": threshold, "highest_order": highest, "deepest_order": deepest}
+
+
+# standardized Parquet (zstd level 1) is at most this many times smaller than hats-import's
+# in-memory estimate of the same rows (image and spectrum arrays compress 1-3x)
+TINY_FACTOR = 8
+
+
+def _cache_hats_jit() -> None:
+    """Let numba cache hats' pixel-tree alignment functions on disk (`Dispatcher.enable_caching`,
+    what ``@njit(cache=True)`` does): the margin cache's planning JIT-compiles them in every
+    process that builds (~3 s of CPU), and a cache makes later processes load them in ~0.4 s."""
+    try:
+        import hats.pixel_tree.pixel_alignment as alignment
+    except ImportError:  # pragma: no cover - hats is a dependency of the build extra
+        return
+    for f in vars(alignment).values():
+        if hasattr(f, "enable_caching") and not getattr(f, "_mmu_cached", False):
+            try:
+                f.enable_caching()  # where the package is read-only, numba uses its user cache dir
+                f._mmu_cached = True
+            except Exception as e:  # noqa: BLE001 - only a speed-up: compile as before
+                log.debug("numba caching unavailable for %s: %s", getattr(f, "__name__", f), e)
+
+
+def _mindist_arcsec(order: int) -> float:
+    import hats.pixel_math.healpix_shim as hp
+    return float(hp.order2mindist(order) * 60.0)
 
 
 def code_version() -> str:

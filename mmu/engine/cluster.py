@@ -7,18 +7,33 @@ that closes only what it started.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+
+# Dask's own loggers: silenced in worker processes, and in this process while a cluster closes
+_DASK_LOGGERS = ("distributed", "tornado", "asyncio", "bokeh")
 
 
-def make_client(workers: int | None = None, scheduler: str | None = None):
+def _worker_log_level() -> int:
+    """The `distributed` log level of the worker processes of a private cluster: nothing below
+    CRITICAL (a task's failure reaches the command through its future, and teardown races such as
+    a heartbeat to a scheduler that is closing are noise), unless ``-v`` asked for debug output."""
+    from mmu.logs import get_verbosity
+
+    return logging.WARNING if get_verbosity() <= logging.DEBUG else logging.CRITICAL
+
+
+def make_client(workers: int | None = None, scheduler: str | None = None, *, processes: bool = True):
     """A Dask client and the cluster it owns.
 
     Args:
-        workers: local worker processes (one thread each) when no scheduler is given;
-            default: up to 2, at most the machine's cores.
+        workers: local workers when no scheduler is given (processes with one thread each, or
+            threads of this process); default: up to 2, at most the machine's cores.
         scheduler: address of a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
+        processes: worker processes (the default), or threads of this process: no worker start-up
+            and no imports repeated per worker, for small jobs (see `local_workers`).
 
     Returns:
         ``(client, cluster)``; ``cluster`` is None when connected to an existing scheduler.
@@ -28,13 +43,55 @@ def make_client(workers: int | None = None, scheduler: str | None = None):
     if scheduler:
         return Client(scheduler, timeout="30s"), None
     n = workers or max(1, min(2, os.cpu_count() or 1))
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=40)
+    if processes:
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=_worker_log_level())
+    else:
+        cluster = LocalCluster(n_workers=1, threads_per_worker=n, processes=False,
+                               dashboard_address=None, silence_logs=_worker_log_level())
     return Client(cluster), cluster
 
 
+def local_workers(raw_bytes: int, workers: int | None, threads_below: int = 2 * 2**30) -> bool:
+    """Whether a private cluster should use worker processes: yes when the user asked for a
+    number of workers or the raw input is at least `threads_below` bytes; a smaller job runs on
+    threads of the command's own process (starting and importing into worker processes costs more
+    than such a job)."""
+    return workers is not None or raw_bytes >= threads_below
+
+
 @contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None, client=None) -> Iterator:
+def quiet_dask_logs(level: int = logging.CRITICAL) -> Iterator[None]:
+    """Raise Dask's loggers in this process to `level` inside the block (then restore them)."""
+    saved = {name: logging.getLogger(name).level for name in _DASK_LOGGERS}
+    for name in _DASK_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, lvl in saved.items():
+            logging.getLogger(name).setLevel(lvl)
+
+
+def close_client(client, cluster) -> None:
+    """Close `client`, then the `cluster` it owns (workers before the scheduler), quietly.
+
+    A closing cluster's components log connection errors that mean nothing to the user (a worker's
+    heartbeat to a scheduler that is going away: "Stream is closed"); they are silenced here and in
+    the worker processes (`make_client`), and the closes wait long enough for a loaded machine."""
+    with quiet_dask_logs():
+        try:
+            client.close(timeout=60)
+        except Exception:  # noqa: BLE001 - closing: the command's outcome is already decided
+            pass
+        if cluster is not None:
+            with suppress(Exception):
+                cluster.close(timeout=120)
+
+
+@contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None, client=None, *,
+                processes: bool = True) -> Iterator:
     """Yield `client` if given, else a new one from `make_client`, closed (with its cluster) on exit.
 
     Example:
@@ -44,13 +101,11 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, client
     if client is not None:
         yield client
         return
-    client, cluster = make_client(workers, scheduler)
+    client, cluster = make_client(workers, scheduler, processes=processes)
     try:
         yield client
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        close_client(client, cluster)
 
 
 class Progress:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -19,20 +20,108 @@ from pathlib import Path
 from mmu.hub.manifest import MANIFEST, BuildManifest, load_manifest_file
 
 STAGING = ".mmu-staging"
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
 class NotBuilt(FileNotFoundError):
     """A dataset that is not built in the hub (no HUB/NAME/build.json)."""
 
 
+class UnsafePath(ValueError):
+    """A name that is not a plain name (a path, '..', an absolute name), or a file named by an
+    index or manifest that would lie outside its folder. Refused input: the CLI exits 2."""
+
+
+def check_name(name: str, what: str = "dataset name") -> str:
+    """`name` if it is a plain name, usable as one path component: letters, digits, '.', '_' and
+    '-', at most 80, starting with a letter or digit, no '..'. The one check of every name that
+    becomes a file or folder (a dataset in a hub, a shard in an export, a model or task in results).
+
+    Args:
+        name: the name to check.
+        what: what the name is, for the message ("dataset name", "model name", ...).
+
+    Returns:
+        `name` unchanged.
+
+    Raises:
+        UnsafePath: any other name; a path (``../hub0/x``, ``/data/hub/x``, ``hub/x``) is told to
+            pass the last part as the name and the rest as the hub.
+
+    Example:
+        >>> check_name("desi_dr1")
+        'desi_dr1'
+        >>> check_name("../hub0/x")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        mmu.hub.layout.UnsafePath: dataset name '../hub0/x' is a path, not a name: ...
+    """
+    if isinstance(name, str) and PLAIN_NAME.match(name) and ".." not in name:
+        return name
+    if not (isinstance(name, str) and ("/" in name or "\\" in name or name in (".", ".."))):
+        raise UnsafePath(f"{what} {name!r} is not allowed: use letters, digits, '.', '_' and '-' "
+                         "(at most 80, starting with a letter or digit, no '..')")
+    message = f"{what} {name!r} is a path, not a name"
+    if not what.startswith("dataset"):
+        raise UnsafePath(f"{message}: give one plain name (no '/', no '..')")
+    last, parent = Path(name).name, Path(name).parent
+    if PLAIN_NAME.match(last) and ".." not in last:
+        raise UnsafePath(f"{message}: name a dataset by its folder in the hub, e.g. `{last} --hub {parent}`")
+    raise UnsafePath(f"{message}: name a dataset by its folder in the hub given with --hub")
+
+
+def inside(folder: str | Path, name: str, *, source: str | Path, entry: str,
+           fix: str = "write it again") -> Path:
+    """``folder / name`` for a file that an index or manifest (`source`) names relative to `folder`,
+    refused if it would lie outside `folder`: an absolute name, a ``..`` part, or a symlink (of the
+    name or any folder on its way) that resolves out of `folder`.
+
+    Args:
+        folder: the folder the file must stay in (an export folder, a dataset's collection).
+        name: the relative name as the index gives it.
+        source: the index or manifest file that names it, for the message.
+        entry: which entry of `source` it is, e.g. ``shards[3].name``.
+        fix: what to do about it, for the message (e.g. "re-export it with `mmu export-wds`").
+
+    Returns:
+        ``Path(folder) / name`` (not resolved: messages keep the user's spelling).
+
+    Raises:
+        UnsafePath: naming `source`, the entry, the name and where it leads.
+
+    Example:
+        >>> inside("shards/train", "shard-train-000000.tar", source="shards/train/index.json",
+        ...        entry="shards[0].name")
+        PosixPath('shards/train/shard-train-000000.tar')
+    """
+    folder = Path(folder)
+    why = None
+    if not isinstance(name, str) or "\0" in name or not Path(name).parts:
+        why = "is not a file name"
+    elif os.path.isabs(name):
+        why = "is an absolute path"
+    elif ".." in Path(name).parts:
+        why = "climbs out with '..'"
+    else:
+        real = (folder / name).resolve()
+        if folder.resolve() not in real.parents:
+            why = f"resolves to {real} (through a symbolic link)"
+    if why:
+        raise UnsafePath(f"{source}: {entry} {name!r} {why}: every file it names must lie inside {folder} "
+                         f"(was it altered?); {fix}")
+    return folder / name
+
+
 def dataset_dir(hub: str | Path, name: str) -> Path:
     """The folder of dataset `name` in `hub` (the HATS collection root: card, build.json, catalog).
+
+    Raises:
+        UnsafePath: `name` is not a plain name (`check_name`): a path never reads outside `hub`.
 
     Example:
         >>> dataset_dir("hub", "desi_dr1")
         PosixPath('hub/desi_dr1')
     """
-    return Path(hub) / name
+    return Path(hub) / check_name(name)
 
 
 def read_manifest(hub: str | Path, name: str) -> BuildManifest:

@@ -8,10 +8,10 @@ and is read as version 1.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 #: the version of the build.json shape this code writes (and the newest it reads)
 MANIFEST_FORMAT_VERSION = 1
@@ -133,6 +133,18 @@ class BuildManifest(_Strict):
     radius_arcsec: Number | None = None
     keep_unmatched: bool | None = None
     match: dict[str, Any] | None = None
+
+    @field_validator("data_files")
+    @classmethod
+    def _relative_files(cls, v):
+        # data files are read as dataset_dir / entry: an entry must stay inside the dataset folder
+        for split, files in v.items():
+            for k, f in enumerate(files):
+                p = PurePosixPath(f)
+                if not f or p.is_absolute() or "\\" in f or ".." in p.parts:
+                    raise ValueError(f"data_files.{split}[{k}] = {f!r} is not a relative path inside the "
+                                     f"dataset folder")
+        return v
 
     @property
     def source_datasets(self) -> list[str]:

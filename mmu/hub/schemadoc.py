@@ -59,11 +59,13 @@ MANIFEST_FIELDS: dict[str, str] = {
     "rejected_rows": "rows rejected by validation or as duplicates: input, reason and, where known, "
                      "row, object_id and column",
     "partition": "hats-import settings and the margin cache",
-    "partition.partition_bytes": "maximum uncompressed bytes per partition (the memory bound)",
+    "partition.partition_bytes": ("uncompressed bytes per partition actually used (the memory bound; raised above "
+                                  "the setting where one pixel of the deepest allowed order is denser)"),
     "partition.row_group_bytes": "target Parquet row-group size",
     "partition.compression_level": "zstd level of the partition files",
-    "partition.highest_order": "deepest HEALPix order a partition may have",
-    "partition.margin_delta": "margin order = max(deepest partition order + delta, 10)",
+    "partition.highest_order": "deepest order a partition may have: min(setting, margin order - 1)",
+    "partition.margin_delta": ("margin order minus the deepest partition order (the margin order follows "
+                               "`margin_threshold_arcsec`)"),
     "partition.margin_order": "HEALPix order of the margin cache",
     "partition.margin_threshold_arcsec": "margin width in arcsec",
     "partition.margin_catalog": "folder name of the margin cache, `<name>_<r>arcs`",

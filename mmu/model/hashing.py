@@ -52,13 +52,18 @@ def sha256_json(obj) -> str:
 
 
 class ChecksumCache:
-    """sha256 of files keyed by (path, size, mtime_ns), persisted as JSON."""
+    """sha256 of files keyed by (path, size, mtime_ns), persisted as JSON.
+
+    Reading needs no write access (a missing or unreadable file is an empty cache); `save` writes
+    only when `put` changed something, so an up-to-date check writes nothing.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.dirty = False
         try:
             self.entries = json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError):
             self.entries = {}
 
     def key(self, path: str) -> str:
@@ -69,13 +74,20 @@ class ChecksumCache:
         return self.entries.get(self.key(path))
 
     def put(self, path: str, digest: str) -> None:
-        self.entries[self.key(path)] = digest
+        key = self.key(path)
+        if self.entries.get(key) != digest:
+            self.entries[key] = digest
+            self.dirty = True
 
     def save(self) -> None:
+        """Write the cache atomically, if anything changed since it was read."""
+        if not self.dirty:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(self.entries))
         os.replace(tmp, self.path)
+        self.dirty = False
 
 
 def _leaves(arr: pa.Array, offsets: np.ndarray, out: list):

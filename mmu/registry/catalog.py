@@ -142,15 +142,22 @@ class PairedSource(_Strict):
 
 class TaskEntry(_Strict):
     """A benchmark task, versioned `Name.vN`; a released task is never edited, only superseded.
-    The task reads `dataset` (or the paired catalog `paired` describes) at `dataset_revision`
-    (a content revision, never a build key), the modality columns `columns`, the target column,
-    rows passing `filters` (`column`, `column == value`, `column >= value`, ...; rows without a
-    finite / non-null target are always dropped), with the splits of `split_hash`."""
+    The task reads `dataset` (or the paired catalog `paired` describes), the modality columns
+    `columns`, the target column, rows passing `filters` (`column`, `column == value`,
+    `column >= value`, ...; rows without a finite / non-null target are always dropped), with the
+    splits of `split_hash`.
+
+    A mock task (`mock: true`, labels from the simulator) pins `dataset_revision` (a content
+    revision, never a build key), its simulation and lock file. A survey-label task (`mock:
+    false`) reads the surveys' own label columns and runs on any build of its datasets, mock or
+    archive: it pins no revision (`dataset_revision` may be left out), reads no mock-only dataset,
+    and each result records the build it ran on."""
 
     name: str
     description: str = ""
     dataset: str
-    dataset_revision: str
+    dataset_revision: str | None = Field(default=None, description=(
+        "mock tasks: the content revision of the canonical build; survey-label tasks: none (any build)"))
     paired: PairedSource | None = None
     input_prefix: str = ""
     modality: Literal["image", "spectrum", "lightcurve", "image+spectrum"]
@@ -159,6 +166,9 @@ class TaskEntry(_Strict):
     target: str
     target_transform: Literal["none", "log10"] = Field(
         default="none", description="applied to the target column; log10 drops values <= 0")
+    target_map: dict[str, str] | None = Field(default=None, description=(
+        "classification: label -> class, applied to the labels (as strings) before anything else; "
+        "labels not named keep their value (e.g. PLAsTiCC's 991-994 -> 99)"))
     filters: list[str] = Field(default_factory=list)
     split_hash: str
     min_per_split: dict[Literal["train", "val", "test"], int] = Field(default_factory=dict)
@@ -200,9 +210,11 @@ class TaskEntry(_Strict):
         if self.main_score not in self.metric_names:
             raise ValueError(f"task {self.name}: main_score {self.main_score!r} is not among its "
                              f"metrics {self.metric_names}")
-        if self.mock and (not self.sim or not self.lock):
-            raise ValueError(f"task {self.name}: a mock task pins its simulation (`sim`) and the lock "
-                             f"file of canonical revisions (`lock`)")
+        if self.mock and (not self.sim or not self.lock or not self.dataset_revision):
+            raise ValueError(f"task {self.name}: a mock task pins its simulation (`sim`), the lock "
+                             f"file of canonical revisions (`lock`) and its `dataset_revision`")
+        if self.target_map and self.type != "classification":
+            raise ValueError(f"task {self.name}: `target_map` maps class labels; a {self.type} task has none")
         if not self.protocols:
             raise ValueError(f"task {self.name}: name at least one protocol")
         return self
@@ -248,9 +260,14 @@ class Catalog(_Strict):
                     raise ValueError(f"{kind} {item.name!r} is defined twice")
                 seen.add(item.name)
         names = {d.name for d in self.datasets}
+        mock_only = {d.name for d in self.datasets if d.mock_only}
         for t in self.tasks:
             if t.dataset not in names:
                 raise ValueError(f"task {t.name} names unknown dataset {t.dataset!r}")
+            sim = [n for n in ([t.dataset] + (t.paired.inputs if t.paired else [])) if n in mock_only]
+            if not t.mock and sim:
+                raise ValueError(f"task {t.name} is a survey-label task (mock: false) but reads the mock-only "
+                                 f"dataset(s) {sorted(set(sim))}; it would not run on an archive build")
         return self
 
     @property

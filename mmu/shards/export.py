@@ -12,6 +12,7 @@ globally with an external shuffle whose memory is bounded by one partition and o
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import math
@@ -25,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from mmu.hub.layout import atomic_path, dataset_dir, read_manifest
+from mmu.hub.layout import MANIFEST, atomic_path, dataset_dir, inside, read_manifest, replace_dir
 from mmu.model.schema import INDEX_COLUMN, SPLIT_COLUMN, ImageSpec, SpectrumSpec, modalities_of
 from mmu.model.validate import flat_values
 from mmu.shards.format import (
@@ -113,6 +114,69 @@ def row_arrays(table: pa.Table, modalities: dict, constants: dict) -> list[dict[
     return rows
 
 
+def parse_scalars(specs: list[str] | dict | None) -> dict[str, list[str]]:
+    """Scalar modalities to pack from catalog columns: ``["gaia_scalars=c1,c2,..."]`` (the CLI's
+    form) or a mapping ``{"gaia_scalars": ["c1", "c2"]}``.
+
+    Raises:
+        ExportError: a spec without ``NAME=`` or without columns, a column given twice, or a name
+            given twice (the message names the spec).
+    """
+    if not specs:
+        return {}
+    if isinstance(specs, dict):
+        items = [(str(k), [str(c) for c in v]) for k, v in specs.items()]
+    else:
+        items = []
+        for spec in specs:
+            name, sep, cols = str(spec).partition("=")
+            if not sep or not name.strip():
+                raise ExportError(f"--scalars {spec!r}: expected NAME=COLUMN,COLUMN,... "
+                                  "(e.g. gaia_scalars=gaia_phot_g_mean_mag,gaia_parallax)")
+            items.append((name.strip(), [c.strip() for c in cols.split(",") if c.strip()]))
+    out: dict[str, list[str]] = {}
+    for name, cols in items:
+        if name in out:
+            raise ExportError(f"--scalars {name!r} is given twice")
+        if not cols:
+            raise ExportError(f"--scalars {name!r}: no columns listed")
+        if len(set(cols)) != len(cols):
+            raise ExportError(f"--scalars {name!r}: a column is listed twice in {cols}")
+        out[name] = cols
+    return out
+
+
+def _check_scalars(schema: pa.Schema, modalities: dict, scalars: dict[str, list[str]], source: str) -> None:
+    """Every scalar column exists and is an integer or float column; names clash with nothing."""
+    for name, cols in scalars.items():
+        if name in modalities or name in schema.names:
+            raise ExportError(f"--scalars {name!r}: {source} already has a column of that name; pick another")
+        for c in cols:
+            if c not in schema.names:
+                raise ExportError(f"--scalars {name!r}: {source} has no column {c!r}")
+            t = schema.field(c).type
+            if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+                raise ExportError(f"--scalars {name!r}: column {c!r} of {source} is {t}, not a number")
+
+
+def scalar_arrays(table: pa.Table, scalars: dict[str, list[str]]) -> list[dict[str, np.ndarray]]:
+    """Per row, ``{"<name>.values": float32[K], "<name>.mask": bool[K]}`` for each scalar modality
+    (mask True where the column is null or not finite); a row where every column is missing has
+    no such arrays (the modality is absent, as a missing spectrum is)."""
+    rows: list[dict[str, np.ndarray]] = [dict() for _ in range(table.num_rows)]
+    for name, cols in scalars.items():
+        vals = np.stack([table.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False) for c in cols], 1) \
+            if table.num_rows else np.zeros((0, len(cols)))
+        vals = np.asarray(vals, np.float64)
+        mask = ~np.isfinite(vals)
+        for i in range(table.num_rows):
+            if mask[i].all():
+                continue
+            rows[i][f"{name}.values"] = np.where(mask[i], 0.0, vals[i]).astype(np.float32)
+            rows[i][f"{name}.mask"] = mask[i].copy()
+    return rows
+
+
 def _meta_rows(table: pa.Table, modalities: dict) -> list[dict]:
     cols = [c for c in table.column_names if c not in modalities and c != INDEX_COLUMN]
     return table.select(cols).to_pylist()
@@ -163,7 +227,8 @@ def _scatter(path: str, split: str, n_shards: int, order: dict, bucket_dir: str,
     return {"rows": written, "constant": ok}
 
 
-def _gather(shard: int, split: str, bucket_dir: str, out_dir: str, constants: dict) -> dict:
+def _gather(shard: int, split: str, bucket_dir: str, out_dir: str, constants: dict,
+            scalars: dict[str, list[str]] | None = None) -> dict:
     d = Path(bucket_dir) / f"{shard:06d}"
     parts = [ipc.open_file(f).read_all() for f in sorted(d.glob("*.arrow"))] if d.exists() else []
     if not parts:
@@ -172,6 +237,8 @@ def _gather(shard: int, split: str, bucket_dir: str, out_dir: str, constants: di
     modalities = modalities_of(parts[0].schema)
     metas = _meta_rows(table.drop_columns(["__pos"]), modalities)
     arrays = row_arrays(table, modalities, constants)
+    if scalars:
+        arrays = [{**a, **b} for a, b in zip(arrays, scalar_arrays(table, scalars), strict=True)]
     keys = [sample_key(m["object_id"]) for m in metas]
     info = write_tar(Path(out_dir) / shard_name(split, shard),
                      ((k, encode_sample(m, a)) for k, m, a in zip(keys, metas, arrays, strict=True)))
@@ -183,7 +250,7 @@ def _gather(shard: int, split: str, bucket_dir: str, out_dir: str, constants: di
 def export_wds(name: str, hub: str | Path, out: str | Path, *, split: str = "train",
                shard_size: str | int = "256MiB", seed: int = 0, shard_multiple: int = 8,
                overwrite: bool = False, client=None, workers: int | None = None,
-               scheduler: str | None = None) -> ShardIndex:
+               scheduler: str | None = None, scalars: list[str] | dict | None = None) -> ShardIndex:
     """Write dataset `name`'s `split` rows to globally shuffled WebDataset shards in `out`.
 
     Args:
@@ -198,58 +265,96 @@ def export_wds(name: str, hub: str | Path, out: str | Path, *, split: str = "tra
         client: a Dask client to run on (not closed).
         workers: local Dask worker processes when neither `client` nor `scheduler` is given.
         scheduler: address of a running Dask scheduler.
+        scalars: catalog columns to pack as ``scalars`` modalities, ``["NAME=col1,col2"]`` or
+            ``{"NAME": ["col1", "col2"]}`` (see `parse_scalars`): each sample gets
+            ``NAME.values.npy`` (float32, one value per column, in order) and ``NAME.mask.npy``
+            (True where the value is null or not finite); the columns stay in the sample's JSON too.
 
     Returns:
         The `ShardIndex` written to ``out/index.json``.
 
     Raises:
         NotBuilt: `name` is not built in `hub`.
-        ExportError: a bad split or size, `out` not empty without `overwrite`, no rows in the
-            split, or two object ids that map to the same sample key.
+        UnsafePath: `name` is a path, not a dataset name, or the dataset's build.json names a data
+            file outside the dataset's folder.
+        ExportError: a bad split or size, a bad `scalars` spec or column, `out` not empty without
+            `overwrite`, a folder beside `out` that cannot be written, no rows in the split, or two
+            object ids that map to the same sample key.
 
     Example:
         >>> ix = export_wds("ls_desi", "hub", "shards/train", shard_size="64MiB")   # doctest: +SKIP
         >>> ix.samples, len(ix.shards)  # doctest: +SKIP
     """
-    from mmu.engine.cluster import dask_client
-
     hub, out = Path(hub).resolve(), Path(out).resolve()
     manifest = read_manifest(hub, name)
     if split not in ("train", "val", "test"):
         raise ExportError(f"--split must be train, val or test, got {split!r}")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    files = [str(dataset_dir(hub, name) / f) for f in manifest.data_files.get(split, [])]
+    folder = dataset_dir(hub, name)
+    files = [str(inside(folder, f, source=folder / MANIFEST, entry=f"data_files.{split}[{k}]",
+                        fix=f"rebuild {name}"))
+             for k, f in enumerate(manifest.data_files.get(split, []))]
     if not files:
         raise ExportError(f"{name} has no {split} rows")
+    shard_bytes = parse_size(shard_size)
+    scalars = parse_scalars(scalars)
+    staging = _make_staging(out)
+    try:
+        return _export(name, manifest, files, out, staging, split=split, shard_bytes=shard_bytes, seed=seed,
+                       shard_multiple=shard_multiple, client=client, workers=workers, scheduler=scheduler,
+                       scalars=scalars)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _make_staging(out: Path) -> Path:
+    """The export's working folder beside `out` (`.OUT.export-tmp`, emptied), so that the finished
+    export replaces `out` by a rename; refused, before any work, where that folder cannot be written."""
+    staging = out.with_name(f".{out.name}.export-tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        (staging / "shards").mkdir(parents=True)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ExportError(f"--out {out}: cannot write the export: it is made in {out.parent} and renamed "
+                          f"into place, and {out.parent} refuses writes ({e.strerror}); choose a writable "
+                          "--out") from None
+    return staging
+
+
+def _export(name: str, manifest, files: list[str], out: Path, staging: Path, *, split: str, shard_bytes: int,
+            seed: int, shard_multiple: int, client, workers: int | None, scheduler: str | None,
+            scalars: dict[str, list[str]] | None = None) -> ShardIndex:
+    """Steps 1-4 of the module doc in `staging`, then the swap onto `out`."""
+    from mmu.engine.cluster import dask_client
+
     t0 = time.perf_counter()
     order = _shuffled_positions(files, split, seed)
     if not order:
         raise ExportError(f"{name} has no rows with split == {split!r}")
+    scalars = scalars or {}
     modalities, constants, bytes_per_sample = _probe(files[0], split)
+    _check_scalars(pq.read_schema(files[0]), modalities, scalars, name)
     n = len(order)
-    n_shards = _shard_count(n, bytes_per_sample, parse_size(shard_size), shard_multiple)
-    staging = out.with_name(f".{out.name}.export-tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    n_shards = _shard_count(n, bytes_per_sample, shard_bytes, shard_multiple)
     shards_dir = staging / "shards"
-    shards_dir.mkdir(parents=True)
     with dask_client(workers, scheduler, client) as client:
         constants = _scatter_all(client, files, split, n_shards, order, staging / "buckets", constants)
-        shards = _gather_all(client, name, split, n_shards, staging / "buckets", shards_dir, constants)
+        shards = _gather_all(client, name, split, n_shards, staging / "buckets", shards_dir, constants, scalars)
     index_sha = _write_sample_index(shards, n, shards_dir)
     index = ShardIndex(
         format_version=FORMAT_VERSION, dataset=name, content_revision=manifest.content_revision,
         build_key=manifest.build_key, split=split, split_hash=manifest.split.hash, seed=seed,
         samples=n, shards=[ShardEntry(**s) for s in shards], shard_multiple=shard_multiple,
-        modalities={k: {"kind": v.kind, **v.describe()} for k, v in modalities.items()},
+        modalities={**{k: {"kind": v.kind, **v.describe()} for k, v in modalities.items()},
+                    **{k: {"kind": "scalars", "features": list(cols)} for k, cols in scalars.items()}},
         constants=constants, mock=manifest.mock, inputs_datasets=manifest.source_datasets,
         inputs_revisions=manifest.source_revisions, index_parquet_sha256=index_sha,
         seconds=round(time.perf_counter() - t0, 2))
     write_index(shards_dir, index)
-    if out.exists():
-        shutil.rmtree(out)
-    shards_dir.replace(out)
-    shutil.rmtree(staging, ignore_errors=True)
+    replace_dir(shards_dir, out)  # the old export is renamed away first, then removed
     total = sum(s["bytes"] for s in shards)
     log.info("exported %d %s samples of %s to %s: %d shards, %.1f MiB, %s s",
              n, split, name, out, n_shards, total / 2**20, index.seconds)
@@ -302,14 +407,14 @@ def _scatter_all(client, files: list[str], split: str, n_shards: int, order: dic
 
 
 def _gather_all(client, name: str, split: str, n_shards: int, buckets: Path, shards_dir: Path,
-                constants: dict) -> list[dict]:
+                constants: dict, scalars: dict[str, list[str]] | None = None) -> list[dict]:
     """Step 3 on the workers: one tar per shard; returns their infos in shard order."""
     from dask.distributed import as_completed
 
     from mmu.engine.cluster import Progress
 
     bar = Progress(n_shards, f"{name}: shards", unit="shard")
-    futs = [client.submit(_gather, s, split, str(buckets), str(shards_dir), constants, pure=False)
+    futs = [client.submit(_gather, s, split, str(buckets), str(shards_dir), constants, scalars, pure=False)
             for s in range(n_shards)]
     infos = {}
     for fut in as_completed(futs):

@@ -245,6 +245,8 @@ def parse_index(data: bytes | str | dict, source: str | Path = INDEX_JSON) -> Sh
     Raises:
         ValueError: not JSON, a newer format version than this code reads, or a field missing or
             of the wrong type (the message names the file and the field).
+        UnsafePath: a shard name that is not a plain file name of the export folder (a path,
+            ``..``): a reader never opens a file outside the export (`mmu.hub.layout.check_name`).
     """
     if not isinstance(data, dict):
         try:
@@ -253,10 +255,19 @@ def parse_index(data: bytes | str | dict, source: str | Path = INDEX_JSON) -> Sh
             raise ValueError(f"{source}: not JSON ({e})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{source}: a shard index holds a JSON object, got {type(data).__name__}")
+    from mmu.hub.layout import UnsafePath, check_name
     from mmu.hub.manifest import validate_versioned
 
-    return validate_versioned(ShardIndex, data, source=source, what="shard index", current=FORMAT_VERSION,
-                              hint="upgrade mmu or re-export")
+    index = validate_versioned(ShardIndex, data, source=source, what="shard index", current=FORMAT_VERSION,
+                               hint="upgrade mmu or re-export")
+    for k, shard in enumerate(index.shards):
+        try:
+            check_name(shard.name, "shard name")
+        except UnsafePath:
+            raise UnsafePath(f"{source}: shards[{k}].name {shard.name!r} is not a file name in the export folder "
+                             "(letters, digits, '.', '_' and '-'; no '/', no '..'; was the index altered?); "
+                             "export it again with `mmu export-wds`") from None
+    return index
 
 
 def read_index(directory: str | Path) -> ShardIndex:

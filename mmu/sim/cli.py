@@ -76,11 +76,14 @@ def run(args: argparse.Namespace) -> int:
                             config=config)
     except ValueError as err:  # an unknown parameter, a bad footprint: the command line's fault
         raise UsageError(str(err)) from None
-    c = manifest["counts"]
+    c, f = manifest["counts"], manifest["files"]
     print(f"mmu sim: wrote {manifest['files']['total_files']} files ({manifest['files']['total_bytes'] / 1e6:.1f} MB) "
-          f"to {args.out}: {c['galaxies']} galaxies in {c['fields_or_cells']} fields, "
+          f"to {args.out}: {c['galaxies']} galaxies in {c['fields_or_cells']} fields, {c['stars']} stars, "
+          f"{c['qsos']} quasars, "
           f"{manifest['files']['legacysurvey_bricks']} Legacy Survey bricks, {c['desi_spectra']} DESI spectra "
-          f"({c['desi_targets']} targets), {c['sdss_spectra']} SDSS spectra, {c['transients']} light curves; "
+          f"({c['desi_targets']} targets), {c['sdss_spectra']} SDSS spectra, {c['transients']} light curves, "
+          f"{f.get('gaia_files', 0)} Gaia files, {f.get('tess_files', 0)} TESS light curves "
+          f"({c.get('tess_stars', 0)} stars), {f.get('hsc_patch_files', 0)} HSC patch files; "
           f"mock seed {manifest['seed']}")
     return 0
 

@@ -15,7 +15,12 @@ import numpy as np
 # 1.1: BOSS spec-lite plates (SPALL), bricks without i-band images, pixel-integrated LSFs.
 # The released mock-v1 tasks pin "mmu-sim 1.0" and its revisions (benchmarks/mock-v1.lock): a hub
 # simulated by 1.1 gets other revisions, so its results are marked not comparable with them.
-SIMULATOR_VERSION = "mmu-sim 1.1"
+# 1.2: Milky Way stars (Teff, log g, [M/H], mmu/sim/stars.py) and quasars (mmu/sim/qso.py) seen by
+# every survey: tractor TYPE PSF, DESI MWS/QSO targets with redrock SPECTYPE STAR/QSO, SDSS CLASS
+# STAR/QSO, truth in stars.parquet / qsos.parquet. Galaxy draws are unchanged (own streams). Gaia DR3
+# XP + astrometry of every star, TESS SPOC light curves of the bright ones (variability classes),
+# HSC PDR3 Wide patches of a fraction of the fields.
+SIMULATOR_VERSION = "mmu-sim 1.2"
 
 DECAM_BANDS = ("g", "r", "i", "z")
 LSST_BANDS = ("u", "g", "r", "i", "z", "y")
@@ -72,7 +77,18 @@ class SimConfig:
     moffat_beta: float = 3.5
     #: image crop around the sources of a brick, in pixels beyond the outermost source
     crop_pad_pix: int = 64
+    #: Milky Way stars per deg² with star_r_range[0] <= r < star_r_range[1] at |b| = 30 deg; the
+    #: density scales as (sin 30 / sin|b|)^star_latitude_power (mmu/sim/stars.py). 0 turns stars off
     stars_per_deg2: float = 3000.0
+    star_latitude_power: float = 1.0
+    star_r_range: tuple = (14.0, 23.5)
+    #: saturated stars (11.5 < r < star_r_range[0]) per field: Poisson mean
+    bright_stars_per_tile: float = 0.5
+    #: quasars per deg² with qso_r_range[0] <= r < qso_r_range[1], redshifts in qso_z_range
+    #: (mmu/sim/qso.py). 0 turns quasars off
+    qso_per_deg2: float = 250.0
+    qso_r_range: tuple = (17.0, 23.0)
+    qso_z_range: tuple = (0.5, 3.5)
     bad_column_prob: float = 0.3
     # --- DESI spectroscopy --------------------------------------------------------------
     bgs_r_limit: float = 19.5
@@ -88,6 +104,13 @@ class SimConfig:
     sv3_field_fraction: float = 0.35
     sv3_completeness: float = 0.8
     redrock_failure_rate: float = 0.02
+    #: DESI targets of point sources (tractor TYPE PSF, primary): MWS (bright program,
+    #: mws_r_range in r, MWS_MAIN_BLUE for g-r < 0.7 else MWS_MAIN_RED) and QSO (dark program,
+    #: desi_qso_r_range in r and a colour box off the stellar locus, see docs/sim.md)
+    desi_mws_r_range: tuple = (16.0, 19.0)
+    desi_qso_r_range: tuple = (17.5, 22.7)
+    #: redrock's extra failure rate on quasar spectra (ZWARN set)
+    redrock_qso_failure_rate: float = 0.03
     # --- SDSS spectroscopy --------------------------------------------------------------
     sdss_r_limit: float = 17.77
     sdss_field_fraction: float = 0.6
@@ -97,9 +120,24 @@ class SimConfig:
     boss_field_fraction: float = 0.3
     boss_r_limit: float = 19.2
     boss_completeness: float = 0.85
+    #: point sources on SDSS/BOSS plates: quasars with i < sdss_qso_i_limit (SDSS) or
+    #: sdss_qso_i_limit <= i and g < boss_qso_g_limit (BOSS); stars in [sdss_star_r_min, sdss_r_limit)
+    #: (SDSS) or [sdss_r_limit, boss_r_limit) (BOSS) with probability sdss_star_fraction
+    sdss_qso_i_limit: float = 19.1
+    boss_qso_g_limit: float = 22.0
+    sdss_star_r_min: float = 14.0
+    sdss_star_fraction: float = 0.15
     # --- transients (PLAsTiCC-like) -----------------------------------------------------
     transient_class_fractions: tuple = (("SNIa", 0.35), ("SNII", 0.25), ("SNIbc", 0.12),
                                         ("AGN", 0.14), ("RRL", 0.14))
+    #: TESS SPOC 2-minute light curves (mmu/sim/tess.py) of the stars brighter than tess_r_limit, in
+    #: every sector of tess_sectors that puts them on silicon; variability classes from
+    #: tess.assign_classes. Gaia DR3 (mmu/sim/gaia.py) observes every star (XP to G < 17.65)
+    tess_r_limit: float = 15.0
+    tess_sectors: tuple = tuple(range(1, 27))
+    #: fraction of the fields also observed by HSC PDR3 Wide (one tract per field, RICE-compressed
+    #: patches of ~20 MB per field in five bands; mmu/sim/hsc.py)
+    hsc_field_fraction: float = 0.1
     survey_mjd_start: float = 59580.0
     survey_years: int = 3
     ddf_field_fraction: float = 0.1

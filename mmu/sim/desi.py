@@ -25,8 +25,14 @@ LSF_SIGMA_A = {"B": (0.95, 0.80), "R": (0.80, 0.75), "Z": (0.80, 0.85)}
 NOISE_SIGMA = {"bright": {"B": 2.0, "R": 1.4, "Z": 1.5}, "dark": {"B": 0.8, "R": 0.6, "Z": 0.8}}
 NOMINAL_EFFTIME = {"bright": 180.0, "dark": 1000.0}
 # desitarget bit numbers (targetmask.yaml, sv3_targetmask.yaml)
-DESI_BITS = {"LRG": 0, "ELG": 1, "LRG_SOUTH": 16, "ELG_SOUTH": 17, "BGS_ANY": 60}
+DESI_BITS = {"LRG": 0, "ELG": 1, "QSO": 2, "LRG_SOUTH": 16, "ELG_SOUTH": 17, "QSO_SOUTH": 18, "BGS_ANY": 60,
+             "MWS_ANY": 61}
 BGS_BITS = {"BGS_FAINT": 0, "BGS_BRIGHT": 1, "BGS_FAINT_SOUTH": 16, "BGS_BRIGHT_SOUTH": 17}
+MWS_BITS = {"MWS_BROAD": 0, "MWS_MAIN_BLUE": 8, "MWS_MAIN_BLUE_SOUTH": 10, "MWS_MAIN_RED": 11,
+            "MWS_MAIN_RED_SOUTH": 13}
+#: desitarget's initial priorities (UNOBS) of the classes
+PRIORITY = {"QSO": 3400, "LRG": 3200, "ELG": 3000, "BGS": 2100, "MWS": 1400}
+SPECTYPES = ("GALAXY", "QSO", "STAR")
 OBSCONDITIONS = {"dark": 1, "bright": 4}
 ZWARN_SMALL_DELTA_CHI2 = 4
 
@@ -69,16 +75,46 @@ def select_targets(tractor: pd.DataFrame, cfg: SimConfig) -> pd.DataFrame:
     bgs |= np.where(bgs_faint, (1 << BGS_BITS["BGS_FAINT"]) | (1 << BGS_BITS["BGS_FAINT_SOUTH"]), 0)
     cat["DESI_TARGET"] = desi
     cat["BGS_TARGET"] = bgs
+    cat["MWS_TARGET"] = np.zeros(len(cat), np.int64)
     cat["bright_program"] = bgs_bright | bgs_faint
     cat["dark_program"] = lrg | elg
     return cat[(cat["bright_program"]) | (cat["dark_program"])].reset_index(drop=True)
 
 
-def assign_observations(seed: int, targets: pd.DataFrame, cfg: SimConfig, sv3_tiles: set) -> pd.DataFrame:
-    """One row per (target, survey, program) actually observed."""
+def select_psf_targets(tractor: pd.DataFrame, cfg: SimConfig) -> pd.DataFrame:
+    """Mock MWS and QSO selections on primary TYPE PSF tractor rows (extinction corrected).
+
+    MWS (bright program): desi_mws_r_range in r; MWS_MAIN_BLUE for g - r < 0.7, else MWS_MAIN_RED.
+    QSO (dark program): desi_qso_r_range in r, g - r < 0.5, r - z < 1.2 and r - z at least 0.15 mag
+    redder than the stellar locus r - z = 0.85 (g - r) - 0.27 (quasars' flat spectra put them
+    there), standing in for DESI's optical + WISE selection (WISE is not simulated): photometric
+    scatter brings in faint blue stars and compact galaxies, as in the real selection.
+    """
+    cat = tractor[(tractor["brick_primary"]) & (tractor["type"] == "PSF")].copy()
+    g, r, z = (dered_mags(cat, b) for b in "grz")
+    mws = (r >= cfg.desi_mws_r_range[0]) & (r < cfg.desi_mws_r_range[1])
+    blue = g - r < 0.7
+    off_locus = (r - z) - (0.85 * (g - r) - 0.27) > 0.15
+    qso = (r >= cfg.desi_qso_r_range[0]) & (r < cfg.desi_qso_r_range[1]) & (g - r < 0.5) & (r - z < 1.2) & off_locus
+    desi = np.where(qso, (1 << DESI_BITS["QSO"]) | (1 << DESI_BITS["QSO_SOUTH"]), 0).astype(np.int64)
+    desi |= np.where(mws, np.int64(1) << DESI_BITS["MWS_ANY"], 0)
+    mws_bits = np.where(mws & blue, (1 << MWS_BITS["MWS_MAIN_BLUE"]) | (1 << MWS_BITS["MWS_MAIN_BLUE_SOUTH"]), 0)
+    mws_bits |= np.where(mws & ~blue, (1 << MWS_BITS["MWS_MAIN_RED"]) | (1 << MWS_BITS["MWS_MAIN_RED_SOUTH"]), 0)
+    cat["DESI_TARGET"] = desi
+    cat["BGS_TARGET"] = np.zeros(len(cat), np.int64)
+    cat["MWS_TARGET"] = mws_bits.astype(np.int64)
+    cat["bright_program"] = mws
+    cat["dark_program"] = qso
+    return cat[mws | qso].reset_index(drop=True)
+
+
+def assign_observations(seed: int, targets: pd.DataFrame, cfg: SimConfig, sv3_tiles: set,
+                        purpose: str = "desi-assignment") -> pd.DataFrame:
+    """One row per (target, survey, program) actually observed; `purpose` keys the random stream
+    (galaxy and point-source targets draw from their own)."""
     from mmu.sim.footprint import healpix_nest
 
-    rng = rng_for(seed, "desi-assignment")
+    rng = rng_for(seed, purpose)
     u_main = rng.random((len(targets), 2))
     u_sv3 = rng.random((len(targets), 2))
     hpix = healpix_nest(targets["ra"].to_numpy(), targets["dec"].to_numpy(), HPX_ORDER)
@@ -143,11 +179,12 @@ def _fibermap_columns(obs: pd.DataFrame, survey: str, program: str, rng, depth: 
         ("SERSIC", "E", f32("sersic")), ("SHAPE_R", "E", f32("shape_r")),
         ("SHAPE_E1", "E", f32("shape_e1")), ("SHAPE_E2", "E", f32("shape_e2")),
         ("PHOTSYS", "1A", np.full(n, "S")),
-        ("PRIORITY_INIT", "K", np.full(n, 2100 if program == "bright" else 3200, np.int64)),
+        ("PRIORITY_INIT", "K", _priority(obs, program)),
         ("NUMOBS_INIT", "K", np.ones(n, np.int64)),
         (f"{prefix}DESI_TARGET", "K", obs["DESI_TARGET"].to_numpy(np.int64)),
         (f"{prefix}BGS_TARGET", "K", obs["BGS_TARGET"].to_numpy(np.int64)),
-        (f"{prefix}MWS_TARGET", "K", np.zeros(n, np.int64)), (f"{prefix}SCND_TARGET", "K", np.zeros(n, np.int64)),
+        (f"{prefix}MWS_TARGET", "K", obs["MWS_TARGET"].to_numpy(np.int64)),
+        (f"{prefix}SCND_TARGET", "K", np.zeros(n, np.int64)),
         ("PLATE_RA", "D", obs["ra"].to_numpy(float)), ("PLATE_DEC", "D", obs["dec"].to_numpy(float)),
         ("COADD_NUMEXP", "I", numexp), ("COADD_EXPTIME", "E", exptime),
         ("COADD_NUMNIGHT", "I", np.minimum(numexp, 2).astype(np.int16)), ("COADD_NUMTILE", "I", np.ones(n, np.int16)),
@@ -162,13 +199,21 @@ def _fibermap_columns(obs: pd.DataFrame, survey: str, program: str, rng, depth: 
     return cols
 
 
+def _priority(obs: pd.DataFrame, program: str) -> np.ndarray:
+    d = obs["DESI_TARGET"].to_numpy(np.int64)
+    has = lambda bit: (d >> DESI_BITS[bit]) & 1 == 1  # noqa: E731
+    if program == "bright":
+        return np.where(has("BGS_ANY"), PRIORITY["BGS"], PRIORITY["MWS"]).astype(np.int64)
+    return np.select([has("QSO"), has("LRG")], [PRIORITY["QSO"], PRIORITY["LRG"]], PRIORITY["ELG"]).astype(np.int64)
+
+
 def write_healpix(seed: int, key: tuple, obs: pd.DataFrame, truth: pd.DataFrame, out_root: Path,
                   cfg: SimConfig) -> pd.DataFrame:
     """Write one coadd + redrock pair; return the redrock rows for the truth catalogue."""
     survey, program, hpix = key
     rng = rng_for(seed, "desi-spectra", survey, program, int(hpix))
     n = len(obs)
-    rows = truth.loc[obs["galaxy_id"].to_numpy()]
+    rows = truth.loc[obs["source_id"].to_numpy()]
     efftime = (NOMINAL_EFFTIME[program] * (1.5 if survey == "sv3" else 1.0) * cfg.desi_efftime_factor
                * 10 ** rng.normal(0, 0.15, n))
     calib = 1.0 + rng.normal(0, 0.02, n)  # spectrophotometric calibration error
@@ -181,7 +226,7 @@ def write_healpix(seed: int, key: tuple, obs: pd.DataFrame, truth: pd.DataFrame,
     snr2 = np.zeros(n)
     npix_total = 0
     all_wave = np.concatenate([wavelength(a) for a in ("B", "R", "Z")])
-    all_model = spectro.galaxy_fibre_model(rows, all_wave, "fiber_frac_desi", cfg.cosmology) * calib[:, None]
+    all_model = spectro.fibre_model(rows, all_wave, "fiber_frac_desi", cfg.cosmology) * calib[:, None]
     start = 0
     for arm in ("B", "R", "Z"):
         wave = wavelength(arm)
@@ -221,29 +266,54 @@ def write_healpix(seed: int, key: tuple, obs: pd.DataFrame, truth: pd.DataFrame,
                 ("SUBTYPE", "20A", zrows["SUBTYPE"].to_numpy()), ("NCOEFF", "K", zrows["NCOEFF"].to_numpy()),
                 ("DELTACHI2", "D", zrows["DELTACHI2"].to_numpy())]
     rr_cards = [("RRVER", "0.17.0-mock", "Redrock version (mock: truth + errors)"),
-                ("TEMNAM00", "GALAXY", ""), ("TEMVER00", "2.6", "")] + common
+                ("TEMNAM00", "GALAXY", ""), ("TEMVER00", "2.6", ""), ("TEMNAM01", "QSO", ""),
+                ("TEMVER01", "1.0", ""), ("TEMNAM02", "STAR", ""), ("TEMVER02", "0.1", "")] + common
     fitsio_util.write_fits(redrock_path, [fitsio_util.primary(seed, rr_cards),
                                           fitsio_util.table(red_cols, "REDSHIFTS"),
                                           fitsio_util.table(fm_cols, "FIBERMAP")])
     zrows["survey"], zrows["program"], zrows["hpix"] = survey, program, int(hpix)
-    zrows["galaxy_id"] = obs["galaxy_id"].to_numpy()
+    zrows["source_id"] = obs["source_id"].to_numpy()
+    zrows["kind"] = obs["kind"].to_numpy()
     return zrows.drop(columns=["COEFF"])
 
 
 def _redrock(rng, rows, snr2, npix, cfg) -> pd.DataFrame:
+    """Redrock-like results: SPECTYPE from the object's nature (GALAXY / QSO / STAR), Z = truth
+    (stars: radial velocity / c) + N(0, ZERR); failures get ZWARN = 4, a random Z and class."""
     n = len(rows)
+    kind = rows["kind"].to_numpy() if "kind" in rows else np.full(n, "galaxy")
     z_true = rows["z"].to_numpy(float)
     snr = np.sqrt(snr2)
-    p_fail = cfg.redrock_failure_rate + 0.5 * np.exp(-snr / 8.0)
+    extra = np.where(kind == "qso", cfg.redrock_qso_failure_rate, 0.0)
+    p_fail = cfg.redrock_failure_rate + extra + 0.5 * np.exp(-snr / 8.0)
     fail = rng.random(n) < p_fail
-    zerr = 2e-5 * (1 + z_true) * np.clip(30.0 / np.maximum(snr, 1.0), 0.3, 10.0)
+    zerr = np.select([kind == "star", kind == "qso"],
+                     [np.full(n, 1.5e-5), 2.5e-4 * (1 + z_true)], 2e-5 * (1 + z_true))
+    zerr = zerr * np.clip(30.0 / np.maximum(snr, 1.0), 0.3, 10.0)
     z = np.where(fail, rng.uniform(0.0, 1.6, n), z_true + rng.normal(0, 1, n) * zerr)
     dchi2 = np.where(fail, rng.uniform(0.5, 9.0, n), 25.0 + snr2 * 10 ** rng.normal(-1.0, 0.2, n))
+    chi2 = npix * 10 ** rng.normal(0, 0.02, n)
+    u_type = rng.random(n)  # drawn last: files without point sources keep the galaxy-only draws
+    spectype = np.select([kind == "star", kind == "qso"], ["STAR", "QSO"], "GALAXY")
+    # a failed fit's best class is unreliable: a third of them pick another template class
+    wrong = fail & (u_type < 1 / 3)
+    spectype = np.where(wrong, np.where(spectype == "GALAXY", "QSO", "GALAXY"), spectype)
+    z = np.where(spectype == "STAR", np.clip(z, -0.005, 0.005), z)
+    subtype = np.full(n, "", dtype=object)
+    if (kind == "star").any():
+        from mmu.sim.stars import spectral_class
+
+        teff = rows["teff"].to_numpy(float)
+        subtype = np.where((spectype == "STAR") & (kind == "star"), spectral_class(np.nan_to_num(teff, nan=5000.0)),
+                           subtype)
     coeff = np.zeros((n, 10))
-    coeff[:, :5] = np.column_stack([rows[f"coeff{k}"].to_numpy(float) for k in range(5)])
+    if "coeff0" in rows:
+        gal = kind == "galaxy"
+        coeff[gal, :5] = np.column_stack([rows[f"coeff{k}"].to_numpy(float) for k in range(5)])[gal]
+    coeff[kind != "galaxy", 0] = 1.0
     return pd.DataFrame({
-        "CHI2": npix * 10 ** rng.normal(0, 0.02, n), "COEFF": list(coeff), "Z": z, "ZERR": zerr,
+        "CHI2": chi2, "COEFF": list(coeff), "Z": z, "ZERR": zerr,
         "ZWARN": np.where(fail, ZWARN_SMALL_DELTA_CHI2, 0).astype(np.int64),
-        "NPIXELS": np.full(n, npix, np.int64), "SPECTYPE": np.full(n, "GALAXY"),
-        "SUBTYPE": np.full(n, ""), "NCOEFF": np.full(n, 10, np.int64), "DELTACHI2": dchi2,
+        "NPIXELS": np.full(n, npix, np.int64), "SPECTYPE": spectype,
+        "SUBTYPE": subtype.astype(str), "NCOEFF": np.full(n, 10, np.int64), "DELTACHI2": dchi2,
     })

@@ -1,7 +1,8 @@
 """`simulate()`: draw the universe cell by cell, then observe it survey by survey, in parallel.
 
 Stages (each a set of independent Dask tasks whose random streams are keyed by their unit, so the
-output does not depend on the number of workers): galaxies per sky cell -> Legacy Survey bricks ->
+output does not depend on the number of workers): galaxies per sky cell -> stars and quasars per
+field (own streams: the galaxies stay as they are) -> Legacy Survey bricks ->
 DESI healpix files -> SDSS plates -> light-curve chunks -> truth tables and the manifest.
 """
 from __future__ import annotations
@@ -15,12 +16,18 @@ import numpy as np
 import pandas as pd
 
 from mmu.hub.layout import atomic_write
-from mmu.sim import desi, imaging, lightcurves, sdss, sed, universe
+from mmu.sim import desi, imaging, lightcurves, sdss, universe
 from mmu.sim import footprint as fp_mod
+from mmu.sim import gaia as sim_gaia
+from mmu.sim import hsc as sim_hsc
+from mmu.sim import tess as sim_tess
 from mmu.sim.config import DECAM_BANDS, SIMULATOR_VERSION, SimConfig, cosmology, rng_for
 from mmu.sim.fitsio_util import write_gzip_text
 
 STAR_ID_OFFSET = 1_000_000_000
+#: mock TIC ids: star_id + TIC_ID_OFFSET (real TIC ids reach ~2.3e9)
+TIC_ID_OFFSET = 3_000_000_000
+QSO_ID_OFFSET = 2_000_000_000
 PLASTICC_ID_OFFSET = 10_000
 
 
@@ -113,44 +120,55 @@ def plan_cells(seed: int, galaxies: int, fp, cfg: SimConfig) -> list[dict]:
     return cells
 
 
-def draw_stars(seed: int, gal: pd.DataFrame, cfg: SimConfig) -> pd.DataFrame:
-    """Milky Way stars in each tile's bounding box: blackbody colours, a few bright saturated ones."""
-    parts = []
+def _tile_boxes(gal: pd.DataFrame):
+    """(tile, (ra_lo, ra_hi, dec_lo, dec_hi), median E(B-V)) of each tile's galaxy footprint."""
     for tile, grp in gal.groupby("tile", sort=True):
-        rng = rng_for(seed, "stars", int(tile))
         ra_lo, ra_hi = grp["ra"].min(), grp["ra"].max()
         dec_lo, dec_hi = grp["dec"].min(), grp["dec"].max()
         if ra_hi - ra_lo > 180:  # wraps through RA = 0: keep it simple, use the galaxies' spread
             ra_lo, ra_hi = 0.0, 0.0
-        area = max((ra_hi - ra_lo) * np.cos(np.radians(0.5 * (dec_lo + dec_hi))) * (dec_hi - dec_lo), 1e-5)
-        n_faint = rng.poisson(cfg.stars_per_deg2 * area)
-        u = rng.random(n_faint)
-        a, lo, hi = 0.2 * np.log(10), 16.0, 23.5
-        r_faint = np.log(np.exp(a * lo) + u * (np.exp(a * hi) - np.exp(a * lo))) / a
-        r_bright = rng.uniform(11.5, 16.0, rng.poisson(0.5))
-        r = np.concatenate([r_faint, r_bright])
-        n = r.size
-        if n == 0:
-            continue
-        parts.append(pd.DataFrame({
-            "tile": int(tile), "r_mag": r, "teff": rng.uniform(3500, 7500, n),
-            "ra": np.mod(ra_lo + rng.random(n) * (ra_hi - ra_lo), 360.0),
-            "dec": dec_lo + rng.random(n) * (dec_hi - dec_lo),
-            "ebv_mw": np.full(n, float(grp["ebv_mw"].median())),
-        }))
-    if not parts:
-        return pd.DataFrame(columns=["star_id", "ra", "dec", "tile"])
-    stars = pd.concat(parts, ignore_index=True)
-    stars.insert(0, "star_id", np.arange(len(stars), dtype=np.int64))
-    wave = np.geomspace(3000.0, 11500.0, 4000)
-    flam = sed.blackbody_flambda(wave[None, :], stars["teff"].to_numpy()[:, None])
-    w2 = np.broadcast_to(wave, flam.shape)
-    maggies, maggies_mw = sed.ab_maggies(w2, flam, sed.FILTER_NAMES["decam"], ebv_mw=stars["ebv_mw"].to_numpy())
-    norm = 10 ** (-0.4 * (stars["r_mag"].to_numpy() - 22.5)) / maggies[:, 1]
-    for j, b in enumerate("griz"):
-        stars[f"flux_decam_{b}"] = maggies[:, j] * norm
-        stars[f"mw_transmission_decam_{b}"] = maggies_mw[:, j] / maggies[:, j]
-    return stars
+        yield int(tile), (ra_lo, ra_hi, dec_lo, dec_hi), float(grp["ebv_mw"].median())
+
+
+def _point_fibre_fractions() -> tuple[float, float]:
+    """DESI and SDSS fibre fractions of a point source (the galaxies' aperture tables at zero size)."""
+    from mmu.sim import morphology
+
+    cat = {"bulge_frac": np.zeros(1), "disk_hlr_arcsec": np.full(1, 1e-3), "disk_q": np.ones(1),
+           "bulge_hlr_arcsec": np.full(1, 1e-3), "bulge_q": np.ones(1)}
+    desi_f, sdss_f = morphology.fiber_fractions(cat)
+    return float(desi_f[0]), float(sdss_f[0])
+
+
+def _point_task(seed, tile, box, ebv, cfg):
+    """Stars and quasars of one tile (mmu/sim/stars.py, qso.py), with their photometry."""
+    from mmu.sim import qso as qso_mod
+    from mmu.sim import stars as stars_mod
+    from mmu.sim.footprint import galactic_latitude
+
+    b = float(galactic_latitude(0.5 * (box[0] + box[1]), 0.5 * (box[2] + box[3]))[0])
+    st = stars_mod.photometry(stars_mod.draw_tile(seed, tile, box, b, ebv, cfg))
+    q = qso_mod.photometry(qso_mod.draw_tile(seed, tile, box, ebv, cfg)) if cfg.qso_per_deg2 > 0 else pd.DataFrame()
+    return st, q
+
+
+def draw_point_sources(seed: int, gal: pd.DataFrame, cfg: SimConfig, ex=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Milky Way stars and quasars in each tile's bounding box (their own random streams, so the
+    galaxies do not change): truth tables with `star_id` / `qso_id`, class, kind and fibre fractions."""
+    args = [(seed, t, box, ebv, cfg) for t, box, ebv in _tile_boxes(gal)]
+    parts = ex.map(_point_task, args, "stars and quasars") if ex is not None else [_point_task(*a) for a in args]
+    f_desi, f_sdss = _point_fibre_fractions()
+    out = []
+    for k, (name, id_col, cls) in enumerate((("star", "star_id", "STAR"), ("qso", "qso_id", "QSO"))):
+        frames = [p[k] for p in parts if len(p[k])]
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            {c: pd.Series(dtype=float) for c in ("ra", "dec", "tile", "z", "r_mag", "ebv_mw")})
+        df.insert(0, id_col, np.arange(len(df), dtype=np.int64))
+        df.insert(1, "class", cls)
+        df["kind"] = name
+        df["fiber_frac_desi"], df["fiber_frac_sdss"] = f_desi, f_sdss
+        out.append(df)
+    return out[0], out[1]
 
 
 def plan_bricks(sources: pd.DataFrame, cfg: SimConfig) -> list[dict]:
@@ -206,42 +224,86 @@ def simulate(out, galaxies: int, transients: int, seed: int, footprint: str | No
         parts = ex.map(_universe_task, [(seed, c, cfg) for c in cells], "galaxies")
         gal = pd.concat(parts, ignore_index=True)
         gal.insert(0, "galaxy_id", np.arange(len(gal), dtype=np.int64))
-        stars = draw_stars(seed, gal, cfg)
+        stars, qsos = draw_point_sources(seed, gal, cfg, ex)
 
         # Legacy Survey
         sources = pd.concat([gal.assign(kind="galaxy", source_id=gal["galaxy_id"]),
-                             stars.assign(kind="star", source_id=stars["star_id"] + STAR_ID_OFFSET,
-                                          hlr_arcsec=0.0)], ignore_index=True)
+                             stars.assign(source_id=stars["star_id"] + STAR_ID_OFFSET, hlr_arcsec=0.0),
+                             qsos.assign(source_id=qsos["qso_id"] + QSO_ID_OFFSET, hlr_arcsec=0.0)],
+                            ignore_index=True)
+        sources = sources.drop(columns=["class"]) if "class" in sources else sources
         bricks = plan_bricks(sources, cfg)
         tractor_parts = ex.map(_brick_task, [(seed, b["info"], sources.iloc[b["sources"]].reset_index(drop=True),
                                               str(out), cfg) for b in bricks], "legacysurvey bricks")
         tractor = pd.concat(tractor_parts, ignore_index=True)
         gal = _attach_legacysurvey(gal, tractor)
+        stars = _attach_legacysurvey(stars, tractor, "star_id", "star", STAR_ID_OFFSET)
+        qsos = _attach_legacysurvey(qsos, tractor, "qso_id", "qso", QSO_ID_OFFSET)
 
-        # DESI
+        # DESI: galaxy targets (BGS/LRG/ELG) and point-source targets (MWS/QSO), each with its own
+        # assignment stream; spectra of any kind come from the `objects` truth (by source_id)
+        tile_of = pd.Series(sources["tile"].to_numpy(), index=sources["source_id"].to_numpy())
         tr_gal = tractor[tractor["_kind"] == "galaxy"].copy()
         tr_gal["galaxy_id"] = tr_gal["_source_id"]
         tr_gal["tile"] = gal.set_index("galaxy_id").loc[tr_gal["galaxy_id"], "tile"].to_numpy()
         targets = desi.select_targets(tr_gal, cfg)
-        targets["TARGETID"] = desi.encode_targetid(targets["objid"], targets["brickid"], targets["release"])
+        targets["source_id"], targets["kind"] = targets["galaxy_id"], "galaxy"
+        tr_psf = tractor.copy()
+        tr_psf["tile"] = tile_of.loc[tr_psf["_source_id"]].to_numpy()
+        psf_targets = desi.select_psf_targets(tr_psf, cfg)
+        psf_targets["source_id"], psf_targets["kind"] = psf_targets["_source_id"], psf_targets["_kind"]
         sv3_tiles = _pick_tiles(seed, gal["tile"].to_numpy(), cfg.sv3_field_fraction, "sv3-tiles")
-        obs = desi.assign_observations(seed, targets, cfg, sv3_tiles)
-        truth_by_id = gal.set_index("galaxy_id", drop=False)
+        for t in (targets, psf_targets):
+            t["TARGETID"] = desi.encode_targetid(t["objid"], t["brickid"], t["release"])
+        obs = pd.concat([desi.assign_observations(seed, targets, cfg, sv3_tiles),
+                         desi.assign_observations(seed, psf_targets, cfg, sv3_tiles, "desi-assignment-psf")],
+                        ignore_index=True)
+        obs = obs.sort_values(["survey", "program", "hpix", "TARGETID"], kind="stable").reset_index(drop=True)
+        objects = _objects(gal, stars, qsos)
         groups = [(k, g.reset_index(drop=True)) for k, g in obs.groupby(["survey", "program", "hpix"], sort=True)]
-        desi_parts = ex.map(_desi_task, [(seed, k, g, truth_by_id.loc[np.unique(g["galaxy_id"])], str(out), cfg)
+        desi_parts = ex.map(_desi_task, [(seed, k, g, objects.loc[np.unique(g["source_id"])], str(out), cfg)
                                          for k, g in groups], "desi healpix")
         desi_z = pd.concat(desi_parts, ignore_index=True) if desi_parts else pd.DataFrame()
-        gal = _attach_desi(gal, targets, desi_z)
+        all_targets = pd.concat([targets, psf_targets], ignore_index=True)
+        gal = _attach_desi(gal, all_targets, desi_z)
+        stars = _attach_desi(stars, all_targets, desi_z, "star_id", "star", STAR_ID_OFFSET)
+        qsos = _attach_desi(qsos, all_targets, desi_z, "qso_id", "qso", QSO_ID_OFFSET)
 
         # SDSS
         sdss_tiles = _pick_tiles(seed, gal["tile"].to_numpy(), cfg.sdss_field_fraction, "sdss-tiles")
         boss_tiles = _pick_tiles(seed, gal["tile"].to_numpy(), cfg.boss_field_fraction, "boss-tiles")
-        sel = sdss.select(seed, gal, cfg, sdss_tiles, boss_tiles)
+        points = pd.concat([s_.assign(source_id=s_[c] + off) for s_, c, off in
+                            ((stars, "star_id", STAR_ID_OFFSET), (qsos, "qso_id", QSO_ID_OFFSET)) if len(s_)],
+                           ignore_index=True) if len(stars) + len(qsos) else None
+        sel = sdss.select(seed, gal, cfg, sdss_tiles, boss_tiles, points)
         plates = [(int(p), g.reset_index(drop=True)) for p, g in sel.groupby("plate", sort=True)]
-        sdss_parts = ex.map(_sdss_task, [(seed, p, g, truth_by_id.loc[g["galaxy_id"]], str(out), cfg)
+        sdss_parts = ex.map(_sdss_task, [(seed, p, g, objects.loc[g["source_id"]], str(out), cfg)
                                          for p, g in plates], "sdss plates")
         sdss_z = pd.concat(sdss_parts, ignore_index=True) if sdss_parts else pd.DataFrame()
         gal = _attach_sdss(gal, sdss_z)
+        stars = _attach_sdss(stars, sdss_z, "star_id", "star", STAR_ID_OFFSET)
+        qsos = _attach_sdss(qsos, sdss_z, "qso_id", "qso", QSO_ID_OFFSET)
+
+        # Gaia DR3: every star (the writer keeps the archive's limits: XP to G < 17.65); TESS:
+        # variability classes for every star, SPOC light curves of the bright ones
+        gaia_files, tess_files, bright = [], [], stars.iloc[:0]
+        if len(stars):
+            stars["gaia_source_id"] = sim_gaia.source_ids(stars["ra"], stars["dec"], rng_for(seed, "gaia", "ids"))
+            gaia_files = sim_gaia.write_gaia(stars.assign(source_id=stars["gaia_source_id"]), out,
+                                             rng_for(seed, "gaia", "files"))
+            stars = sim_tess.draw_variability(sim_tess.assign_classes(stars, rng_for(seed, "tess", "classes")),
+                                              rng_for(seed, "tess", "variability"))
+            stars["tic_id"] = ((stars["star_id"] + TIC_ID_OFFSET).where(stars["r_mag"] < cfg.tess_r_limit)
+                               .astype("Int64"))
+            bright = stars[stars["tic_id"].notna()]
+            if len(bright):
+                tess_files = sim_tess.write_tess(bright, out, rng_for(seed, "tess", "files"),
+                                                 sectors=cfg.tess_sectors, seed=seed)
+        # HSC PDR3 Wide: the galaxies of a fraction of the fields, one tract per field
+        hsc_tiles = _pick_tiles(seed, gal["tile"].to_numpy(), cfg.hsc_field_fraction, "hsc-tiles")
+        hsc_gal = gal[gal["tile"].isin(sorted(hsc_tiles))]
+        hsc = (sim_hsc.write_hsc(hsc_gal, out, rng_for(seed, "hsc", "patches"), seed=seed, cfg=cfg, compress=True)
+               if len(hsc_gal) else {})
 
         # PLAsTiCC
         trans = _plan_transients(seed, gal, transients, cfg)
@@ -249,57 +311,88 @@ def simulate(out, galaxies: int, transients: int, seed: int, footprint: str | No
         lc_parts = ex.map(_lightcurve_task, [(seed, c, cfg) for c in chunks], "light curves")
     n_lc_files = _write_plasticc(out, trans, lc_parts, cfg)
 
-    stars_out = stars.copy()
-    truth_files = _write_truth(out, gal, stars_out, trans, lc_parts)
-    manifest = _manifest(out, seed, galaxies, transients, fp, cfg, gal, stars, bricks, tractor, obs, sel,
-                         trans, truth_files, n_lc_files)
+    truth_files = _write_truth(out, gal, stars, qsos, trans, lc_parts)
+    manifest = _manifest(out, seed, galaxies, transients, fp, cfg, gal, stars, qsos, bricks, tractor, obs, sel,
+                         desi_z, trans, truth_files, n_lc_files,
+                         {"gaia_files": len(gaia_files), "tess_files": sum(p.suffix == ".fits" for p in tess_files),
+                          "hsc_patch_files": len(hsc.get("files", []))},
+                         {"stars_by_var_class": {k: int(v) for k, v in
+                                                 stars["var_class"].value_counts().sort_index().items()}
+                          if "var_class" in stars else {},
+                          "tess_stars": int(len(bright)), "hsc_fields": len(hsc_tiles)})
     return manifest
 
 
-def _attach_legacysurvey(gal, tractor):
-    prim = tractor[(tractor["_kind"] == "galaxy") & tractor["brick_primary"]].set_index("_source_id")
+def _objects(gal, stars, qsos) -> pd.DataFrame:
+    """Every spectroscopic source's truth, indexed by source_id (galaxy_id; star_id + STAR_ID_OFFSET;
+    qso_id + QSO_ID_OFFSET), with `kind`: what the DESI and SDSS writers model spectra from."""
+    parts = [gal.assign(kind="galaxy", source_id=gal["galaxy_id"])]
+    for df, c, off in ((stars, "star_id", STAR_ID_OFFSET), (qsos, "qso_id", QSO_ID_OFFSET)):
+        if len(df):
+            parts.append(df.assign(source_id=df[c] + off))
+    return pd.concat(parts, ignore_index=True).set_index("source_id", drop=False)
+
+
+def _attach_legacysurvey(gal, tractor, id_col="galaxy_id", kind="galaxy", offset=0):
+    prim = tractor[(tractor["_kind"] == kind) & tractor["brick_primary"]].copy()
+    prim["_id"] = prim["_source_id"] - offset
+    prim = prim.set_index("_id")
     cols = {"brickname": "ls_brickname", "brickid": "ls_brickid", "objid": "ls_objid", "type": "ls_type",
             "flux_g": "ls_flux_g", "flux_r": "ls_flux_r", "flux_i": "ls_flux_i", "flux_z": "ls_flux_z",
             "flux_ivar_g": "ls_flux_ivar_g", "flux_ivar_r": "ls_flux_ivar_r", "flux_ivar_i": "ls_flux_ivar_i",
             "flux_ivar_z": "ls_flux_ivar_z"}
     part = prim[list(cols)].rename(columns=cols)
-    gal = gal.join(part, on="galaxy_id")
+    gal = gal.join(part, on=id_col)
     for c in ("ls_brickid", "ls_objid"):
         gal[c] = gal[c].astype("Int64")
-    gal["ls_n_catalog_rows"] = gal["galaxy_id"].map(
-        tractor[tractor["_kind"] == "galaxy"].groupby("_source_id").size()).fillna(0).astype(np.int64)
+    rows = tractor[tractor["_kind"] == kind]
+    gal["ls_n_catalog_rows"] = gal[id_col].map(
+        (rows.assign(_id=rows["_source_id"] - offset)).groupby("_id").size()).fillna(0).astype(np.int64)
     return gal
 
 
-def _attach_desi(gal, targets, desi_z):
-    t = targets.set_index("galaxy_id")
-    gal = gal.join(t[["TARGETID", "DESI_TARGET", "BGS_TARGET"]].astype("Int64").rename(
-        columns={"TARGETID": "desi_targetid", "DESI_TARGET": "desi_target", "BGS_TARGET": "bgs_target"}),
-        on="galaxy_id")
+def _attach_desi(gal, targets, desi_z, id_col="galaxy_id", kind="galaxy", offset=0):
+    """The DESI ids and best redshift of each object of `kind`; point sources also get their
+    MWS_TARGET bits and redrock SPECTYPE (not galaxies: sim_truth_v1's schema stays as it is)."""
+    t = targets[targets["kind"] == kind].copy()
+    t["_id"] = t["source_id"] - offset
+    t = t.set_index("_id")
+    tcols = {"TARGETID": "desi_targetid", "DESI_TARGET": "desi_target", "BGS_TARGET": "bgs_target"}
+    if kind != "galaxy":
+        tcols["MWS_TARGET"] = "mws_target"
+    gal = gal.join(t[list(tcols)].astype("Int64").rename(columns=tcols), on=id_col)
     # (nullable Int64 before the join: 64-bit ids must not pass through float)
-    if len(desi_z):
-        best = desi_z.sort_values(["galaxy_id", "ZWARN", "survey", "program"], kind="stable") \
-            .groupby("galaxy_id").first()
-        gal = gal.join(best[["Z", "ZWARN", "survey", "program", "hpix"]].rename(columns={
-            "Z": "desi_z", "ZWARN": "desi_zwarn", "survey": "desi_survey", "program": "desi_program",
-            "hpix": "desi_hpix"}), on="galaxy_id")
-        gal["desi_n_spectra"] = gal["galaxy_id"].map(desi_z.groupby("galaxy_id").size()).fillna(0).astype(np.int64)
+    zcols = {"Z": "desi_z", "ZWARN": "desi_zwarn", "survey": "desi_survey", "program": "desi_program",
+             "hpix": "desi_hpix"}
+    if kind != "galaxy":
+        zcols.update({"SPECTYPE": "desi_spectype", "SUBTYPE": "desi_subtype"})
+    dz = desi_z[desi_z["kind"] == kind].copy() if len(desi_z) else desi_z
+    if len(dz):
+        dz["_id"] = dz["source_id"] - offset
+        best = dz.sort_values(["_id", "ZWARN", "survey", "program"], kind="stable").groupby("_id").first()
+        gal = gal.join(best[list(zcols)].rename(columns=zcols), on=id_col)
+        gal["desi_n_spectra"] = gal[id_col].map(dz.groupby("_id").size()).fillna(0).astype(np.int64)
         gal["desi_zwarn"] = gal["desi_zwarn"].astype("Int64")
         gal["desi_hpix"] = gal["desi_hpix"].astype("Int64")
     else:
-        for c in ("desi_z", "desi_zwarn", "desi_survey", "desi_program", "desi_hpix"):
+        for c in zcols.values():
             gal[c] = np.nan
         gal["desi_n_spectra"] = 0
     return gal
 
 
-def _attach_sdss(gal, sdss_z):
-    if len(sdss_z):
-        gal = gal.join(sdss_z.set_index("galaxy_id"), on="galaxy_id")
+def _attach_sdss(gal, sdss_z, id_col="galaxy_id", kind="galaxy", offset=0):
+    cols = ["sdss_plate", "sdss_mjd", "sdss_fiberid", "sdss_z", "sdss_zwarning"]
+    if kind != "galaxy":
+        cols += ["sdss_class", "sdss_subclass"]
+    part = sdss_z[sdss_z["kind"] == kind] if len(sdss_z) else sdss_z
+    if len(part):
+        part = part.assign(_id=part["source_id"] - offset).set_index("_id")[cols]
+        gal = gal.join(part, on=id_col)
         for c in ("sdss_plate", "sdss_mjd", "sdss_fiberid", "sdss_zwarning"):
             gal[c] = gal[c].astype("Int64")
         return gal
-    for c in ("sdss_plate", "sdss_mjd", "sdss_fiberid", "sdss_z", "sdss_zwarning"):
+    for c in cols:
         gal[c] = np.nan
     return gal
 
@@ -394,19 +487,21 @@ def _write_parquet(path: Path, df: pd.DataFrame) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def _write_truth(out: Path, gal, stars, trans, lc_parts) -> list[str]:
+def _write_truth(out: Path, gal, stars, qsos, trans, lc_parts) -> list[str]:
     base = out / "sim_truth"
     gal = gal.drop(columns=["pop_code"]).copy()
-    for c in gal.columns:
-        if gal[c].dtype == object:
-            gal[c] = gal[c].astype("string")
-    _write_parquet(base / "galaxies.parquet", gal)
-    _write_parquet(base / "stars.parquet", stars)
+    tables = {"galaxies": gal, "stars": stars.drop(columns=["kind"]).copy(), "qsos": qsos.drop(columns=["kind"]).copy()}
+    for name, df in tables.items():
+        for c in df.columns:
+            if df[c].dtype == object:
+                df[c] = df[c].astype("string")
+        _write_parquet(base / f"{name}.parquet", df)
     lc_truth = pd.concat([p[1] for p in lc_parts], ignore_index=True) if lc_parts else pd.DataFrame({"object_id": []})
     t = trans.rename(columns={"cls": "class"}).merge(lc_truth, on="object_id", how="left") if len(trans) else \
         trans.rename(columns={"cls": "class"})
     _write_parquet(base / "transients.parquet", t)
-    return ["sim_truth/galaxies.parquet", "sim_truth/stars.parquet", "sim_truth/transients.parquet"]
+    return ["sim_truth/galaxies.parquet", "sim_truth/stars.parquet", "sim_truth/qsos.parquet",
+            "sim_truth/transients.parquet"]
 
 
 def _content_hash(out: Path) -> tuple[str, int, int]:
@@ -420,8 +515,8 @@ def _content_hash(out: Path) -> tuple[str, int, int]:
     return h.hexdigest(), n, size
 
 
-def _manifest(out, seed, galaxies, transients, fp, cfg, gal, stars, bricks, tractor, obs, sel, trans,
-              truth_files, n_lc_files) -> dict:
+def _manifest(out, seed, galaxies, transients, fp, cfg, gal, stars, qsos, bricks, tractor, obs, sel, desi_z, trans,
+              truth_files, n_lc_files, more_files: dict, more_counts: dict) -> dict:
     digest, n_files, n_bytes = _content_hash(out)
     tr_gal = tractor[tractor["_kind"] == "galaxy"]
     repeated = int(obs.groupby("TARGETID").size().gt(1).sum()) if len(obs) else 0
@@ -442,11 +537,19 @@ def _manifest(out, seed, galaxies, transients, fp, cfg, gal, stars, bricks, trac
             "sdss_boss_spec_files": int((sel["instrument"] == "BOSS").sum()) if len(sel) else 0,
             "plasticc_files": n_lc_files,
             "truth_files": len(truth_files),
+            **more_files,
             "total_files": n_files,
             "total_bytes": n_bytes,
         },
         "counts": {
-            "galaxies": int(len(gal)), "stars": int(len(stars)), "fields_or_cells": int(gal["tile"].nunique()),
+            "galaxies": int(len(gal)), "stars": int(len(stars)), "qsos": int(len(qsos)),
+            "fields_or_cells": int(gal["tile"].nunique()),
+            "legacysurvey_catalog_rows_by_kind": {k: int(v) for k, v in
+                                                  tractor["_kind"].value_counts().sort_index().items()},
+            "desi_spectra_by_spectype": ({k: int(v) for k, v in desi_z["SPECTYPE"].value_counts().sort_index().items()}
+                                         if len(desi_z) else {}),
+            "sdss_spectra_by_kind": {k: int(v) for k, v in sel["kind"].value_counts().sort_index().items()}
+            if len(sel) else {},
             "legacysurvey_catalog_rows": int(len(tractor)),
             "legacysurvey_bricks_without_i": int(sum(not imaging.brick_conditions(
                 seed, str(b["info"]["brickname"]), cfg)["observed"][DECAM_BANDS.index("i")] for b in bricks)),
@@ -457,6 +560,7 @@ def _manifest(out, seed, galaxies, transients, fp, cfg, gal, stars, bricks, trac
             "sdss_and_desi_galaxies": int((gal["sdss_plate"].notna() & gal["desi_z"].notna()).sum()),
             "transients": int(len(trans)),
             "transients_by_class": {k: int(v) for k, v in trans["cls"].value_counts().sort_index().items()},
+            **more_counts,
         },
         "content_sha256": digest,
     }

@@ -18,6 +18,8 @@ RELEASE = 10000  # DR10 south (DECam), see docs/sim.md
 MASKBITS = {"NPRIMARY": 0, "BRIGHT": 1, "SATUR_G": 2, "SATUR_R": 3, "SATUR_Z": 4, "ALLMASK_G": 5,
             "ALLMASK_R": 6, "ALLMASK_Z": 7, "MEDIUM": 11, "SATUR_I": 14, "ALLMASK_I": 15}
 SATURATION_NMGY_PER_PIX = 40.0
+#: source kinds drawn as point sources (the PSF): stars and quasars
+POINT_KINDS = ("star", "qso")
 
 
 def npix_full(cfg: SimConfig) -> int:
@@ -125,7 +127,7 @@ def render_brick(seed: int, brick: dict, sources, out_root: Path, cfg: SimConfig
             flux = band_flux[i]
             if flux <= 0:
                 continue
-            if row["kind"] == "star":
+            if row["kind"] in POINT_KINDS:
                 prof = psf.withFlux(flux)
                 size = 64 if flux < 1e3 else 192
             else:
@@ -231,7 +233,7 @@ def _write_brick_files(seed, brick, hdr, images, invvars, maskbits, cond, out_ro
 def tractor_type(src, snr_r, fwhm_r):
     hlr = src["hlr_arcsec"].to_numpy(float)
     bt = src["bulge_frac"].to_numpy(float)
-    star = src["kind"].to_numpy() == "star"
+    star = np.isin(src["kind"].to_numpy(), POINT_KINDS)
     t = np.where(bt > 0.7, "DEV", np.where(bt < 0.3, "EXP", "SER"))
     t = np.where((snr_r < 12) | (hlr < 0.35 * fwhm_r), "REX", t)
     t = np.where((hlr < 0.12) | star, "PSF", t)
@@ -247,7 +249,8 @@ def _tractor_rows(seed, brick, src, px, py, maskbits, cond, sig_psf, nea_psf, zp
     order = np.lexsort((src["ra"].to_numpy(), src["dec"].to_numpy()))
     src, px, py = src.iloc[order].reset_index(drop=True), px[order], py[order]
     is_star = src["kind"].to_numpy() == "star"
-    hlr = np.where(is_star, 0.0, src["hlr_arcsec"].fillna(0).to_numpy(float))
+    is_point = np.isin(src["kind"].to_numpy(), POINT_KINDS)
+    hlr = np.where(is_point, 0.0, src["hlr_arcsec"].fillna(0).to_numpy(float))
     ra, dec = src["ra"].to_numpy(float), src["dec"].to_numpy(float)
     primary = _in_unique(brick, ra, dec)
     # tangent-plane arcsec offsets for neighbour leaks
@@ -257,7 +260,7 @@ def _tractor_rows(seed, brick, src, px, py, maskbits, cond, sig_psf, nea_psf, zp
     rows: dict = {}
     flux_true = np.column_stack([_band_fluxes(src, b) for b in DECAM_BANDS]) * zp_factor[None, :]
     measured = flux_true.copy()
-    fib = np.where(is_star, 0.78, src["fiber_frac_desi"].fillna(0.78).to_numpy(float))
+    fib = src["fiber_frac_desi"].fillna(0.78).to_numpy(float)
     fibertot = flux_true * fib[:, None]
     sig_flux = np.empty((n, 4))
     for b in range(4):

@@ -2,7 +2,8 @@
 
 Reads only what a user of the real archives would have: tractor catalogues (observed,
 Milky-Way-corrected g, r, i, z fluxes with their noise) joined to DESI redrock redshifts via the
-FIBERMAP's BRICKNAME / BRICK_OBJID. The truth catalogue is used only for the all-galaxy sample.
+FIBERMAP's BRICKNAME / BRICK_OBJID, keeping redrock SPECTYPE GALAXY. The truth catalogue is used
+only for the all-galaxy sample.
 """
 from __future__ import annotations
 
@@ -35,14 +36,18 @@ def read_desi_redshifts(raw: Path) -> pd.DataFrame:
 
     parts = []
     for path in sorted((Path(raw) / "desi").rglob("redrock-*.fits")):
-        z = fitsio.read(str(path), ext="REDSHIFTS", columns=["TARGETID", "Z", "ZWARN"])
+        z = fitsio.read(str(path), ext="REDSHIFTS", columns=["TARGETID", "Z", "ZWARN", "SPECTYPE"])
         fm = fitsio.read(str(path), ext="FIBERMAP", columns=["TARGETID", "BRICKNAME", "BRICK_OBJID"])
         parts.append(pd.DataFrame({"TARGETID": _native(z["TARGETID"]), "Z": _native(z["Z"]),
-                                   "ZWARN": _native(z["ZWARN"]), "brickname": _native(fm["BRICKNAME"]),
+                                   "ZWARN": _native(z["ZWARN"]), "SPECTYPE": _native(z["SPECTYPE"]),
+                                   "brickname": _native(fm["BRICKNAME"]),
                                    "objid": _native(fm["BRICK_OBJID"]),
                                    "survey": path.parts[-5]}))
     df = pd.concat(parts, ignore_index=True)
-    df = df[df["ZWARN"] == 0].sort_values(["TARGETID", "survey"]).drop_duplicates("TARGETID")
+    # galaxies only (redrock's SPECTYPE, as a user of the real files would select): stars and
+    # quasars have no photometric redshift problem of this kind
+    df = df[(df["ZWARN"] == 0) & (df["SPECTYPE"] == "GALAXY")]
+    df = df.sort_values(["TARGETID", "survey"]).drop_duplicates("TARGETID")
     return df
 
 

@@ -47,9 +47,15 @@ def pixel_integrated_resolution(sigma_pix: np.ndarray, ndiag: int = 11) -> np.nd
 
 
 def select(seed: int, galaxies: pd.DataFrame, cfg: SimConfig, sdss_tiles: set,
-           boss_tiles: set = frozenset()) -> pd.DataFrame:
+           boss_tiles: set = frozenset(), points: pd.DataFrame | None = None) -> pd.DataFrame:
     """Plates of the SDSS spectrograph (r < sdss_r_limit on `sdss_tiles`) and of BOSS
-    (sdss_r_limit <= r < boss_r_limit on `boss_tiles`); column `instrument` says which."""
+    (sdss_r_limit <= r < boss_r_limit on `boss_tiles`); column `instrument` says which.
+
+    `points` (stars and quasars: source_id, kind, tile, flux_sdss_*) adds quasars (i <
+    sdss_qso_i_limit on SDSS plates; fainter, g < boss_qso_g_limit on BOSS plates) and a fraction
+    `sdss_star_fraction` of the stars in each spectrograph's r range, drawn from their own random
+    stream. Rows carry `source_id` (the galaxy_id for galaxies) and `kind`.
+    """
     rng = rng_for(seed, "sdss-selection")
     flux = galaxies["flux_sdss_r"].to_numpy(float)
     r_obs = 22.5 - 2.5 * np.log10(np.clip(flux, 1e-30, None)) + rng.normal(0, 0.03, len(galaxies))
@@ -59,10 +65,33 @@ def select(seed: int, galaxies: pd.DataFrame, cfg: SimConfig, sdss_tiles: set,
     boss_rng = rng_for(seed, "boss-selection")
     boss = ((r_obs >= cfg.sdss_r_limit) & (r_obs < cfg.boss_r_limit) & tile.isin(boss_tiles).to_numpy()
             & (boss_rng.random(len(galaxies)) < cfg.boss_completeness))
+    cand = galaxies[["galaxy_id", "tile"]].rename(columns={"galaxy_id": "source_id"}).assign(kind="galaxy")
+    keep_all, boss_all = [keep], [boss]
+    if points is not None and len(points):
+        prng = rng_for(seed, "sdss-selection-psf")
+        m = {b: 22.5 - 2.5 * np.log10(np.clip(points[f"flux_sdss_{b}"].to_numpy(float)
+                                               * points[f"mw_transmission_sdss_{b}"].to_numpy(float), 1e-30, None))
+             + prng.normal(0, 0.03, len(points)) for b in "gri"}
+        kind = points["kind"].to_numpy()
+        ptile = points["tile"]
+        u_s, u_b, u_star = prng.random(len(points)), prng.random(len(points)), prng.random(len(points))
+        is_q, is_s = kind == "qso", kind == "star"
+        p_keep = ((is_q & (m["i"] < cfg.sdss_qso_i_limit))
+                  | (is_s & (m["r"] >= cfg.sdss_star_r_min) & (m["r"] < cfg.sdss_r_limit)
+                     & (u_star < cfg.sdss_star_fraction)))
+        p_keep &= ptile.isin(sdss_tiles).to_numpy() & (u_s < cfg.sdss_completeness)
+        p_boss = ((is_q & (m["i"] >= cfg.sdss_qso_i_limit) & (m["g"] < cfg.boss_qso_g_limit))
+                  | (is_s & (m["r"] >= cfg.sdss_r_limit) & (m["r"] < cfg.boss_r_limit)
+                     & (u_star < cfg.sdss_star_fraction)))
+        p_boss &= ptile.isin(boss_tiles).to_numpy() & (u_b < cfg.boss_completeness) & ~p_keep
+        cand = pd.concat([cand, points[["source_id", "tile", "kind"]]], ignore_index=True)
+        keep_all.append(p_keep)
+        boss_all.append(p_boss)
+    keep, boss = np.concatenate(keep_all), np.concatenate(boss_all)
     parts = []
     for instrument, chosen in (("SDSS", keep), ("BOSS", boss)):
         spec = BOSS if instrument == "BOSS" else SDSS
-        sel = galaxies[chosen].sort_values(["tile", "galaxy_id"], kind="stable")
+        sel = cand[chosen].sort_values(["tile", "source_id"], kind="stable")
         plates, fibers, mjds = [], [], []
         next_plate = spec["first_plate"]
         plate_rng = rng if instrument == "SDSS" else boss_rng
@@ -76,7 +105,7 @@ def select(seed: int, galaxies: pd.DataFrame, cfg: SimConfig, sdss_tiles: set,
                 next_plate += 1
         if instrument == "SDSS" and next_plate > 2999:
             raise ValueError("too many SDSS plates for the legacy plate-number range; lower sdss_field_fraction")
-        out = sel[["galaxy_id"]].copy()
+        out = sel[["source_id", "kind"]].copy()
         out["plate"], out["mjd"], out["fiberid"] = plates, mjds, fibers
         out["instrument"] = instrument
         parts.append(out)
@@ -109,10 +138,11 @@ def write_plate(seed: int, plate: int, sel: pd.DataFrame, truth: pd.DataFrame, o
     spec = BOSS if instrument == "BOSS" else SDSS
     npix, run2d = spec["npix"], spec["run2d"]
     rng = rng_for(seed, "sdss-spectra", int(plate))
-    rows = truth.loc[sel["galaxy_id"].to_numpy()]
+    rows = truth.loc[sel["source_id"].to_numpy()]
+    kinds = rows["kind"].to_numpy() if "kind" in rows else np.full(len(rows), "galaxy")
     ll = loglam(instrument)
     wave = 10 ** ll.astype(np.float64)
-    model = spectro.galaxy_fibre_model(rows, wave, "fiber_frac_sdss", cfg.cosmology)
+    model = spectro.fibre_model(rows, wave, "fiber_frac_sdss", cfg.cosmology)
     wdisp_pix = np.full(npix, 1.0 / (spec["resolution"] * 2.3548 * np.log(10) * DLOGLAM), np.float32)
     model = spectro.apply_resolution(pixel_integrated_resolution(wdisp_pix), model)
     sky_lines = spectro.sky_lines(rng_for(0, "sdss-sky"), wave[0], wave[-1], per_1000a=20)
@@ -131,36 +161,41 @@ def write_plate(seed: int, plate: int, sel: pd.DataFrame, truth: pd.DataFrame, o
         and_mask[bright_sky] |= 1 << 23  # BRIGHTSKY
         ivar[bright_sky] *= 0.5
         snr = float(np.median(model[k] * np.sqrt(ivar)))
+        kind = str(kinds[k])
         fail = rng.random() < 0.01
-        z_err = 3e-5 * (1 + z_true[k]) * np.clip(10.0 / max(snr, 0.5), 0.3, 20)
+        z_err = {"star": 1e-5, "qso": 4e-4}.get(kind, 3e-5) * (1 + z_true[k]) * np.clip(10.0 / max(snr, 0.5), 0.3, 20)
         z = float(rng.uniform(0, 0.8)) if fail else float(z_true[k] + rng.normal() * z_err)
+        cls, subclass, objtype = _classification(rows.iloc[k], kind)
         coadd = fitsio_util.table([
             ("flux", "E", flux.astype(np.float32)), ("loglam", "E", ll), ("ivar", "E", ivar.astype(np.float32)),
             ("and_mask", "J", and_mask), ("or_mask", "J", and_mask.copy()), ("wdisp", "E", wdisp_pix),
             ("sky", "E", sky_flux), ("model", "E", model[k].astype(np.float32))], "COADD")
-        ssfr = float(rows["ssfr"].iloc[k])
         obj = dict(PLATE=plate, MJD=mjd, FIBERID=fiber)
         specobj_cols = [
             ("PLATE", "J", [plate]), ("MJD", "J", [mjd]), ("FIBERID", "J", [fiber]),
             ("RUN2D", f"{len(run2d)}A", [run2d]), ("RUN1D", f"{len(run2d)}A", [run2d]),
             ("PLUG_RA", "D", [rows["ra"].iloc[k]]), ("PLUG_DEC", "D", [rows["dec"].iloc[k]]),
-            ("CLASS", "6A", ["GALAXY"]), ("SUBCLASS", "21A", ["STARFORMING" if ssfr > 1e-10 else ""]),
+            ("CLASS", "6A", [cls]), ("SUBCLASS", "21A", [subclass]),
             ("Z", "E", [z]), ("Z_ERR", "E", [z_err]), ("ZWARNING", "J", [4 if fail else 0]),
             ("RCHI2", "E", [float(10 ** rng.normal(0, 0.03))]), ("DOF", "J", [npix - 10]),
-            ("VDISP", "E", [float(np.clip(10 ** (2.0 + 0.3 * (rows["logmass"].iloc[k] - 10.5)), 30, 400))]),
+            ("VDISP", "E", [float(np.clip(10 ** (2.0 + 0.3 * (rows["logmass"].iloc[k] - 10.5)), 30, 400))
+                            if kind == "galaxy" else 0.0]),
             ("VDISP_ERR", "E", [20.0]), ("SN_MEDIAN_ALL", "E", [snr]),
             ("SPECPRIMARY", "B", [1]), ("SPECOBJID", "19A", [specobjid(plate, fiber, mjd, run2d)]),
-            ("OBJTYPE", "16A", ["GALAXY"]),
+            ("OBJTYPE", "16A", [objtype]),
             ("SPECTROFLUX", "5E", [np.zeros(5, np.float32)]), ("SPECTROFLUX_IVAR", "5E", [np.zeros(5, np.float32)]),
         ]
+        # the best fit without QSO templates: a quasar is then fitted as a galaxy at a wrong z
+        cls_noqso = "GALAXY" if cls == "QSO" else cls
+        z_noqso = float(rng.uniform(0.0, 0.8)) if cls == "QSO" else z
         if instrument == "BOSS":  # spAll: the BOSS flags and the galaxy-only (NOQSO) redshift
             specobj_cols += [
                 ("SPECBOSS", "J", [1]), ("SPECLEGACY", "J", [0]), ("PROGRAMNAME", "8A", ["boss"]),
-                ("CHUNK", "8A", ["boss9"]), ("BOSS_TARGET1", "K", [2]),  # GAL_CMASS
-                ("Z_NOQSO", "E", [z]), ("Z_ERR_NOQSO", "E", [z_err]), ("ZWARNING_NOQSO", "J", [4 if fail else 0]),
-                ("CLASS_NOQSO", "6A", ["GALAXY"]), ("SUBCLASS_NOQSO", "21A", [""])]
+                ("CHUNK", "8A", ["boss9"]), ("BOSS_TARGET1", "K", [BOSS_TARGET1[kind]]),
+                ("Z_NOQSO", "E", [z_noqso]), ("Z_ERR_NOQSO", "E", [z_err]), ("ZWARNING_NOQSO", "J", [4 if fail else 0]),
+                ("CLASS_NOQSO", "6A", [cls_noqso]), ("SUBCLASS_NOQSO", "21A", [subclass if cls_noqso == cls else ""])]
         else:
-            specobj_cols += [("LEGACY_TARGET1", "J", [64])]
+            specobj_cols += [("LEGACY_TARGET1", "J", [LEGACY_TARGET1[kind]])]
         specobj = fitsio_util.table(specobj_cols, "SPALL" if instrument == "BOSS" else "SPECOBJ")
         zline = fitsio_util.table(_spzline(rng, rows.iloc[k], obj, z, wave, model[k], sigma[k]), "SPZLINE")
         cards = [("TELESCOP", "SDSS 2.5-M", ""), ("PLATEID", plate, ""), ("MJD", mjd, ""), ("FIBERID", fiber, ""),
@@ -172,9 +207,29 @@ def write_plate(seed: int, plate: int, sel: pd.DataFrame, truth: pd.DataFrame, o
                  ("NEXP", 3, ""), ("EXPTIME", 2700.0, "")]
         fitsio_util.write_fits(spec_path(out_root, plate, mjd, fiber, instrument),
                                [fitsio_util.primary(seed, cards), coadd, specobj, zline])
-        results.append({"galaxy_id": int(sel["galaxy_id"].iloc[k]), "sdss_plate": plate, "sdss_mjd": mjd,
-                        "sdss_fiberid": fiber, "sdss_z": z, "sdss_zwarning": 4 if fail else 0})
+        results.append({"source_id": int(sel["source_id"].iloc[k]), "kind": kind, "sdss_plate": plate,
+                        "sdss_mjd": mjd, "sdss_fiberid": fiber, "sdss_z": z, "sdss_zwarning": 4 if fail else 0,
+                        "sdss_class": cls, "sdss_subclass": subclass})
     return pd.DataFrame(results)
+
+
+#: target bits: BOSS_TARGET1 GAL_CMASS (1), QSO_CORE_MAIN (40), STD_FSTAR (20); SDSS-I/II LEGACY_TARGET1
+#: GALAXY (6), QSO_CAP (1); stars get no legacy bit (they came from the calibration and SEGUE
+#: programmes, flagged elsewhere)
+BOSS_TARGET1 = {"galaxy": 1 << 1, "qso": 1 << 40, "star": 1 << 20}
+LEGACY_TARGET1 = {"galaxy": 1 << 6, "qso": 1 << 1, "star": 0}
+
+
+def _classification(row, kind: str) -> tuple[str, str, str]:
+    """(CLASS, SUBCLASS, OBJTYPE) of the spectro1d pipeline for one truth row."""
+    if kind == "star":
+        from mmu.sim.stars import spectral_subclass
+
+        teff = float(row["teff"])
+        return "STAR", str(spectral_subclass(teff)[0]), "SPECTROPHOTO_STD" if 5700 < teff < 6500 else "STAR"
+    if kind == "qso":
+        return "QSO", "BROADLINE", "QSO"
+    return "GALAXY", "STARFORMING" if float(row["ssfr"]) > 1e-10 else "", "GALAXY"
 
 
 def _spzline(rng, row, obj, z, wave, model, sigma) -> list[tuple]:

@@ -30,6 +30,30 @@ def galaxy_fibre_model(rows, wave_out, fibre_col: str, cosmo_name: str) -> np.nd
     return out
 
 
+def fibre_model(rows, wave_out, fibre_col: str, cosmo_name: str) -> np.ndarray:
+    """Noiseless fibre spectra (n, len(wave_out)) in 1e-17 erg/s/cm2/A of truth rows of any kind:
+    `kind` galaxy (kcorrect templates), star (mmu.sim.stars) or qso (mmu.sim.qso)."""
+    kind = rows["kind"].to_numpy() if "kind" in rows else np.full(len(rows), "galaxy")
+    out = np.empty((len(rows), np.size(wave_out)))
+    gal = kind == "galaxy"
+    if gal.any():
+        out[gal] = galaxy_fibre_model(rows[gal], wave_out, fibre_col, cosmo_name)
+    for name in ("star", "qso"):
+        sel = kind == name
+        if sel.any():
+            if name == "star":
+                from mmu.sim.stars import observed_flambda
+            else:
+                from mmu.sim.qso import observed_flambda
+            sub = rows[sel]
+            frac = sub[fibre_col].to_numpy(float)[:, None]
+            out[sel] = observed_flambda(sub, np.asarray(wave_out, float)) * frac * 1e17
+    unknown = ~np.isin(kind, ("galaxy", "star", "qso"))
+    if unknown.any():
+        raise ValueError(f"truth rows of unknown kind {sorted(set(kind[unknown]))}; expected galaxy, star or qso")
+    return out
+
+
 def gaussian_resolution(sigma_pix: np.ndarray, ndiag: int = NDIAG) -> np.ndarray:
     """Resolution-matrix diagonals (ndiag, nwave), desispec's layout: offsets ndiag//2 - arange(ndiag),
     element (i, j = i + offset) stored at [d, j]; each column sums to one (flux conserving)."""

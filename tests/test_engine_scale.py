@@ -1,0 +1,390 @@
+"""The build engine at survey density and on a hub it cannot write (issue 15).
+
+- Partitioning adapts to density: the margin cache width is a setting of its own, partitions go
+  as deep as that margin allows, and a pixel denser than the byte threshold at the deepest allowed
+  order raises the threshold (with a warning) instead of failing the build.
+- A read-only hub is a one-line error naming the folder; an up-to-date build on it is still a
+  no-op that writes nothing; a no-op `mmu build` exits quietly (no Dask teardown tracebacks).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mmu.engine.build import BuildError, HubNotWritable, PartitionSettings, build
+from mmu.hub.layout import read_manifest
+from mmu_testbuilder import write_spectra_file
+
+NAME = "testsurvey_v1"
+BOX = (150.0, 2.0, 0.1)  # ra0, dec0, side (deg): 60 rows in 0.01 deg², one or two order-8 pixels
+
+
+def make_dense_raw(root: Path, files: int = 3, per_file: int = 20) -> Path:
+    rng = np.random.default_rng(11)
+    ra0, dec0, side = BOX
+    for f in range(files):
+        ids = np.arange(f * per_file, (f + 1) * per_file)
+        write_spectra_file(root / f"spectra-{f}.fits", ids, ra0 + rng.uniform(0, side, per_file),
+                           dec0 + rng.uniform(0, side, per_file), seed=f)
+    return root
+
+
+def _partition_orders(result) -> list[int]:
+    return sorted(int(f.split("Norder=")[1].split("/")[0]) for fs in result.manifest.data_files.values()
+                  for f in fs)
+
+
+def _ids(result) -> list[str]:
+    return pq.read_table(result.path / NAME / "dataset", columns=["object_id"]).column("object_id").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory, test_overlay, dask_client):
+    os.environ["MMU_CATALOG"] = str(test_overlay)
+    tmp = tmp_path_factory.mktemp("dense")
+    raw = make_dense_raw(tmp / "raw")
+    reference = build(NAME, raw, tmp / "ref", client=dask_client)
+    yield tmp, raw, reference
+    os.environ.pop("MMU_CATALOG", None)
+
+
+def test_default_margin_is_its_own_setting_and_unchanged_for_sparse_builds(dense):
+    tmp, raw, ref = dense
+    p = ref.manifest.partition
+    assert PartitionSettings().margin_threshold_arcsec == 128.0
+    assert p.margin_order == 10 and 128 <= p.margin_threshold_arcsec < 129  # as before the setting
+    assert p.margin_catalog == f"{NAME}_128arcs"
+    assert p.margin_delta == p.margin_order - max(_partition_orders(ref))
+    assert (ref.path / p.margin_catalog).is_dir()
+
+
+def test_a_pixel_denser_than_the_byte_threshold_at_the_deepest_order_builds(dense, dask_client, tmp_path):
+    """60 rows of ~1.5 KB in 0.01 deg² with an 8 kB threshold: every order-9 pixel (the deepest
+    a 128-arcsec margin allows) holding more than 8 kB used to fail hats-import ("single pixel
+    supplement ... exceeds threshold"); now the threshold rises to that pixel's bytes."""
+    tmp, raw, ref = dense
+    settings = PartitionSettings(partition_bytes=8_000)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("mmu").addHandler(handler)
+    try:
+        result = build(NAME, raw, tmp_path / "hub", client=dask_client, settings=settings)
+    finally:
+        logging.getLogger("mmu").removeHandler(handler)
+    p = result.manifest.partition
+    warned = [r.getMessage() for r in records if r.levelno == logging.WARNING and "densest" in r.getMessage()]
+    assert len(warned) == 1 and "margin_threshold_arcsec=128" in warned[0]
+    assert p.partition_bytes > 8_000  # the threshold actually used is recorded
+    assert p.highest_order == 9 and max(_partition_orders(result)) == 9
+    assert result.manifest.content_revision == ref.manifest.content_revision
+    assert result.manifest.rows == ref.manifest.rows
+    ids = _ids(result)
+    assert len(ids) == len(set(ids)) == 60
+    # the partitioning really changed: more, deeper partitions than the default build
+    assert len(_partition_orders(result)) > len(_partition_orders(ref))
+
+
+def test_a_smaller_margin_lets_partitions_go_deeper(dense, dask_client, tmp_path):
+    tmp, raw, ref = dense
+    settings = PartitionSettings.from_overrides({"partition_bytes": 8_000, "margin_threshold_arcsec": 16})
+    result = build(NAME, raw, tmp_path / "hub", client=dask_client, settings=settings)
+    p = result.manifest.partition
+    assert p.margin_order == 13 and 16 <= p.margin_threshold_arcsec < 32
+    assert p.highest_order == 10  # PartitionSettings.highest_order caps it below the margin order - 1
+    assert max(_partition_orders(result)) > 9
+    assert p.margin_delta == 13 - max(_partition_orders(result))
+    assert result.manifest.build_key != ref.manifest.build_key
+    assert result.manifest.content_revision == ref.manifest.content_revision
+    import lsdb
+    cat = lsdb.open_catalog(result.path)
+    assert cat.margin is not None and len(cat.compute()) == 60
+
+
+def test_partition_settings_are_checked_by_name():
+    with pytest.raises(BuildError, match="unknown setting.*margin_arcsec"):
+        PartitionSettings.from_overrides({"margin_arcsec": 16})
+    with pytest.raises(BuildError, match="margin_threshold_arcsec must be"):
+        PartitionSettings(margin_threshold_arcsec=0)
+    with pytest.raises(BuildError, match="highest_order must be"):
+        PartitionSettings(highest_order=30)
+
+
+# ---------------------------------------------------------------------------------------------
+# a hub that cannot be written
+
+
+def _read_only(path: Path) -> None:
+    for d, _dirs, files in os.walk(path):
+        for name in files:
+            os.chmod(Path(d) / name, stat.S_IRUSR | stat.S_IRGRP)
+        os.chmod(d, stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
+
+
+def _writable(path: Path) -> None:
+    for d, _dirs, files in os.walk(path):
+        os.chmod(d, stat.S_IRWXU)
+        for name in files:
+            os.chmod(Path(d) / name, stat.S_IRUSR | stat.S_IWUSR)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """Make folders read-only for the test (restored after); skipped where chmod cannot stop the
+    test's user from writing (root)."""
+    made = []
+
+    def make(path: Path) -> Path:
+        _read_only(path)
+        made.append(path)
+        if os.access(path, os.W_OK):
+            pytest.skip("this user writes into read-only folders (root): chmod cannot test it")
+        return path
+
+    yield make
+    for p in made:
+        _writable(p)
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_an_up_to_date_build_on_a_read_only_hub_is_a_noop_that_writes_nothing(dense, dask_client, read_only,
+                                                                              tmp_path):
+    tmp, raw, ref = dense
+    hub = tmp_path / "hub"
+    first = build(NAME, raw, hub, client=dask_client)
+    # a fresh checksum cache must be written by nobody: remove the staging folder altogether
+    import shutil
+    shutil.rmtree(hub / ".mmu-staging", ignore_errors=True)
+    read_only(hub)
+    before = _snapshot(hub)
+    again = build(NAME, raw, hub, client=dask_client)
+    assert again.up_to_date and again.manifest.build_key == first.manifest.build_key
+    assert _snapshot(hub) == before
+    assert not (hub / ".mmu-staging").exists()
+
+
+def test_a_build_into_a_read_only_hub_is_one_error_naming_the_folder(dense, dask_client, read_only, tmp_path):
+    tmp, raw, ref = dense
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    read_only(hub)
+    with pytest.raises(HubNotWritable, match=rf"{hub}.*not writable.*chmod"):
+        build(NAME, raw, hub, client=dask_client)
+    assert not (hub / NAME).exists()
+    # a hub under a read-only folder (cannot be created)
+    with pytest.raises(HubNotWritable, match=rf"{hub / 'sub'}.*cannot be created"):
+        build(NAME, raw, hub / "sub", client=dask_client)
+
+
+def test_read_only_hub_paths_by_injection(dense, dask_client, tmp_path, monkeypatch):
+    """The same two paths where chmod cannot make a folder read-only (root): the engine is told
+    the hub is not writable, and must neither write nor fail an up-to-date check."""
+    import mmu.engine.build as engine
+
+    tmp, raw, ref = dense
+    hub = tmp_path / "hub"
+    build(NAME, raw, hub, client=dask_client)
+    (hub / ".mmu-staging" / "sha256-cache.json").unlink()  # an up-to-date check must not write it back
+    monkeypatch.setattr(engine, "hub_writable", lambda hub: False)
+    before = _snapshot(hub)
+    again = build(NAME, raw, hub, client=dask_client)
+    assert again.up_to_date and _snapshot(hub) == before
+    other = tmp_path / "other"
+    with pytest.raises(HubNotWritable, match=rf"hub folder {other} is not writable.*{NAME} needs building"):
+        build(NAME, raw, tmp_path / "other", client=dask_client)
+    assert not (tmp_path / "other" / NAME).exists()
+
+
+def _mmu(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "mmu", *args], capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+def _unwritable_folder(tmp_path: Path) -> Path | None:
+    """A folder this process cannot write into: a read-only one where chmod works, else (root) a
+    new folder under sysfs, which nobody may create; None where neither is available."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _read_only(ro)
+    if not os.access(ro, os.W_OK):
+        return ro
+    _writable(ro)
+    sysfs = Path("/sys/mmu-test-hub")
+    try:
+        sysfs.mkdir()
+    except OSError:
+        return sysfs
+    sysfs.rmdir()
+    return None
+
+
+def test_cli_unwritable_hub_is_one_line_and_noop_exits_quietly(with_overlay, tmp_path):
+    raw = make_dense_raw(tmp_path / "raw", files=2, per_file=4)
+    hub = tmp_path / "hub"
+    args = ["build", NAME, "--raw", str(raw), "--hub", str(hub), "--workers", "1", "--no-progress"]
+    first = _mmu(*args)
+    assert first.returncode == 0, first.stderr
+    again = _mmu(*args)  # a no-op: no traceback from the Dask teardown
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.strip().splitlines() == [line for line in again.stderr.strip().splitlines()
+                                                 if "up to date" in line], again.stderr
+    folder = _unwritable_folder(tmp_path)
+    try:
+        if folder is None:
+            pytest.skip("no folder this user cannot write")
+        failed = _mmu(*args[:5], str(folder), *args[6:])
+        assert failed.returncode == 1
+        lines = failed.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and str(folder) in lines[0], failed.stderr
+        assert "writable" in lines[0] or "cannot be created" in lines[0]
+    finally:
+        if folder is not None and folder.exists():
+            _writable(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# worker faults at scale
+
+
+def test_a_worker_killed_while_reading_an_input_is_reported_with_that_input(dense, dask_client, tmp_path,
+                                                                           monkeypatch):
+    """A worker that dies (out of memory: the nanny kills it, Dask gives up after its retries and
+    raises KilledWorker) is reported with the input its task was reading, and nothing is recorded
+    for that input, so the rerun reads it again."""
+    from types import SimpleNamespace
+
+    from distributed.scheduler import KilledWorker
+
+    import mmu.engine.build as engine
+
+    tmp, raw, ref = dense
+    real = engine.standardize_input
+
+    def dies_on_one_input(builder_ref, options, item, out_dir, split):
+        if item.key == "spectra-1.fits":
+            raise KilledWorker(f"standardize_input-{item.key}", SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+        return real(builder_ref, options, item, out_dir, split)
+
+    monkeypatch.setattr(engine, "standardize_input", dies_on_one_input)
+    hub = tmp_path / "hub"
+    with pytest.raises(BuildError) as info:
+        build(NAME, raw, hub, client=dask_client)
+    message = str(info.value)
+    assert "input spectra-1.fits" in message and str(raw / "spectra-1.fits") in message
+    assert "worker reading it died" in message and "memory" in message
+    assert len(message.splitlines()) == 1
+    import json
+    done = {json.loads(p.read_text())["key"] for p in hub.glob(".mmu-staging/*/standardized/*.json")}
+    assert done == {"spectra-0.fits", "spectra-2.fits"}  # the others finished and are kept
+    monkeypatch.setattr(engine, "standardize_input", real)
+    again = build(NAME, raw, hub, client=dask_client)
+    assert again.manifest.content_revision == ref.manifest.content_revision
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # a scheduler and two worker processes on a loaded machine: about a minute
+def test_kill_9_of_a_dask_worker_mid_build_loses_and_duplicates_nothing(with_overlay, tmp_path, dask_client):
+    import signal
+    import time
+
+    from test_build import SLOW_OVERLAY, make_raw
+
+    raw = make_raw(tmp_path / "raw")
+    reference = build(NAME, raw, tmp_path / "ref", client=dask_client).manifest
+    overlay = tmp_path / "slow.yaml"
+    overlay.write_text(SLOW_OVERLAY)
+    env = {**os.environ, "MMU_CATALOG": str(overlay)}
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = dict(env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"], **quiet)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                           "--nthreads", "1", "--nworkers", "1", "--no-dashboard"], **quiet))
+        from dask.distributed import Client
+        with Client(address, timeout="60s") as c:
+            c.wait_for_workers(2, timeout=120)
+            worker_pids = list(c.run(os.getpid).values())
+        hub = tmp_path / "hub"
+        args = [sys.executable, "-m", "mmu", "build", "testsurvey_slow_v1", "--raw", str(raw), "--hub", str(hub),
+                "--scheduler", address, "--no-progress"]
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            if list(hub.glob(".mmu-staging/*/standardized/*.json")):  # standardize has begun
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the build finished before a worker could be killed"
+        os.kill(worker_pids[0], signal.SIGKILL)  # the worker process running tasks, not its nanny
+        out, _ = proc.communicate(timeout=300)
+        if proc.returncode != 0:  # the cluster may give up on the killed worker's task: one line, then a rerun
+            assert "error:" in out and "Traceback" not in out, out
+            rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+            assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        m = read_manifest(hub, "testsurvey_slow_v1")
+        assert m.content_revision == reference.content_revision
+        assert m.rows == reference.rows
+        ids = _ids_of(hub / "testsurvey_slow_v1")
+        assert len(ids) == len(set(ids)) == reference.rows.total
+        rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0 and "up to date" in rerun.stderr, rerun.stderr
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
+
+
+def _ids_of(path: Path) -> list[str]:
+    return pq.read_table(path / path.name / "dataset", columns=["object_id"]).column("object_id").to_pylist()
+
+
+def test_small_builds_run_on_threads_and_asked_for_workers_on_processes():
+    from mmu.engine.cluster import local_workers
+
+    assert local_workers(50 * 2**20, None) is False  # a small build: threads of the command's process
+    assert local_workers(3 * 2**30, None) is True  # a big one: worker processes
+    assert local_workers(10, 1) is True  # --workers K always means K worker processes
+
+
+def test_an_up_to_date_build_starts_no_cluster(dense, dask_client, tmp_path, monkeypatch):
+    """With every raw file's checksum cached, the no-op check needs no Dask cluster at all (and
+    so prints nothing of one); leftovers of a killed build are still removed."""
+    import mmu.engine.build as engine
+
+    tmp, raw, ref = dense
+    hub = tmp_path / "hub"
+    build(NAME, raw, hub, client=dask_client)
+    leftover = hub / ".mmu-staging" / f"{NAME}-0123456789abcdef"
+    leftover.mkdir()
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("an up-to-date build started a Dask cluster")
+
+    monkeypatch.setattr(engine, "dask_client", no_cluster)
+    again = build(NAME, raw, hub)
+    assert again.up_to_date and again.manifest.build_key == ref.manifest.build_key
+    assert not leftover.exists()
+    # a changed raw file is not a no-op: that needs the cluster
+    (raw / "spectra-2.fits").touch()
+    with pytest.raises(AssertionError, match="started a Dask cluster"):
+        build(NAME, raw, hub)
