@@ -333,10 +333,25 @@ class CheckpointEmbedder:
 
 
 def map_columns(model_columns: dict[str, str], task_columns: list[str], task_modality: str,
-                explicit: dict[str, str] | None = None) -> dict[str, str]:
+                explicit: dict[str, str] | None = None, task_name: str | None = None) -> dict[str, str]:
     """Dataset column -> model column: `explicit` first, then the same name, then the model's only
-    column of the same kind (a tiny_cpu model's `image` reads a task's `legacysurvey_image`)."""
-    out = {}
+    column of the same kind (a tiny_cpu model's `image` reads a task's `legacysurvey_image`).
+
+    A task reading two columns of one kind (`image+image`: two surveys' images) needs a model
+    column for each: two task columns are never sent, by that last rule, to one model column.
+
+    Args:
+        model_columns: the model's columns -> modality kind.
+        task_columns: the dataset columns the task reads.
+        task_modality: the task's modality (e.g. "image+image"; "" when unknown).
+        explicit: `--column-map` entries, dataset column -> model column.
+        task_name: named in the errors.
+
+    Raises:
+        KeyError: a column has no model column, or two of the task's columns would fall back to
+            the model's one column of their kind (the message names the task and what to pass).
+    """
+    out, by_kind = {}, set()
     for col in task_columns:
         if explicit and col in explicit:
             out[col] = explicit[col]
@@ -344,10 +359,27 @@ def map_columns(model_columns: dict[str, str], task_columns: list[str], task_mod
         if col in model_columns:
             out[col] = col
             continue
-        kind = next((k for k in ("image", "spectrum", "lightcurve") if col == k or col.endswith("_" + k)), None)
+        kind = _kind_of(col)
         same = [c for c, k in model_columns.items() if k == kind]
         if len(same) != 1:
             raise KeyError(f"the model has no column for {col!r} (its columns: {model_columns}); "
                            f"pass --column-map {col}=MODEL_COLUMN")
         out[col] = same[0]
+        by_kind.add(col)
+    for col in by_kind:
+        both = [c for c in task_columns if out[c] == out[col]]
+        if len(both) > 1:
+            kind = _kind_of(col)
+            n = sum(k == kind for k in model_columns.values())
+            raise KeyError(
+                f"{task_name or 'the task'} ({task_modality or 'two columns'}) reads {both[0]!r} and {both[1]!r}, "
+                f"but the model maps both to its {kind} column {out[col]!r} ({n} {kind} column{'s' * (n != 1)} in "
+                f"all) and cannot embed both with one encoder; pass a checkpoint with one {kind} encoder per column "
+                f"(model columns named "
+                f"{' and '.join(both)}, or --column-map {both[0]}=MODEL_COLUMN {both[1]}=OTHER_MODEL_COLUMN)")
     return out
+
+
+def _kind_of(column: str) -> str | None:
+    """The modality kind a dataset column's name says (`legacysurvey_image` -> image), or None."""
+    return next((k for k in ("image", "spectrum", "lightcurve") if column == k or column.endswith("_" + k)), None)

@@ -84,7 +84,7 @@ def run_tasks(embedder: Embedder, hub: str | Path, out: str | Path | None, *, mo
             selected.remove(t)
             continue
         try:
-            colmaps[t.name] = (map_columns(model_columns, t.columns, t.modality, column_map)
+            colmaps[t.name] = (map_columns(model_columns, t.columns, t.modality, column_map, t.name)
                                if model_columns else {c: c for c in t.columns})
         except KeyError as e:
             if task_names:  # asked for by name: say why it cannot run

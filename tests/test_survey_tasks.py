@@ -25,7 +25,8 @@ from mmu.registry.catalog import TaskEntry, load_catalog, parse_catalog
 
 CATALOG = load_catalog()
 SURVEY_TASKS = ["LegacySurveyDESIRedshift.v1", "DESIRedshiftSpectrum.v1", "DESISpectype.v1", "SDSSClass.v1",
-                "LegacySurveyDESISpectype.v1", "PLAsTiCCClass.v1", "LegacySurveyDESIRetrieval.v1"]
+                "LegacySurveyDESISpectype.v1", "PLAsTiCCClass.v1", "LegacySurveyDESIRetrieval.v1",
+                "HSCLegacySurveyRetrieval.v1"]
 CLASSES = ("GALAXY", "QSO", "STAR")
 
 
@@ -48,9 +49,10 @@ def sky(n: int, seed: int):
     return ra, dec, CATALOG.split_definition.assign(ra, dec)
 
 
-def write_dataset(hub, name: str, columns: dict, *, mock: bool, paired: dict | None = None) -> BuildManifest:
-    """HUB/NAME: one parquet file per split (rows by their `split`) and a valid build.json."""
-    table = pa.table(columns)
+def write_dataset(hub, name: str, columns, *, mock: bool, paired: dict | None = None) -> BuildManifest:
+    """HUB/NAME: one parquet file per split (rows by their `split`) and a valid build.json;
+    `columns` is a dict of columns or a table (whose schema keeps the modality metadata)."""
+    table = columns if isinstance(columns, pa.Table) else pa.table(columns)
     d = dataset_dir(hub, name)
     d.mkdir(parents=True, exist_ok=True)
     files, rows = {}, {}
@@ -63,7 +65,8 @@ def write_dataset(hub, name: str, columns: dict, *, mock: bool, paired: dict | N
             (d / s).mkdir(exist_ok=True)
             pq.write_table(part, d / files[s][0])
     sd = CATALOG.splits
-    revision = hashlib.sha256(repr(sorted(columns.items())).encode()).hexdigest()
+    revision = hashlib.sha256(repr(sorted(columns.items()) if isinstance(columns, dict) else table.to_pylist())
+                              .encode()).hexdigest()
     m = BuildManifest(
         name=name, survey=name.split("_")[0], release="t", builder="test", builder_version="1", config={},
         schema_version="1", code_version="test", engine_version="test", build_key="k" * 64,
@@ -161,6 +164,7 @@ def test_survey_task_columns_are_what_the_builders_write(name):
     if t.paired:
         for ds, prefix in zip(t.paired.inputs, t.paired.prefixes, strict=True):
             have |= {f"{prefix}_{c}" for c in builder_columns(ds)}
+        have |= {f"{prefix}_match_dist_arcsec" for prefix in t.paired.prefixes[1:]}  # added by the crossmatch
     else:
         have |= builder_columns(t.dataset)
     needed = {t.target, *filter_columns(t), *t.columns}
@@ -449,3 +453,155 @@ def test_a_default_run_leaves_out_tasks_the_hub_cannot_serve_and_says_why(hub, m
     with pytest.raises(Exception, match="sdss_dr17"):
         R.run_tasks(Embedder(), hub, None, model={"name": "m", "kind": "checkpoint", "sha256": "0" * 64},
                     task_names=["SDSSClass.v1"])
+
+
+# ------------------------------------------------------------------------------- HSC x Legacy Survey (image+image)
+
+HSC_LS_MANIFEST = {"paired": True, "inputs_datasets": ["legacysurvey_dr10_south", "hsc_pdr3_wide"],
+                   "inputs_revisions": ["a" * 64, "d" * 64], "prefixes": ["legacysurvey", "hsc"],
+                   "method": "nearest", "radius_arcsec": 1.0}
+
+
+def hsc_ls_table(n: int = 400, seed: int = 7):
+    """A Legacy Survey x HSC paired catalog as `mmu crossmatch legacysurvey_dr10_south hsc_pdr3_wide`
+    writes it: real image structs with modality metadata, HSC grizy 8x8 at 0.168", LS griz 6x6 at
+    0.262". Each object has one g,r,i,z flux per band (`sed`); every pixel of a band holds its flux
+    divided by the pixel count, so a band's pixel sum is the same in both surveys."""
+    from mmu.model.schema import ImageSpec, dataset_schema, image_array
+
+    rng = np.random.default_rng(seed)
+    ra, dec, split = sky(n, seed)
+    sed = rng.lognormal(0.0, 1.0, (n, 4)).astype(np.float32)
+    specs = {"legacysurvey_image": ImageSpec(("g", "r", "i", "z"), 6, 6),
+             "hsc_image": ImageSpec(tuple(f"hsc-{b}" for b in "grizy"), 8, 8)}
+    ls_flux = np.broadcast_to((sed / 36)[:, :, None, None], (n, 4, 6, 6)).copy()
+    hsc_flux = np.concatenate([np.broadcast_to((sed / 64)[:, :, None, None], (n, 4, 8, 8)),
+                               rng.normal(5.0, 1.0, (n, 1, 8, 8))], axis=1).astype(np.float32)  # y: not in LS
+    present = {"legacysurvey_image": np.ones(n, bool), "hsc_image": rng.random(n) > 0.05}  # a few HSC cutouts lost
+    images = {}
+    for col, flux, scale in (("legacysurvey_image", ls_flux, 0.262), ("hsc_image", hsc_flux, 0.168)):
+        c = flux.shape[1]
+        full = image_array(specs[col], flux, np.ones_like(flux), np.zeros(flux.shape, bool),
+                           np.full((n, c), 1.0), scale)
+        images[col] = pa.StructArray.from_arrays(full.flatten(), fields=list(full.type),
+                                                 mask=pa.array(~present[col]))
+    brick_primary = rng.random(n) > 0.1
+    extra = [pa.field("legacysurvey_brick_primary", pa.bool_()), pa.field("hsc_match_dist_arcsec", pa.float64())]
+    schema = dataset_schema(specs, extra)
+    cols = {"object_id": [f"ls:{i}" for i in range(n)], "ra": ra, "dec": dec, "split": split, **images,
+            "legacysurvey_brick_primary": brick_primary, "hsc_match_dist_arcsec": rng.uniform(0, 0.5, n)}
+    table = pa.table({f.name: cols.get(f.name, pa.nulls(n, f.type)) for f in schema}, schema=schema)
+    return table, brick_primary & present["hsc_image"], sed
+
+
+class ImageEncoders:
+    """A model with one image encoder per named column: the embedding of an image is the pixel sum
+    of its first four bands (an HSC encoder that reads five bands drops y; an LS one reads four)."""
+
+    kind, sha256 = "checkpoint", "1" * 64
+
+    def __init__(self, channels: dict[str, int]):
+        self.channels = channels
+        self.columns = {c: "image" for c in channels}
+        self.calls = []
+
+    def describe(self):
+        return {"name": "two-encoders"}
+
+    def preprocessing_id(self, column):
+        return f"sum-{column}"
+
+    def embed(self, samples, column, which):
+        self.calls.append((column, samples[0][column]["flux"].shape))
+        flux = np.stack([s[column]["flux"] for s in samples])
+        assert flux.shape[1] == self.channels[column], (column, flux.shape)  # this encoder's own survey
+        return flux[:, :4].sum(axis=(2, 3)).astype(np.float32)
+
+
+def test_hsc_legacy_survey_retrieval_is_an_image_plus_image_task():
+    t = CATALOG.task("HSCLegacySurveyRetrieval.v1")
+    assert (t.modality, t.type, t.columns, t.filters) == (
+        "image+image", "retrieval", ["hsc_image", "legacysurvey_image"], ["legacysurvey_brick_primary"])
+    assert (t.paired.name, t.paired.inputs, t.paired.prefixes) == (
+        "ls_dr10_hsc_pdr3", ["legacysurvey_dr10_south", "hsc_pdr3_wide"], ["legacysurvey", "hsc"])
+    assert t.dataset == "legacysurvey_dr10_south" and t.protocols == ["retrieval.v1"]
+    base = t.model_dump()
+    for cols in (["legacysurvey_image", "legacysurvey_image"], ["legacysurvey_image", "desi_spectrum"]):
+        with pytest.raises(ValidationError, match="image\\+image task"):
+            TaskEntry(**{**base, "input_columns": cols})
+    with pytest.raises(ValidationError, match="image\\+image task"):
+        TaskEntry(**{**base, "type": "classification", "input_columns": ["hsc_image"], "main_score": "accuracy",
+                     "metrics": [], "protocols": ["linear.v1"]})
+
+
+def test_hsc_legacy_survey_pairs_open_on_a_paired_hub(hub):
+    table, good, _ = hsc_ls_table()
+    write_dataset(hub, "ls_dr10_hsc_pdr3", table, mock=True, paired=HSC_LS_MANIFEST)
+    data = open_task(task("HSCLegacySurveyRetrieval.v1"), hub)
+    cols = table.to_pydict()
+    for s in SPLITS:
+        assert sorted(data.ids[s].tolist()) == expected_rows(cols, s, good)
+    assert data.comparable and len(data.ids["test"]) >= 5
+    assert data.build["inputs_revisions"] == ["a" * 64, "d" * 64]
+
+
+def run_hsc_ls(hub, embedder, **kw):
+    from mmu.eval.run import run_tasks
+
+    return run_tasks(embedder, hub, None, model={"name": "m", "kind": "checkpoint", "sha256": "1" * 64},
+                     task_names=["HSCLegacySurveyRetrieval.v1"], **kw)
+
+
+@pytest.mark.parametrize("model_columns, column_map", [
+    ({"hsc_image": 5, "legacysurvey_image": 4}, None),  # model columns named as the dataset's
+    ({"enc_ls": 4, "enc_hsc": 5}, {"hsc_image": "enc_hsc", "legacysurvey_image": "enc_ls"}),  # --column-map
+], ids=["same-names", "column-map"])
+def test_a_model_with_two_image_encoders_embeds_each_survey_with_its_own(hub, model_columns, column_map):
+    table, good, sed = hsc_ls_table()
+    write_dataset(hub, "ls_dr10_hsc_pdr3", table, mock=True, paired=HSC_LS_MANIFEST)
+    emb = ImageEncoders(model_columns)
+    [res] = run_hsc_ls(hub, emb, column_map=column_map)
+    hsc_col, ls_col = (column_map or {"hsc_image": "hsc_image", "legacysurvey_image": "legacysurvey_image"}).values()
+    assert {(c, s) for c, s in emb.calls} == {(hsc_col, (5, 8, 8)), (ls_col, (4, 6, 6))}
+    assert res["embedding"]["columns"] == {"hsc_image": hsc_col, "legacysurvey_image": ls_col}
+    n_test = int((good & (np.asarray(table.column("split").to_pylist()) == "test")).sum())
+    assert res["protocol"]["name"] == "retrieval.v1"
+    # both encoders give each galaxy its g,r,i,z fluxes: the partner is always the nearest
+    for d in ("hsc_image->legacysurvey_image", "legacysurvey_image->hsc_image"):
+        assert res["metrics"][f"r@1[{d}]"] == 1.0 and res["metrics"][f"median_rank[{d}]"] == 1.0
+    assert res["metrics"]["r@1"] == 1.0 and n_test >= 5
+    # the same model on a shuffled LS side: pairs no longer agree, and R@1 says so
+    emb2 = ImageEncoders(model_columns)
+    real = emb2.embed
+    emb2.embed = lambda samples, column, which: (np.random.default_rng(0).permutation(real(samples, column, which))
+                                                 if column == ls_col else real(samples, column, which))
+    [res2] = run_hsc_ls(hub, emb2, column_map=column_map)
+    assert res2["metrics"]["r@1"] < 0.5
+
+
+def test_a_model_with_one_image_column_cannot_run_hsc_legacy_survey_retrieval(hub, caplog):
+    import logging
+
+    from mmu.eval.embed import map_columns
+    from mmu.eval.run import run_tasks
+
+    table, _, _ = hsc_ls_table(n=200)
+    write_dataset(hub, "ls_dr10_hsc_pdr3", table, mock=True, paired=HSC_LS_MANIFEST)
+    for one in ({"image": 4}, {"legacysurvey_image": 4}):
+        with pytest.raises(KeyError) as e:
+            run_hsc_ls(hub, ImageEncoders(one))
+        msg = e.value.args[0]
+        assert "\n" not in msg and msg.startswith("HSCLegacySurveyRetrieval.v1 (image+image)")
+        assert "cannot embed both" in msg and "--column-map hsc_image=MODEL_COLUMN" in msg
+    # a single image column still reads a single-image task's column by kind
+    assert map_columns({"image": "image"}, ["legacysurvey_image"], "image") == {"legacysurvey_image": "image"}
+    # run over every task, it is skipped with that reason (not raised), as retrieval is for PCA
+    run_log = logging.getLogger("mmu.eval.run")
+    run_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="mmu.eval.run"), pytest.raises(Exception, match="no task"):
+            run_tasks(ImageEncoders({"image": 4}), hub, None, model={"name": "m"})
+    finally:
+        run_log.removeHandler(caplog.handler)
+    assert any(r.getMessage().startswith("skipping HSCLegacySurveyRetrieval.v1: HSCLegacySurveyRetrieval.v1 "
+                                         "(image+image)") for r in caplog.records)

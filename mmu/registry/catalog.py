@@ -160,7 +160,9 @@ class TaskEntry(_Strict):
         "mock tasks: the content revision of the canonical build; survey-label tasks: none (any build)"))
     paired: PairedSource | None = None
     input_prefix: str = ""
-    modality: Literal["image", "spectrum", "lightcurve", "image+spectrum"]
+    modality: Literal["image", "spectrum", "lightcurve", "image+spectrum", "image+image"] = Field(description=(
+        "what the task reads; `a+b` (retrieval) reads two columns, of kinds a and b: `image+image` pairs "
+        "two surveys' images, each embedded by the model column it maps to"))
     input_columns: list[str] = Field(default_factory=list, description=(
         "modality columns read; default `<input_prefix>_<modality>` (retrieval: two columns)"))
     target: str
@@ -207,6 +209,10 @@ class TaskEntry(_Strict):
             raise ValueError(f"task {self.name}: a retrieval task reads two columns (`input_columns`)")
         if self.type != "retrieval" and len(self.columns) != 1:
             raise ValueError(f"task {self.name}: a {self.type} task reads one modality column")
+        if self.modality == "image+image" and (self.type != "retrieval" or len(set(self.columns)) != 2 or not all(
+                c.endswith("_image") for c in self.columns)):
+            raise ValueError(f"task {self.name}: an image+image task is a retrieval task reading two different "
+                             f"`<prefix>_image` columns (`input_columns`), not {self.type} on {self.columns}")
         if self.main_score not in self.metric_names:
             raise ValueError(f"task {self.name}: main_score {self.main_score!r} is not among its "
                              f"metrics {self.metric_names}")
