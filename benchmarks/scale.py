@@ -1,7 +1,8 @@
 """Scale benchmark (issue 15): the chain at survey density on a Dask cluster started as a real one.
 
 For each size: `mmu sim` writes a dense box (`uniform:` footprint), then `mmu build` for
-legacysurvey_dr10_south, desi_dr1 and sim_truth_v1, `mmu crossmatch` Legacy Survey x DESI and
+legacysurvey_dr10_south, desi_dr1 and sim_truth_v1, and gaia_dr3 from a star-rich sim of the same
+box (Gaia XP spectra sampled with GaiaXPy's bases), `mmu crossmatch` Legacy Survey x DESI and
 `mmu export-wds`, each a separate driver process given `--scheduler` of a cluster made of one
 `dask scheduler` process and N `dask worker` processes (no nanny, one thread each, so one PID is
 one worker). A size given as `catalog:ROWS` skips the pixels: two catalog-only HATS catalogs of
@@ -30,6 +31,11 @@ import psutil
 BOX = "uniform:150,{ra1},0,{dec1}"  # a square box; its side grows with the galaxy count
 DENSITY_PER_DEG2 = 16000  # galaxies per square degree (dense: ~1 spectrum per coadd pixel row)
 BUILDS = {"legacysurvey_dr10_south": "legacysurvey", "desi_dr1": "desi", "sim_truth_v1": "sim_truth"}
+#: the Gaia build reads its own sim of the same box, star-rich to the XP limit (G < 17.65): about
+#: 100,000 stars per deg² with 12 < r < 17.5 (Gaia DR3 averages ~5,000 XP spectra per deg², ten times
+#: more in the plane), no TESS or HSC files
+STAR_SIM = ["--set", "stars_per_deg2=100000", "star_r_range=[12.0, 17.5]", "tess_r_limit=0", "hsc_field_fraction=0",
+            "qso_per_deg2=0"]
 
 
 class Cluster:
@@ -165,6 +171,13 @@ def run_pixels(galaxies: int, cluster: Cluster, work: Path) -> list[dict]:
     for name, sub in BUILDS.items():
         recs.append(stage(f"build {name}", ["mmu", "build", name, "--raw", str(raw), "--hub", str(hub), *sched],
                           cluster, lambda name=name: _rows(hub, name), _bytes(raw / sub)))
+    stars = work / "raw-stars"
+    if not (stars / "mmu-sim.json").exists():
+        recs.append(stage("sim (stars)", ["mmu", "sim", "--galaxies", str(galaxies), "--transients", "0", "--seed",
+                                          "3", "--footprint", footprint, "--out", str(stars), *STAR_SIM],
+                          cluster, galaxies))
+    recs.append(stage("build gaia_dr3", ["mmu", "build", "gaia_dr3", "--raw", str(stars), "--hub", str(hub), *sched],
+                      cluster, lambda: _rows(hub, "gaia_dr3"), _bytes(stars / "gaia")))
     r = stage("crossmatch ls x desi", ["mmu", "crossmatch", "legacysurvey_dr10_south", "desi_dr1", "--hub",
                                        str(hub), "--name", "scale_ls_desi", *sched],
               cluster, _rows(hub, "legacysurvey_dr10_south"))

@@ -25,24 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmu.cli import main
 from mmu.hub.layout import UnsafePath
 from mmu_testbuilder import write_spectra_file
+from test_cli_errors import one_line_error, run
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
