@@ -204,6 +204,15 @@ class _Scaler:
         return (x - self.mean) / self.scale
 
 
+def linear_penalty(grid, val_scores: list, higher_is_better: bool):
+    """The linear probe's frozen selection rule: the penalty of `grid` with the best val score in
+    the task's direction, the first of the grid on a tie; None when no score is finite.
+    `LinearProbe.select` uses it, and the board re-applies it to a submitted result."""
+    sign = 1 if higher_is_better else -1
+    finite = [(sign * s, -k) for k, s in enumerate(val_scores) if s is not None]
+    return None if not finite else grid[-max(finite)[1]]
+
+
 @dataclass(frozen=True)
 class LinearProbe(Protocol):
     """Linear probe: ridge regression or logistic regression on standardised embeddings.
@@ -265,11 +274,9 @@ class LinearProbe(Protocol):
             s = M.compute(task.type, [task.main_score], _pred_block(val.y, out, classes),
                           task.class_weights)[task.main_score]
             scores.append(s)
-        sign = 1 if task.higher_is_better else -1
-        finite = [(sign * s, -k) for k, s in enumerate(scores) if s is not None]
-        if not finite:
+        best = linear_penalty(grid, scores, task.higher_is_better)
+        if best is None:
             raise ProtocolError(f"{task.name}: no penalty of the grid gave a finite val score")
-        best = grid[-max(finite)[1]]
         return float(best), scores
 
     def run(self, task, splits: dict[str, Split], metric_names: list[str]) -> Outcome:

@@ -42,7 +42,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from mmu.eval import metrics as M
-from mmu.eval.protocols import KNN, LinearProbe, ProtocolError, Retrieval, get_protocol
+from mmu.eval.protocols import KNN, LinearProbe, ProtocolError, Retrieval, get_protocol, linear_penalty
 from mmu.eval.results import (
     FORMATS,
     NEAR_RADIUS_ARCSEC,
@@ -348,14 +348,6 @@ def _compare(where, claimed: dict, got: dict) -> list[str]:
         elif not M.close(c, v):
             out.append(f"{where}.{k}: claimed {c}, recomputed {v} from the predictions")
     return out
-
-
-def linear_penalty(grid: list, val_scores: list, higher_is_better: bool):
-    """The penalty `LinearProbe.select` picks from its grid's val scores: the best score in the
-    task's direction, the first of the grid on a tie; None when no score is finite."""
-    sign = 1 if higher_is_better else -1
-    finite = [(sign * s, -k) for k, s in enumerate(val_scores) if s is not None]
-    return None if not finite else grid[-max(finite)[1]]
 
 
 def check_selected(proto, task, res: dict) -> list[str]:
