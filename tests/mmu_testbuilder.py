@@ -28,6 +28,9 @@ class TestSpectraConfig(BuilderConfig):
     survey: str = "testsurvey"
     glob: str = "spectra-*.fits"
     with_shape: bool = False  # galaxies with Tractor-style shape_r/e1/e2 (for host association)
+    hog_mb: int = 0  # reading an input named `hog_input` first touches this many MiB and holds them
+    hog_input: str = ""  # (lets a test run a worker out of memory for real)
+    hog_s: float = 10.0
 
 
 class TestSpectra(Builder):  # not a test class: pytest must not collect it
@@ -49,6 +52,10 @@ class TestSpectra(Builder):  # not a test class: pytest must not collect it
 
     def read(self, item):
         path = item.paths[0]
+        if self.config.hog_mb and Path(path).name == self.config.hog_input:
+            hog = np.ones(self.config.hog_mb * 2**20 // 8)  # touched pages: resident memory
+            time.sleep(self.config.hog_s)  # the nanny's memory monitor sees it and kills the worker
+            del hog
         with fits.open(path, memmap=False) as hdul:
             names = [h.name for h in hdul]
             for need in ("SPECTRA", "WAVE"):

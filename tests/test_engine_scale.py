@@ -388,3 +388,68 @@ def test_an_up_to_date_build_starts_no_cluster(dense, dask_client, tmp_path, mon
     (raw / "spectra-2.fits").touch()
     with pytest.raises(AssertionError, match="started a Dask cluster"):
         build(NAME, raw, hub)
+
+
+OOM_OVERLAY = """\
+datasets:
+  - name: testsurvey_oom_v1
+    survey: testsurvey
+    release: v1
+    description: the engine test dataset; reading spectra-1.fits needs more memory than a worker has
+    modalities: [spectrum]
+    builder: "mmu_testbuilder:TestSpectra"
+    builder_config: {hog_mb: 1500, hog_input: spectra-1.fits}
+    raw: {archive: local, pattern: "spectra-*.fits", docs: tests/mmu_testbuilder.py}
+    license: {id: MIT, url: "https://opensource.org/license/mit"}
+    citation: ["@misc{mmutest, title={engine test dataset}}"]
+    homepage: local
+"""
+
+
+@pytest.mark.slow  # a scheduler and a worker process that is really killed for memory: about a minute
+def test_a_worker_out_of_memory_is_reported_with_the_input_it_was_reading(with_overlay, tmp_path):
+    """A real out-of-memory kill: `dask worker --memory-limit 700MB`, whose nanny terminates it when
+    reading one input takes 1.5 GiB. The build fails with one line naming that input and memory,
+    the other inputs are finished and kept, and nothing is recorded for the input that failed."""
+    import json
+    import signal
+    import time
+
+    from test_build import make_raw
+
+    raw = make_raw(tmp_path / "raw")
+    overlay = tmp_path / "oom.yaml"
+    overlay.write_text(OOM_OVERLAY)
+    env = {**os.environ, "MMU_CATALOG": str(overlay)}
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    # give up on the first death instead of retrying the input on restarted workers three more times
+    sched_env = {**env, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    quiet = dict(start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"], env=sched_env, **quiet)]
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                       "--nthreads", "1", "--nworkers", "1", "--memory-limit", "700MB",
+                                       "--no-dashboard"], env=env, **quiet))
+        from dask.distributed import Client
+        with Client(address, timeout="60s") as c:
+            c.wait_for_workers(1, timeout=120)
+        hub = tmp_path / "hub"
+        t0 = time.time()
+        out = subprocess.run([sys.executable, "-m", "mmu", "build", "testsurvey_oom_v1", "--raw", str(raw),
+                              "--hub", str(hub), "--scheduler", address, "--no-progress"],
+                             env=env, capture_output=True, text=True, timeout=400)
+        assert out.returncode != 0, out.stdout + out.stderr
+        errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr
+        assert "input field1/spectra-1.fits" in errors[0] and "worker reading it died" in errors[0], errors[0]
+        assert "out of memory" in errors[0] and "--memory-limit" in errors[0], errors[0]
+        done = {json.loads(p.read_text())["key"] for p in hub.glob(".mmu-staging/*/standardized/*.json")}
+        assert "field1/spectra-1.fits" not in done and done  # nothing recorded: a rerun reads it again
+        assert time.time() - t0 < 400
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
