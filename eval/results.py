@@ -117,6 +117,9 @@ def _cpus():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+INDEX_BATCH = 1 << 16  # training-index rows per query batch in `near_pretraining`
+
+
 def near_pretraining(training_manifest: dict | None, radec_test: np.ndarray,
                      radius_arcsec: float = NEAR_RADIUS_ARCSEC) -> dict:
     """How many test positions lie within `radius_arcsec` of any sample position in the shards
@@ -141,29 +144,42 @@ def near_pretraining(training_manifest: dict | None, radec_test: np.ndarray,
     if not exports:
         out["reason"] = "the checkpoint has no training manifest with shard indexes"
         return out
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from scipy.spatial import cKDTree
 
-    pos = []
     for e in exports:
         path = Path(e.get("path", "")) / "index.parquet"
         if not path.is_file():
             out["reason"] = f"shard index {path} is not readable here (copy the export next to the checkpoint?)"
             return out
-        t = pq.read_table(path, columns=["ra", "dec", "shard"])
-        listed = {s["name"] for s in e.get("shards") or []}
-        shard = np.asarray(t.column("shard").to_pylist(), dtype=object)
-        keep = np.isin(shard, list(listed)) if listed else np.ones(len(shard), bool)
-        pos.append(np.c_[np.asarray(t.column("ra"), float)[keep], np.asarray(t.column("dec"), float)[keep]])
-        out["indexes"].append({"path": str(path), "positions": int(keep.sum())})
-    ref = np.concatenate(pos) if pos else np.zeros((0, 2))
-    out["indexed_positions"] = int(len(ref))
-    if len(ref) == 0 or len(radec_test) == 0:
+    # the tree is built on the test positions (the task's, already in memory) and the training
+    # indexes are streamed against it a row group at a time: memory is bounded by the test set and
+    # one row group, whatever the size of the pretraining data
+    test = np.asarray(radec_test, float).reshape(-1, 2)
+    tree = cKDTree(_unit(test)) if len(test) else None
+    chord = 2 * np.sin(np.radians(radius_arcsec / 3600) / 2)
+    hit = np.zeros(len(test), bool)
+    for e in exports:
+        path = Path(e.get("path", "")) / "index.parquet"
+        listed = pa.array(sorted({s["name"] for s in e.get("shards") or []}), pa.string())
+        kept = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=INDEX_BATCH, columns=["ra", "dec", "shard"]):
+            if len(listed):
+                batch = batch.filter(pc.is_in(batch.column("shard"), value_set=listed))
+            kept += batch.num_rows
+            if tree is None or not batch.num_rows:
+                continue
+            ref = np.c_[np.asarray(batch.column("ra"), float), np.asarray(batch.column("dec"), float)]
+            for rows in tree.query_ball_point(_unit(ref), chord):
+                hit[rows] = True
+        out["indexes"].append({"path": str(path), "positions": kept})
+        out["indexed_positions"] += kept
+    if out["indexed_positions"] == 0 or len(test) == 0:
         out["count"] = 0
         return out
-    chord = 2 * np.sin(np.radians(radius_arcsec / 3600) / 2)
-    hits = cKDTree(_unit(ref)).query_ball_point(_unit(np.asarray(radec_test, float)), chord)
-    out["rows"] = [i for i, h in enumerate(hits) if h]
+    out["rows"] = np.flatnonzero(hit).tolist()
     out["count"] = len(out["rows"])
     return out
 

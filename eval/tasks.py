@@ -2,8 +2,10 @@
 
 `open_task(task, hub)` reads the scalar columns of the task's dataset (ids, positions, split,
 target, filter columns), checks the dataset's content revision and split hash against the task,
-applies the filters, and says whether the numbers will be comparable. Modality arrays are read
-later, in batches, by `iter_samples` (the embedding step), never all at once.
+applies the filters, and says whether the numbers will be comparable. Whether a row has a
+modality is read from one small field of it (`present_rows`); the modality arrays themselves are
+read later, in batches, by `iter_samples` (the embedding step), never all at once. What the task
+holds is what a probe holds anyway: the ids, targets and positions of its rows.
 """
 from __future__ import annotations
 
@@ -215,9 +217,10 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
             t = pq.read_table(path, columns=scalar)
             present = np.ones(t.num_rows, bool)
             for c in task.columns:  # a row lacking an input modality cannot be evaluated
-                present &= np.asarray(pq.read_table(path, columns=[c]).column(c).is_valid(), bool)
+                present &= present_rows(path, c)
             t = t.append_column("_present", pa.array(present))
-            parts.append(t)
+            # only this split's rows are kept (a partition listed under two splits holds both)
+            parts.append(t.filter(pc.equal(t.column(SPLIT_COLUMN), split)))
         if not parts:
             ids[split], y[split], radec[split] = np.array([], object), np.array([]), np.zeros((0, 2))
             steps[split] = [(f"{split} rows", 0)]
@@ -270,6 +273,50 @@ def open_task(task: TaskEntry, hub: str | Path, catalog=None) -> TaskData:
             raise TaskError(f"{task.name}: class(es) {counts} (test rows) are in test but absent from train "
                             f"in the {build}; train has {train_classes}; a probe cannot predict a class it never saw")
     return data
+
+
+def _leaf_cost(t: pa.DataType) -> tuple[int, int]:
+    """(list nesting, bits per leaf value) of a field type: what decoding one row of it costs."""
+    depth = 0
+    while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        t, depth = t.value_type, depth + 1
+    try:
+        bits = t.bit_width
+    except ValueError:  # strings, binary: variable width
+        bits = 256
+    return depth, bits
+
+
+def present_rows(path: str | Path, column: str) -> np.ndarray:
+    """Which rows of Parquet file `path` have (non-null) struct column `column`, from its cheapest
+    field alone (a scalar before a list, then the fewest bits per value, then the fewest bytes in
+    the footer: an image's ``scale``, a spectrum's or light curve's bool ``mask``): a null struct is
+    recorded in every field's definition levels, so one small field gives the struct's validity
+    without reading its pixels.
+
+    Args:
+        path: a hub partition file.
+        column: a struct (modality) column of it.
+
+    Returns:
+        bool [rows of the file].
+    """
+    pf = pq.ParquetFile(path)
+    t = pf.schema_arrow.field(column).type
+    if not pa.types.is_struct(t) or t.num_fields == 0:  # not a struct: its own validity
+        return np.asarray(pf.read(columns=[column]).column(0).is_valid(), bool)
+    md = pf.metadata
+    stored: dict[str, int] = {}
+    for rg in range(md.num_row_groups):
+        group = md.row_group(rg)
+        for i in range(group.num_columns):
+            leaf = group.column(i)
+            parts = leaf.path_in_schema.split(".")
+            if parts[0] == column and len(parts) > 1:
+                stored[parts[1]] = stored.get(parts[1], 0) + leaf.total_compressed_size
+    field = min((f.name for f in t), key=lambda f: (*_leaf_cost(t.field(f).type), stored.get(f, 0), f))
+    col = pf.read(columns=[f"{column}.{field}"], use_threads=False).column(0)
+    return np.asarray(col.is_valid(), bool)
 
 
 def iter_samples(files: list[Path], split: str, column: str, batch_rows: int = 256):

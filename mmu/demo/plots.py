@@ -118,7 +118,7 @@ def plot_pair(row: dict, image_col: str, spectrum_col: str, out: str | Path, tit
 
 def main(argv=None) -> int:
     """``python -m mmu.demo.plots HUB NAME --out PNG``: plot one paired object; prints the path."""
-    import pyarrow.parquet as pq
+    import pyarrow.dataset as ds
 
     from mmu.hub.layout import catalog_dir, read_manifest
     from mmu.model.schema import ImageSpec, SpectrumSpec, modalities_of
@@ -131,21 +131,42 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     read_manifest(args.hub, args.name)
-    table = pq.read_table(catalog_dir(args.hub, args.name) / "dataset")
-    mods = modalities_of(table.schema)
-    image_col = next(k for k, v in mods.items() if isinstance(v, ImageSpec))
-    spectrum_col = next(k for k, v in mods.items() if isinstance(v, SpectrumSpec))
-    rows = table.to_pylist()
-    if args.object:
-        row = next(r for r in rows if r["object_id"] == args.object)
-    else:
-        row = max(rows, key=lambda r: np.nanmedian(np.asarray(r[spectrum_col]["flux"], float)))
+    data = ds.dataset(catalog_dir(args.hub, args.name) / "dataset", format="parquet", partitioning="hive")
+    mods = modalities_of(data.schema)
+    image_col = next((k for k, v in mods.items() if isinstance(v, ImageSpec)), None)
+    spectrum_col = next((k for k, v in mods.items() if isinstance(v, SpectrumSpec)), None)
+    if image_col is None or spectrum_col is None:
+        p.error(f"{args.name} has no image and spectrum columns (its modalities: {', '.join(mods) or 'none'})")
+    object_id = args.object or _brightest_spectrum(data, spectrum_col)  # read in batches, not whole
+    found = data.to_table(filter=ds.field("object_id") == object_id).to_pylist() if object_id else []
+    if not found:
+        p.error(f"no object {object_id!r} in {args.name}" if args.object else f"{args.name} has no rows")
+    row = found[0]
     z = row.get(spectrum_col.rsplit("_", 1)[0] + "_z") if "_" in spectrum_col else row.get("z")
     title = (f"{row['object_id']}  (ra {row['ra']:.5f}, dec {row['dec']:.5f}"
              + (f", z = {z:.3f})" if z is not None else ")"))
     plot_pair(row, image_col, spectrum_col, args.out, title)
     print(args.out)
     return 0
+
+
+def _brightest_spectrum(data, spectrum_col: str) -> str | None:
+    """The object_id of the row with the highest median spectrum flux, read batch by batch (only
+    the ids and the flux field): memory bounded by one batch, whatever the catalog's size."""
+    import pyarrow.dataset as ds
+
+    best, best_id = -np.inf, None
+    for batch in data.to_batches(columns={"object_id": ds.field("object_id"),
+                                          "flux": ds.field(spectrum_col, "flux")}, batch_size=4096):
+        ids = batch.column(0).to_pylist()
+        for oid, flux in zip(ids, batch.column(1).to_numpy(zero_copy_only=False), strict=True):
+            if flux is None or not len(flux):
+                continue
+            with np.errstate(all="ignore"):
+                m = np.nanmedian(np.asarray(flux, float))
+            if np.isfinite(m) and m > best:
+                best, best_id = m, oid
+    return best_id
 
 
 if __name__ == "__main__":

@@ -195,15 +195,62 @@ def _retrieval(hub: Path, results_dir: Path, queries: int = 3, shown: int = 3) -
     return _png(fig)
 
 
+def _sha_order(ids) -> list[str]:
+    return [hashlib.sha256(i.encode()).hexdigest() for i in ids]
+
+
+def _first_by_sha(paths: list[Path], k: int) -> list[str]:
+    """The `k` ids of the embedding files first in sha256(id) order, streamed a batch at a time."""
+    import heapq
+
+    import pyarrow.parquet as pq
+
+    pool: list[tuple[str, str]] = []
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 16, columns=["object_id"]):
+            ids = [str(o) for o in batch.column(0).to_pylist()]
+            pool = heapq.nsmallest(k, pool + list(zip(_sha_order(ids), ids, strict=True)))
+    return [i for _, i in pool]
+
+
+def _pick_embeddings(hub: Path, paths: list[Path], max_points: int) -> tuple[list[str], np.ndarray, dict]:
+    """(ids, embeddings, truth rows) of the `max_points` embedded objects first in sha256(id)
+    order among those with a truth row: the pick of every embedding by hash, without reading
+    every embedding or truth row (memory bounded by `max_points`, whatever the demo's size)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    k = max_points
+    while True:
+        cand = _first_by_sha(paths, k)
+        z = _rows(hub, "mock_ls_truth_v1", set(cand), ["sim_truth_z"])
+        kept = [i for i in cand if i in z]
+        if len(kept) >= max_points or len(cand) < k:  # enough, or every embedded id looked at
+            break
+        k *= 4
+    kept = kept[:max_points]
+    want = pa.array(kept, pa.string())
+    found: dict[str, np.ndarray] = {}
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 14, columns=["object_id", "embedding"]):
+            batch = batch.filter(pc.is_in(batch.column(0).cast(pa.string()), value_set=want))
+            if batch.num_rows:
+                col = batch.column(1)
+                emb = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(
+                    batch.num_rows, col.type.list_size)
+                found.update(zip((str(o) for o in batch.column(0).to_pylist()), emb, strict=True))
+    return kept, np.stack([found[i] for i in kept]) if kept else np.zeros((0, 0), np.float32), z
+
+
 def _embedding_map(hub: Path, results_dir: Path, cache: Path, max_points: int = 1500) -> bytes | None:
     """t-SNE of the image embeddings (every split) of the pretrained model and of the random-weight
-    encoder, coloured by true redshift."""
+    encoder, coloured by true redshift: the `max_points` galaxies first in sha256(object id) order
+    (among those with a truth row), read from the embedding cache a batch at a time."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
-
-    from mmu.eval.embed import read_embeddings
 
     panels = []
     for label, sub in (("pretrained", "pretrained"), ("random weights", "baseline-random-weights")):
@@ -211,28 +258,17 @@ def _embedding_map(hub: Path, results_dir: Path, cache: Path, max_points: int = 
         if res is None:
             continue
         keys = next(iter(res["embedding"]["cache_keys"].values()))
-        ids, embs = [], []
-        for split in ("train", "val", "test"):
-            path = cache / keys[split][:2] / f"{keys[split]}.parquet"
-            if not path.exists():
-                break
-            i, e, _ = read_embeddings(path)
-            ids += list(i)
-            embs.append(e)
-        else:
-            panels.append((label, np.asarray(ids), np.concatenate(embs)))
+        paths = [cache / keys[split][:2] / f"{keys[split]}.parquet" for split in ("train", "val", "test")]
+        if all(p.exists() for p in paths):
+            panels.append((label, *_pick_embeddings(hub, paths, max_points)))
     if not panels:
         return None
-    z = _rows(hub, "mock_ls_truth_v1", set(panels[0][1].tolist()), ["sim_truth_z"])
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4), squeeze=False)
-    for ax, (label, ids, emb) in zip(axes[0], panels, strict=False):
-        keep = np.array([i in z for i in ids])
-        ids, emb = ids[keep], emb[keep]
-        order = np.argsort([hashlib.sha256(i.encode()).hexdigest() for i in ids])[:max_points]
-        xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(emb[order])
-        zz = np.array([z[i]["sim_truth_z"] for i in ids[order]])
+    for ax, (label, ids, emb, z) in zip(axes[0], panels, strict=False):
+        xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(emb)
+        zz = np.array([z[i]["sim_truth_z"] for i in ids])
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=zz, s=4, cmap="viridis")
-        ax.set_title(f"{label} ({len(order)} galaxies)", fontsize=9)
+        ax.set_title(f"{label} ({len(ids)} galaxies)", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("image embeddings, t-SNE", fontsize=10)

@@ -1,14 +1,22 @@
 """`mmu export-wds`: a hub dataset's split -> globally shuffled WebDataset tar shards + index.
 
 HATS order is spatial, so neighbouring rows share sky, depth and seeing; the exporter shuffles
-globally with an external shuffle whose memory is bounded by one partition and one shard:
+globally. A row's position in the shuffled order is its rank in sha256(seed:object_id) order (a
+pure function of seed and ids; ties, which need a 64-bit collision, go by file then row order);
+its shard is position % shards. Every step runs on the Dask workers, partition by partition or
+bucket by bucket; the driver holds task graphs, counts and one offset per bucket, never rows
+(issue 15: nothing on the driver grows with the data):
 
-1. ids: read `object_id` of the split's rows; a row's rank in sha256(seed:object_id) order
-   decides its shard and its position (so the order is a pure function of seed and ids);
-2. scatter (one Dask task per partition): rows -> per-shard bucket files (Arrow IPC);
-3. gather (one Dask task per shard): read its buckets, sort by position, encode samples
-   (mmu.shards.format format), write the tar atomically;
-4. index.json + index.parquet.
+1. keys (one task per partition): each row's order key, written to the hash-range bucket that
+   holds it (``2**bits`` buckets of about `ROWS_PER_BUCKET` rows each), and its sample key to a
+   bucket by the key's hash (for the uniqueness check);
+2. rank (one task per bucket): sort the bucket's keys; a row's position is the rows in the
+   buckets before (a prefix sum of the buckets' counts, on the driver) + its rank in the bucket.
+   Two object ids with one sample key are refused here, before any shard is written;
+3. scatter (one task per partition): rows -> per-shard bucket files (Arrow IPC);
+4. gather (one task per shard): read its buckets, sort by position, encode samples
+   (mmu.shards.format format), write the tar atomically and its rows' index entries;
+5. index.parquet (one task, streaming the shards' entries in shard order) + index.json.
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ from mmu.shards.format import (
     ShardEntry,
     ShardIndex,
     encode_sample,
+    file_sha256,
     sample_key,
     shard_name,
     write_index,
@@ -201,34 +210,121 @@ def _constants(table: pa.Table, modalities: dict) -> dict:
     return out
 
 
-def _scatter(path: str, split: str, n_shards: int, order: dict, bucket_dir: str, tag: str,
+def _bucket_of(keys: np.ndarray, bits: int) -> np.ndarray:
+    """The hash-range bucket of each uint64 key: its top `bits` bits (bucket order = key order)."""
+    if bits == 0:
+        return np.zeros(len(keys), np.int64)
+    return (keys >> np.uint64(64 - bits)).astype(np.int64)
+
+
+def _write_ipc(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, ipc.new_file(tmp, table.schema) as w:
+        w.write_table(table)
+
+
+def _read_ipc(files) -> pa.Table | None:
+    parts = [ipc.open_file(f).read_all() for f in files]
+    return pa.concat_tables(parts) if parts else None
+
+
+def _split_rows(path: str, split: str, columns: list[str] | None = None) -> pa.Table:
+    """The rows of `split` in partition file `path`, in file order (the row numbers of steps 1-3)."""
+    table = pq.read_table(path, columns=columns)
+    return table.filter(pc.equal(table.column(SPLIT_COLUMN), split))
+
+
+def _keys(path: str, part: int, split: str, seed: int, bits: int, work: str) -> int:
+    """Step 1 for partition `part`: its rows' order keys -> keys/BUCKET/pPART.arrow (key, row), their
+    sample keys -> skeys/BUCKET/pPART.arrow (key, object_id); returns its row count."""
+    ids = _split_rows(path, split, ["object_id", SPLIT_COLUMN]).column("object_id").to_pylist()
+    if not ids:
+        return 0
+    order = _order_key(seed, ids)
+    bucket = _bucket_of(order, bits)
+    rows = np.arange(len(ids), dtype=np.int64)
+    for b in np.unique(bucket):
+        sel = bucket == b
+        _write_ipc(Path(work) / "keys" / f"{int(b):05d}" / f"p{part:06d}.arrow",
+                   pa.table({"key": pa.array(order[sel]), "row": pa.array(rows[sel])}))
+    from pandas.util import hash_array  # a fixed-key SipHash: the same bucket in every process
+
+    keys = np.asarray([sample_key(o) for o in ids], dtype=object)
+    kb = _bucket_of(hash_array(keys, categorize=False).astype(np.uint64), bits)
+    ids_arr = np.asarray(ids, dtype=object)
+    for b in np.unique(kb):
+        sel = kb == b
+        _write_ipc(Path(work) / "skeys" / f"{int(b):05d}" / f"p{part:06d}.arrow",
+                   pa.table({"key": pa.array(keys[sel], pa.string()),
+                             "object_id": pa.array(ids_arr[sel], pa.string())}))
+    return len(ids)
+
+
+def _rank(bucket: int, work: str) -> dict:
+    """Step 2 for one bucket: sort its order keys (ties by partition, then row) and write each
+    partition's rows' ranks within the bucket to ranks/pPART/bBUCKET.arrow (row, rank); check that
+    no two rows of the bucket share a sample key. Returns {"rows", "clashes": up to 3 examples}."""
+    work = Path(work)
+    d = work / "keys" / f"{bucket:05d}"
+    files = sorted(d.glob("p*.arrow")) if d.exists() else []
+    n = 0
+    if files:
+        tables = [ipc.open_file(f).read_all() for f in files]
+        parts = np.repeat([int(f.stem[1:]) for f in files], [t.num_rows for t in tables])
+        keys = np.concatenate([t.column("key").to_numpy() for t in tables])
+        rows = np.concatenate([t.column("row").to_numpy() for t in tables])
+        n = len(keys)
+        rank = np.empty(n, np.int64)
+        rank[np.lexsort((rows, parts, keys))] = np.arange(n)  # the old global stable argsort, per bucket
+        for p in np.unique(parts):
+            sel = parts == p
+            _write_ipc(work / "ranks" / f"p{int(p):06d}" / f"b{bucket:05d}.arrow",
+                       pa.table({"row": pa.array(rows[sel]), "rank": pa.array(rank[sel])}))
+    clashes = []
+    d = work / "skeys" / f"{bucket:05d}"
+    t = _read_ipc(sorted(d.glob("p*.arrow"))) if d.exists() else None
+    if t is not None and t.num_rows:
+        counts = pc.value_counts(t.column("key")).flatten()
+        dup = pc.filter(counts[0], pc.greater(counts[1], 1))
+        if len(dup):
+            hit = t.filter(pc.is_in(t.column("key"), value_set=dup.slice(0, 3)))
+            clashes = [[k, sorted(hit.filter(pc.equal(hit.column("key"), k)).column("object_id").to_pylist())]
+                       for k in dup.slice(0, 3).to_pylist()]
+    return {"rows": n, "clashes": clashes}
+
+
+def _scatter(path: str, part: int, split: str, n_shards: int, offsets: list[int], work: str, tag: str,
              constants: dict) -> dict:
-    """Rows of one partition -> bucket files per shard; checks the constants really are."""
-    table = pq.read_table(path)
-    table = table.filter(pc.equal(table.column(SPLIT_COLUMN), split))
+    """Step 3: rows of one partition -> bucket files per shard; checks the constants really are."""
+    table = _split_rows(path, split)
     ok = {}
     for name, value in constants.items():
         col, field = name.split(".", 1)
         arr = table.column(col).combine_chunks().field(field)
         ref = np.asarray(value)
         ok[name] = all(v is None or np.array_equal(np.asarray(v), ref) for v in arr.to_pylist())
-    ids = table.column("object_id").to_pylist()
-    pos = np.array([order[o] for o in ids], dtype=np.int64)
+    pos = np.full(table.num_rows, -1, dtype=np.int64)
+    d = Path(work) / "ranks" / f"p{part:06d}"
+    for f in sorted(d.glob("b*.arrow")) if d.exists() else []:
+        r = ipc.open_file(f).read_all()
+        pos[r.column("row").to_numpy()] = offsets[int(f.stem[1:])] + r.column("rank").to_numpy()
+    if (pos < 0).any():
+        raise ExportError(f"{path}: {int((pos < 0).sum())} of its {split} rows were not ranked; the file "
+                          "changed during the export? export again")
     shard = pos % n_shards
     table = table.append_column("__pos", pa.array(pos))
     written = 0
     for s in np.unique(shard):
-        part = table.filter(pa.array(shard == s))
-        d = Path(bucket_dir) / f"{int(s):06d}"
-        d.mkdir(parents=True, exist_ok=True)
-        with atomic_path(d / f"{tag}.arrow") as tmp, ipc.new_file(tmp, part.schema) as w:
-            w.write_table(part)
-        written += part.num_rows
+        part_rows = table.filter(pa.array(shard == s))
+        _write_ipc(Path(work) / "buckets" / f"{int(s):06d}" / f"{tag}.arrow", part_rows)
+        written += part_rows.num_rows
     return {"rows": written, "constant": ok}
 
 
 def _gather(shard: int, split: str, bucket_dir: str, out_dir: str, constants: dict,
-            scalars: dict[str, list[str]] | None = None) -> dict:
+            scalars: dict[str, list[str]] | None = None, index_dir: str | None = None) -> dict:
+    """Step 4 for one shard: its tar, and its rows' index entries (object_id, ra, dec, key) in
+    `index_dir`/SHARD.arrow (the index is written from those by `_write_sample_index`)."""
     d = Path(bucket_dir) / f"{shard:06d}"
     parts = [ipc.open_file(f).read_all() for f in sorted(d.glob("*.arrow"))] if d.exists() else []
     if not parts:
@@ -242,8 +338,11 @@ def _gather(shard: int, split: str, bucket_dir: str, out_dir: str, constants: di
     keys = [sample_key(m["object_id"]) for m in metas]
     info = write_tar(Path(out_dir) / shard_name(split, shard),
                      ((k, encode_sample(m, a)) for k, m, a in zip(keys, metas, arrays, strict=True)))
-    info["index"] = {"object_id": [m["object_id"] for m in metas], "ra": [m["ra"] for m in metas],
-                     "dec": [m["dec"] for m in metas], "key": keys}
+    if index_dir is not None:
+        _write_ipc(Path(index_dir) / f"{shard:06d}.arrow", pa.table({
+            "object_id": pa.array([m["object_id"] for m in metas], pa.string()),
+            "ra": pa.array([m["ra"] for m in metas], pa.float64()),
+            "dec": pa.array([m["dec"] for m in metas], pa.float64()), "key": pa.array(keys, pa.string())}))
     return info
 
 
@@ -324,26 +423,41 @@ def _make_staging(out: Path) -> Path:
     return staging
 
 
+ROWS_PER_BUCKET = 1 << 20  # rows per ranking bucket (step 2 sorts one bucket in one task)
+MAX_BUCKET_BITS = 12  # at most 4096 buckets: past 4G rows a bucket grows instead
+
+
+def _bucket_bits(rows: int) -> int:
+    """log2 of the ranking buckets for about `rows` rows (the manifest's count: it only sizes the
+    buckets, the result does not depend on it)."""
+    need = max(1, math.ceil(max(rows, 0) / ROWS_PER_BUCKET))
+    return min(MAX_BUCKET_BITS, (need - 1).bit_length())
+
+
 def _export(name: str, manifest, files: list[str], out: Path, staging: Path, *, split: str, shard_bytes: int,
             seed: int, shard_multiple: int, client, workers: int | None, scheduler: str | None,
             scalars: dict[str, list[str]] | None = None) -> ShardIndex:
-    """Steps 1-4 of the module doc in `staging`, then the swap onto `out`."""
+    """Steps 1-5 of the module doc in `staging`, then the swap onto `out`."""
     from mmu.engine.cluster import dask_client
 
     t0 = time.perf_counter()
-    order = _shuffled_positions(files, split, seed)
-    if not order:
-        raise ExportError(f"{name} has no rows with split == {split!r}")
     scalars = scalars or {}
     modalities, constants, bytes_per_sample = _probe(files[0], split)
     _check_scalars(pq.read_schema(files[0]), modalities, scalars, name)
-    n = len(order)
-    n_shards = _shard_count(n, bytes_per_sample, shard_bytes, shard_multiple)
     shards_dir = staging / "shards"
     with dask_client(workers, scheduler, client) as client:
-        constants = _scatter_all(client, files, split, n_shards, order, staging / "buckets", constants)
-        shards = _gather_all(client, name, split, n_shards, staging / "buckets", shards_dir, constants, scalars)
-    index_sha = _write_sample_index(shards, n, shards_dir)
+        bits = _bucket_bits(getattr(manifest.rows, split, 0) or manifest.rows.total)
+        offsets, n = _rank_all(client, name, files, split, seed, bits, staging)
+        if n == 0:
+            raise ExportError(f"{name} has no rows with split == {split!r}")
+        n_shards = _shard_count(n, bytes_per_sample, shard_bytes, shard_multiple)
+        constants = _scatter_all(client, files, split, n_shards, offsets, staging, constants)
+        shutil.rmtree(staging / "ranks", ignore_errors=True)
+        shards = _gather_all(client, name, split, n_shards, staging / "buckets", shards_dir, constants, scalars,
+                             staging / "index")
+        shutil.rmtree(staging / "buckets", ignore_errors=True)
+        index_sha = client.submit(_write_sample_index, split, n_shards, str(staging / "index"), str(shards_dir),
+                                  pure=False).result()
     index = ShardIndex(
         format_version=FORMAT_VERSION, dataset=name, content_revision=manifest.content_revision,
         build_key=manifest.build_key, split=split, split_hash=manifest.split.hash, seed=seed,
@@ -361,24 +475,47 @@ def _export(name: str, manifest, files: list[str], out: Path, staging: Path, *, 
     return index
 
 
-def _shuffled_positions(files: list[str], split: str, seed: int) -> dict[str, int]:
-    """object_id -> its position in the shuffled order (rank of sha256(seed:object_id))."""
-    ids = []
-    for f in files:
-        t = pq.read_table(f, columns=["object_id", SPLIT_COLUMN])
-        ids += t.filter(pc.equal(t.column(SPLIT_COLUMN), split)).column("object_id").to_pylist()
-    n = len(ids)
-    ranks = np.argsort(_order_key(seed, ids), kind="stable")
-    position = np.empty(n, np.int64)
-    position[ranks] = np.arange(n)
-    return dict(zip(ids, position.tolist(), strict=True))
+def _rank_all(client, name: str, files: list[str], split: str, seed: int, bits: int,
+              work: Path) -> tuple[list[int], int]:
+    """Steps 1-2 on the workers: (the rows before each bucket, the split's row count).
+
+    Raises:
+        ExportError: two object ids (or one id twice) with the same sample key.
+    """
+    counts = client.gather([client.submit(_keys, f, k, split, seed, bits, str(work), pure=False)
+                            for k, f in enumerate(files)])
+    ranked = client.gather([client.submit(_rank, b, str(work), pure=False) for b in range(1 << bits)])
+    shutil.rmtree(work / "keys", ignore_errors=True)
+    shutil.rmtree(work / "skeys", ignore_errors=True)
+    clashes = [c for r in ranked for c in r["clashes"]]
+    if clashes:
+        shown = "; ".join(f"{ids} -> {key!r}" for key, ids in clashes[:3])
+        raise ExportError(f"{name}: two object ids map to the same WebDataset key after sanitising, or an id "
+                          f"is repeated ({shown}); rename them before exporting")
+    per_bucket = [r["rows"] for r in ranked]
+    if sum(per_bucket) != sum(counts):
+        raise ExportError(f"{name}: {sum(counts)} {split} rows read but {sum(per_bucket)} ranked; "
+                          "the hub changed during the export? export again")
+    offsets = np.concatenate([[0], np.cumsum(per_bucket)[:-1]]).astype(np.int64).tolist()
+    log.debug("%s: %d %s rows ranked in %d buckets", name, sum(counts), split, len(per_bucket))
+    return offsets, int(sum(counts))
 
 
 def _probe(first_file: str, split: str) -> tuple[dict, dict, float]:
-    """From up to 16 rows of the first partition: the modalities, the candidate constants
-    (checked on every row later) and the mean encoded bytes per sample."""
-    sample = pq.ParquetFile(first_file).read_row_group(0)
-    sample = sample.filter(pc.equal(sample.column(SPLIT_COLUMN), split)).slice(0, 16)
+    """From the first 16 rows of `split` in the first row group of the first partition (read a
+    batch at a time): the modalities, the candidate constants (checked on every row later) and
+    the mean encoded bytes per sample."""
+    pf = pq.ParquetFile(first_file)
+    got, need = [], 16
+    for batch in pf.iter_batches(batch_size=256, row_groups=[0]):
+        t = pa.Table.from_batches([batch])
+        t = t.filter(pc.equal(t.column(SPLIT_COLUMN), split)).slice(0, need)
+        if t.num_rows:
+            got.append(t)
+            need -= t.num_rows
+        if need == 0:
+            break
+    sample = pa.concat_tables(got) if got else pf.schema_arrow.empty_table()
     modalities = modalities_of(sample.schema)
     if not sample.num_rows:
         return modalities, {}, 1024
@@ -394,11 +531,10 @@ def _shard_count(n: int, bytes_per_sample: float, shard_bytes: int, shard_multip
     return min(n, math.ceil(n_shards / shard_multiple) * shard_multiple)
 
 
-def _scatter_all(client, files: list[str], split: str, n_shards: int, order: dict,
-                 buckets: Path, constants: dict) -> dict:
-    """Step 2 on the workers; returns the constants that really are constant in every row."""
-    order_f = client.scatter(order, broadcast=True)
-    futs = [client.submit(_scatter, f, split, n_shards, order_f, str(buckets), f"p{k:06d}",
+def _scatter_all(client, files: list[str], split: str, n_shards: int, offsets: list[int],
+                 work: Path, constants: dict) -> dict:
+    """Step 3 on the workers; returns the constants that really are constant in every row."""
+    futs = [client.submit(_scatter, f, k, split, n_shards, offsets, str(work), f"p{k:06d}",
                           constants, pure=False) for k, f in enumerate(files)]
     results = client.gather(futs)
     bad = {k for r in results for k, ok in r["constant"].items() if not ok}
@@ -407,14 +543,16 @@ def _scatter_all(client, files: list[str], split: str, n_shards: int, order: dic
 
 
 def _gather_all(client, name: str, split: str, n_shards: int, buckets: Path, shards_dir: Path,
-                constants: dict, scalars: dict[str, list[str]] | None = None) -> list[dict]:
-    """Step 3 on the workers: one tar per shard; returns their infos in shard order."""
+                constants: dict, scalars: dict[str, list[str]] | None = None,
+                index_dir: Path | None = None) -> list[dict]:
+    """Step 4 on the workers: one tar per shard; returns their infos in shard order."""
     from dask.distributed import as_completed
 
     from mmu.engine.cluster import Progress
 
     bar = Progress(n_shards, f"{name}: shards", unit="shard")
-    futs = [client.submit(_gather, s, split, str(buckets), str(shards_dir), constants, scalars, pure=False)
+    futs = [client.submit(_gather, s, split, str(buckets), str(shards_dir), constants, scalars,
+                          str(index_dir) if index_dir else None, pure=False)
             for s in range(n_shards)]
     infos = {}
     for fut in as_completed(futs):
@@ -425,18 +563,27 @@ def _gather_all(client, name: str, split: str, n_shards: int, buckets: Path, sha
     return [infos[shard_name(split, s)] for s in range(n_shards)]
 
 
-def _write_sample_index(shards: list[dict], n: int, shards_dir: Path) -> str:
-    """Write index.parquet (every sample's object_id, ra, dec, key, shard, position) from the
-    shards' infos (removing their `index` entries); returns its sha256."""
-    index_rows: dict[str, list] = {"object_id": [], "ra": [], "dec": [], "key": [], "shard": [], "position": []}
-    for s in shards:
-        idx = s.pop("index")
-        for k in ("object_id", "ra", "dec", "key"):
-            index_rows[k] += idx[k]
-        index_rows["shard"] += [s["name"]] * s["samples"]
-        index_rows["position"] += list(range(s["samples"]))
-    if len(set(index_rows["key"])) != n:
-        raise ExportError("two object ids map to the same WebDataset key after sanitising; "
-                          "rename them before exporting")
-    pq.write_table(pa.table(index_rows), shards_dir / INDEX_PARQUET)
-    return hashlib.sha256((shards_dir / INDEX_PARQUET).read_bytes()).hexdigest()
+INDEX_SCHEMA = pa.schema([("object_id", pa.string()), ("ra", pa.float64()), ("dec", pa.float64()),
+                          ("key", pa.string()), ("shard", pa.string()), ("position", pa.int64())])
+INDEX_ROW_GROUP = 1 << 17  # rows per row group of index.parquet (readers go a row group at a time)
+
+
+def _write_sample_index(split: str, n_shards: int, index_dir: str, shards_dir: str) -> str:
+    """Step 5 (on a worker): index.parquet (every sample's object_id, ra, dec, key, shard,
+    position) from the shards' entries, in shard order, streamed a row group at a time; returns
+    its sha256."""
+    path = Path(shards_dir) / INDEX_PARQUET
+    pending: list[pa.Table] = []
+    rows = 0
+    with pq.ParquetWriter(path, INDEX_SCHEMA) as w:
+        for s in range(n_shards):
+            t = ipc.open_file(Path(index_dir) / f"{s:06d}.arrow").read_all()
+            t = t.append_column("shard", pa.array([shard_name(split, s)] * t.num_rows, pa.string()))
+            pending.append(t.append_column("position", pa.array(np.arange(t.num_rows, dtype=np.int64))))
+            rows += t.num_rows
+            if rows >= INDEX_ROW_GROUP:
+                w.write_table(pa.concat_tables(pending).select(INDEX_SCHEMA.names), row_group_size=INDEX_ROW_GROUP)
+                pending, rows = [], 0
+        if pending:
+            w.write_table(pa.concat_tables(pending).select(INDEX_SCHEMA.names), row_group_size=INDEX_ROW_GROUP)
+    return file_sha256(path)

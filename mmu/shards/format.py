@@ -13,8 +13,9 @@ object kept with `--keep-unmatched`) has no files for it: the trainer masks that
 Next to the shards, `index.json` lists every shard (name, samples, bytes, sha256), the source
 dataset and its content revision, the split, the shuffle seed, the modality specs, and the
 per-dataset constants left out of every sample (e.g. a fixed wavelength grid
-`{"spectrum.lambda": [...]}`); `index.parquet` holds every sample's object_id, ra, dec, shard
-and position (the benchmark measures train/test proximity from it).
+`{"spectrum.lambda": [...]}`); `index.parquet` holds every sample's object_id, ra, dec, key, shard
+and position, in shard order, in row groups of at most 131,072 rows (the benchmark measures
+train/test proximity from it a row group at a time).
 """
 from __future__ import annotations
 
@@ -137,11 +138,12 @@ def write_tar(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> di
                     n += 1
             finally:
                 writer.close()
-        digest, size = _file_sha256(tmp), tmp.stat().st_size
+        digest, size = file_sha256(tmp), tmp.stat().st_size
     return {"name": path.name, "samples": n, "bytes": size, "sha256": digest}
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read 4 MiB at a time (a shard's, index.parquet's)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
