@@ -1,12 +1,19 @@
-"""Make `benchmarks/mock-v1.lock`: the canonical revisions of the mock benchmark v1.
+"""Make a mock benchmark's lock: `benchmarks/mock-v1.lock` (the galaxy and transient tasks of
+benchmark v1) or `benchmarks/mock-stars-v1.lock` (the star tasks, `TESSVarClass.v1`), the
+canonical revisions of its tasks.
 
 Floating-point simulation output is not portable across machines and library builds, so a mock
 task pins its simulation parameters *and* the content revision written here, once, by this one
 command (docs/benchmark.md, "The mock benchmark"):
 
-    python benchmarks/eval_mock_lock.py --work WORK [--workers K]
+    python benchmarks/eval_mock_lock.py --work WORK [--workers K]                  # mock-v1.lock
+    python benchmarks/eval_mock_lock.py --lock mock-stars-v1 --work WORK           # mock-stars-v1.lock
 
-It runs `mmu sim` with the parameters of the catalog's mock tasks, builds every dataset they
+A lock covers the catalog's mock tasks whose `lock:` names it, and they share one simulation:
+`sim` holds `mmu sim`'s seed, galaxies, transients and footprint, and optionally `config`, the
+simulation parameters it sets (`mmu sim --set KEY=VALUE`; the star simulation's density, magnitude
+range and TESS limit). It runs `mmu sim` with those parameters (unless WORK/raw holds a
+simulation already, which must have been made with them), builds every dataset they
 read, makes their paired catalogs with `mmu crossmatch`, and writes, per task, the dataset's
 content revision, each split's object count and id-set hash, and the test labels' hash (what
 `mmu eval submit` checks). `--hub HUB` skips the simulation and builds and reads an existing
@@ -28,7 +35,8 @@ import sys
 import time
 from pathlib import Path
 
-LOCK = Path(__file__).resolve().parent / "mock-v1.lock"
+HERE = Path(__file__).resolve().parent
+LOCK = HERE / "mock-v1.lock"
 
 
 def mock_tasks(lock_name: str):
@@ -49,8 +57,22 @@ def make_hub(work: Path, tasks, workers: int | None) -> Path:
     sim = tasks[0].sim
     raw, hub = work / "raw", work / "hub"
     w = ["--workers", str(workers)] if workers else []
-    sh("sim", "--out", raw, "--galaxies", sim["galaxies"], "--transients", sim["transients"], "--seed", sim["seed"],
-       "--footprint", sim["footprint"], *w, "--quiet")
+    sets = [f"{k}={json.dumps(v)}" for k, v in sorted((sim.get("config") or {}).items())]  # JSON is YAML
+    if not (raw / "mmu-sim.json").exists():
+        sh("sim", "--out", raw, "--galaxies", sim["galaxies"], "--transients", sim["transients"], "--seed",
+           sim["seed"], "--footprint", sim["footprint"], *w, "--quiet", *(["--set", *sets] if sets else []))
+    made = json.loads((raw / "mmu-sim.json").read_text())
+    if made.get("simulator_version") != sim["simulator_version"]:
+        raise SystemExit(f"{raw} was simulated by {made.get('simulator_version')}; the tasks pin "
+                         f"{sim['simulator_version']} (update `sim` in catalog.yaml for a new task version)")
+    params = made.get("parameters") or {}
+    got = {"seed": made.get("seed"), **{k: params.get(k) for k in ("galaxies", "transients", "footprint")},
+           **{k: (params.get("config") or {}).get(k) for k in sim.get("config") or {}}}
+    want = {k: sim[k] for k in ("seed", "galaxies", "transients", "footprint")} | dict(sim.get("config") or {})
+    differ = {k: (got[k], v) for k, v in want.items() if got[k] != v}
+    if differ:
+        raise SystemExit(f"{raw} holds another simulation than the tasks pin (parameter: (simulated, pinned)): "
+                         f"{differ}; use an empty --work folder")
     needed = {n for t in tasks for n in (t.paired.inputs if t.paired else [t.dataset])}
     for name in sorted(needed):
         if not (hub / name / "build.json").exists():
@@ -73,18 +95,25 @@ def _lock_entries(hub: Path, tasks) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", default="mock-v1-work", help="folder for the raw files and the hub")
+    p.add_argument("--lock", default=None, metavar="NAME",
+                   help="the lock to make, benchmarks/NAME.lock (mock-v1, mock-stars-v1); default mock-v1")
+    p.add_argument("--work", default=None, help="folder for the raw files and the hub (default NAME-work)")
     p.add_argument("--hub", default=None, help="use this built hub instead of simulating and building")
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--out", default=str(LOCK))
+    p.add_argument("--out", default=None, help="write the lock here (default benchmarks/NAME.lock)")
     a = p.parse_args(argv)
+    if a.out is None:
+        a.out = str(HERE / f"{a.lock}.lock") if a.lock else str(LOCK)
+    stem = Path(a.out).stem
+    a.work = a.work or f"{stem}-work"
     tasks = mock_tasks(Path(a.out).name)
     if not tasks:
         raise SystemExit(f"no catalog task names the lock {Path(a.out).name}")
     t0 = time.time()
     hub = Path(a.hub) if a.hub else make_hub(Path(a.work), tasks, a.workers)
     lock = {"format": "mmu-mock-lock/1", "benchmark": Path(a.out).stem,
-            "command": "python benchmarks/eval_mock_lock.py --work WORK",
+            "command": "python benchmarks/eval_mock_lock.py "
+                       + ("" if Path(a.out).name == LOCK.name else f"--lock {stem} ") + "--work WORK",
             "sim": tasks[0].sim, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"system": platform.system(), "machine": platform.machine(),
                         "python": platform.python_version()},

@@ -15,6 +15,16 @@ PDCSAP_FLUX / PDCSAP_FLUX_ERR is not finite or the error not positive. The raw Q
 CADENCENO are kept per cadence, so other bitmasks can be applied later. Cadences with no TIME
 (NaN: the spacecraft assigned none, e.g. in the downlink gap) cannot be placed on the time axis:
 they are left out of the series and counted per sector in ``sector_n_no_time``.
+
+A second modality column, ``binned_lightcurve``, holds the same series in time bins of
+`bin_minutes` (120 by default; 0: no such column), as TESS users bin with lightkurve's
+``LightCurve.bin``: per bin, the mean PDCSAP flux of the unmasked cadences and its propagated
+error sqrt(sum err^2) / n (the error of the mean; lightkurve 2.6 reports sqrt(sum err^2 / n), the
+error of one cadence), at the bin's centre. Bins are fixed in BTJD (edges at multiples of
+the bin width from BTJD 0), the same for every star. A bin holding cadences but no unmasked one
+is kept, masked (flux and error NaN; ``binned_n_good`` 0); where the series has no cadence (a
+downlink, between sectors) there is no bin. The raw cadences stay in ``lightcurve``: binning
+adds a column, it throws nothing away.
 """
 from __future__ import annotations
 
@@ -45,6 +55,40 @@ BAND = "tess-t"
 DEFAULT_BITMASK = 1 | 2 | 4 | 8 | 16 | 32 | 128 | 512 | 16384
 HEADER = {"tmag": "TESSMAG", "teff": "TEFF", "logg": "LOGG", "mh": "MH", "radius": "RADIUS"}
 LC_COLUMNS = ("TIME", "CADENCENO", "PDCSAP_FLUX", "PDCSAP_FLUX_ERR", "QUALITY")
+BINNED = "binned_lightcurve"  # the binned series' modality column (`<prefix>_binned_lightcurve` when paired)
+
+
+def bin_lightcurve(btjd: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, mask: np.ndarray,
+                   bin_days: float) -> dict[str, np.ndarray]:
+    """Time-bin one light curve: bins [k, k + 1) * `bin_days` in BTJD, for every k holding at
+    least one cadence; per bin the mean flux of the unmasked cadences, the propagated error
+    sqrt(sum err^2) / n, and n. A bin with no unmasked cadence is masked (flux, error NaN).
+
+    Args:
+        btjd: cadence times (BTJD, finite, any order).
+        flux, flux_err: per cadence (masked ones may be NaN).
+        mask: True where the cadence is bad.
+        bin_days: the bin width (days, > 0).
+
+    Returns:
+        ``{"btjd": bin centres, "flux", "flux_err" (float32), "mask", "n_good" (int32)}``, in time order.
+    """
+    if not bin_days > 0:
+        raise ValueError(f"bin width {bin_days!r} d: must be positive")
+    k = np.floor(np.asarray(btjd, np.float64) / bin_days).astype(np.int64)
+    keys, inv = np.unique(k, return_inverse=True)
+    good = ~np.asarray(mask, bool)
+    f = np.where(good, np.asarray(flux, np.float64), 0.0)
+    e2 = np.where(good, np.asarray(flux_err, np.float64) ** 2, 0.0)
+    n = np.bincount(inv, weights=good, minlength=len(keys))
+    total = np.bincount(inv, weights=f, minlength=len(keys))
+    var = np.bincount(inv, weights=e2, minlength=len(keys))
+    empty = n == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(empty, np.nan, total / n)
+        err = np.where(empty, np.nan, np.sqrt(var) / n)
+    return {"btjd": (keys + 0.5) * bin_days, "flux": mean.astype(np.float32), "flux_err": err.astype(np.float32),
+            "mask": empty, "n_good": n.astype(np.int32)}
 
 
 @dataclass(frozen=True)
@@ -53,6 +97,12 @@ class TessConfig(BuilderConfig):
     n_groups: int = 256  # inputs: stars grouped by TIC id modulo this (a unit of work and resumption)
     chunk_stars: int = 200  # rows per Arrow chunk
     sectors: tuple[int, ...] = (1, 2, 3)  # what `fetch` downloads
+    bin_minutes: float = 120.0  # width of the `binned_lightcurve` bins; 0: no binned column
+
+    def __post_init__(self):
+        if not (self.bin_minutes == 0 or self.bin_minutes > 0) or self.bin_minutes > 30 * 1440:
+            raise ValueError(f"tess builder_config bin_minutes = {self.bin_minutes!r}: expected 0 (no binned "
+                             "light curve) or a width in minutes, at most 30 days")
 
 
 def parse_name(name: str) -> tuple[int, int] | None:
@@ -71,11 +121,14 @@ def _header_float(h, key) -> float:
 
 @register_builder("tess")
 class Tess(Builder):
-    version = "1"
+    version = "2"  # 2: the binned_lightcurve column
     Config = TessConfig
 
     def modalities(self):
-        return {"lightcurve": LightcurveSpec("e-/s")}
+        mods = {"lightcurve": LightcurveSpec("e-/s")}
+        if self.config.bin_minutes:
+            mods[BINNED] = LightcurveSpec("e-/s")
+        return mods
 
     def extra_columns(self):
         return [pa.field("tic_id", pa.int64()),
@@ -86,7 +139,8 @@ class Tess(Builder):
                 pa.field("sector_n_good", pa.list_(pa.int32())),  # unmasked ones (0: a fully flagged sector)
                 pa.field("sector_n_no_time", pa.list_(pa.int32())),  # rows left out: TIME is NaN
                 pa.field("files", pa.list_(pa.string())),
-                pa.field("quality", pa.list_(pa.int32())), pa.field("cadenceno", pa.list_(pa.int32()))]
+                pa.field("quality", pa.list_(pa.int32())), pa.field("cadenceno", pa.list_(pa.int32())),
+                *([pa.field("binned_n_good", pa.list_(pa.int32()))] if self.config.bin_minutes else [])]
 
     def list_inputs(self, raw):
         groups: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
@@ -123,7 +177,7 @@ class Tess(Builder):
                 yield Rejection(item.key, f"TIC {tic}: none of its {len(by_star[tic])} light-curve file(s) "
                                 "could be read (each is rejected above)", object_id=str(tic))
                 continue
-            pending.append(self._star(tic, sectors))
+            pending.append(self._star(tic, sectors, self.config.bin_minutes / 1440.0))
             if len(pending) >= self.config.chunk_stars:
                 yield self._table(pending)
                 pending = []
@@ -166,7 +220,8 @@ class Tess(Builder):
             log.warning("%s: no usable cadence of TIC %d in sector %d (%d flagged or without flux, %d without "
                         "TIME); the sector is kept, fully masked", path.name, tic, sector, int(has_time.sum()),
                         int((~has_time).sum()))
-        return {"path": path, "sector": sector, "time": time[has_time] + BTJD_TO_MJD, "flux": flux, "err": err,
+        return {"path": path, "sector": sector, "btjd": time[has_time], "time": time[has_time] + BTJD_TO_MJD,
+                "flux": flux, "err": err,
                 "mask": mask, "quality": quality, "cadenceno": cols["CADENCENO"].astype(np.int32)[has_time],
                 "n_no_time": int((~has_time).sum()), "n_good": n_good, **meta}
 
@@ -185,11 +240,13 @@ class Tess(Builder):
         return [best[k] for k in sorted(best)]
 
     @staticmethod
-    def _star(tic: int, sectors: list[dict]) -> dict:
+    def _star(tic: int, sectors: list[dict], bin_days: float = 0.0) -> dict:
         time = np.concatenate([s["time"] for s in sectors])
         order = np.argsort(time, kind="stable")
         cat = {k: np.concatenate([s[k] for s in sectors])[order]
-               for k in ("time", "flux", "err", "mask", "quality", "cadenceno")}
+               for k in ("btjd", "time", "flux", "err", "mask", "quality", "cadenceno")}
+        if bin_days:
+            cat["binned"] = bin_lightcurve(cat["btjd"], cat["flux"], cat["err"], cat["mask"], bin_days)
         first = sectors[0]
         ra = next((s["ra"] for s in sectors if np.isfinite(s["ra"])), np.nan)
         dec = next((s["dec"] for s in sectors if np.isfinite(s["dec"])), np.nan)
@@ -207,6 +264,12 @@ class Tess(Builder):
         cols["lightcurve"] = lightcurve_array(
             LightcurveSpec("e-/s"), [p["time"] for p in pending], [np.full(len(p["time"]), BAND) for p in pending],
             [p["flux"] for p in pending], [p["err"] for p in pending], [p["mask"] for p in pending])
+        if all("binned" in p for p in pending) and pending:
+            bins = [p["binned"] for p in pending]
+            cols[BINNED] = lightcurve_array(
+                LightcurveSpec("e-/s"), [b["btjd"] + BTJD_TO_MJD for b in bins],
+                [np.full(len(b["btjd"]), BAND) for b in bins], [b["flux"] for b in bins],
+                [b["flux_err"] for b in bins], [b["mask"] for b in bins])
         cols["tic_id"] = pa.array([p["tic"] for p in pending], pa.int64())
         for k in HEADER:
             cols[k] = pa.array(np.array([p[k] for p in pending], np.float64), from_pandas=True)
@@ -215,10 +278,12 @@ class Tess(Builder):
                           ("sector_n_good", "n_good", pa.int32()), ("sector_n_no_time", "n_no_time", pa.int32()),
                           ("files", "files", pa.string())):
             cols[col] = pa.array([p[k] for p in pending], pa.list_(t))
-        for col in ("quality", "cadenceno"):
-            offsets = np.r_[0, np.cumsum([len(p[col]) for p in pending])].astype(np.int32)
-            cols[col] = pa.ListArray.from_arrays(pa.array(offsets),
-                                                 pa.array(np.concatenate([p[col] for p in pending]), pa.int32()))
+        lists = {"quality": [p["quality"] for p in pending], "cadenceno": [p["cadenceno"] for p in pending]}
+        if BINNED in cols:
+            lists["binned_n_good"] = [p["binned"]["n_good"] for p in pending]
+        for col, parts in lists.items():
+            offsets = np.r_[0, np.cumsum([len(a) for a in parts])].astype(np.int32)
+            cols[col] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(parts), pa.int32()))
         return pa.table(cols)
 
     def fetch(self, raw, limit=None):

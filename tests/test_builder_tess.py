@@ -2,11 +2,14 @@
 (mmu/sim/tess.py): lightkurve opens them; every cadence with a TIME is in the row, in time
 order, across sectors, with the mask exactly where QUALITY & the default bitmask != 0 or the
 flux is NaN; gaps; a fully flagged sector kept; corrupt, mislabelled and duplicate files rejected
-by name; the injected variability recoverable; `mmu fetch` through the sector download scripts.
+by name; the injected variability recoverable; `mmu fetch` through the sector download scripts;
+the `binned_lightcurve` column equal to the files binned independently here (bin means of the
+unmasked cadences, propagated errors, masked empty bins, gaps left gaps).
 """
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -102,6 +105,127 @@ def test_lightkurve_reads_the_mock_files(raw):
                 np.testing.assert_array_equal(lc.time.btjd, d["TIME"][keep])
                 np.testing.assert_array_equal(lc.flux.value, d["PDCSAP_FLUX"][keep])
                 assert str(lc.flux.unit) == "electron / s"
+
+
+def binned_by_hand(paths: list[Path], bin_minutes: float) -> dict:
+    """The binned series computed cadence by cadence from the files (astropy alone), a Python
+    loop over bins [k w, (k + 1) w) of BTJD: each bin holding a time-stamped cadence, with the mean
+    of its unmasked fluxes and sqrt(sum err^2) / n."""
+    w = bin_minutes / 1440.0
+    bins: dict[int, list] = {}
+    for p in paths:
+        with fits.open(p) as h:
+            d = h["LIGHTCURVE"].data
+            for t, f, e, q in zip(d["TIME"], d["PDCSAP_FLUX"], d["PDCSAP_FLUX_ERR"], d["QUALITY"], strict=True):
+                if not math.isfinite(t):
+                    continue
+                b = bins.setdefault(math.floor(float(t) / w), [])
+                if (int(q) & BITMASK) == 0 and math.isfinite(f) and math.isfinite(e) and e > 0:
+                    b.append((float(f), float(e)))
+    out = {"time": [], "flux": [], "flux_err": [], "mask": [], "n": []}
+    for k in sorted(bins):
+        good = bins[k]
+        out["time"].append((k + 0.5) * w + 2457000.0 - 2400000.5)
+        out["n"].append(len(good))
+        out["mask"].append(not good)
+        out["flux"].append(sum(f for f, _ in good) / len(good) if good else math.nan)
+        out["flux_err"].append(math.sqrt(sum(e * e for _, e in good)) / len(good) if good else math.nan)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def test_bin_lightcurve_exact_values():
+    # bins of 0.1 d: [0, 0.1) holds four cadences, one masked; [0.3, 0.4) only a masked one; none between
+    got = tess_mod.bin_lightcurve(np.array([0.01, 0.02, 0.05, 0.09, 0.31]),
+                                  np.array([10.0, np.nan, 20.0, 30.0, 7.0], np.float32),
+                                  np.array([3.0, 1.0, 4.0, 12.0, 1.0], np.float32),
+                                  np.array([False, True, False, False, True]), 0.1)
+    np.testing.assert_allclose(got["btjd"], [0.05, 0.35])
+    assert got["flux"][0] == 20.0 and np.isnan(got["flux"][1])
+    assert got["flux_err"][0] == np.float32(13.0 / 3.0) and np.isnan(got["flux_err"][1])  # sqrt(9 + 16 + 144) / 3
+    assert got["mask"].tolist() == [False, True] and got["n_good"].tolist() == [3, 0]
+    assert got["flux"].dtype == np.float32 and got["n_good"].dtype == np.int32
+    with pytest.raises(ValueError, match="must be positive"):
+        tess_mod.bin_lightcurve(np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1, bool), 0.0)
+    for bad in (-5.0, float("nan"), 1e9):
+        with pytest.raises(ValueError, match="bin_minutes"):
+            tess_mod.TessConfig(bin_minutes=bad)
+
+
+@pytest.mark.parametrize("bin_minutes", [120.0, 30.0])
+def test_binned_lightcurve_equals_the_files_binned_by_hand(raw, bin_minutes):
+    rows, rejections = read_rows(raw, bin_minutes=bin_minutes)
+    assert not rejections
+    for tic, row in rows.items():
+        want = binned_by_hand(files_of(raw, tic), bin_minutes)
+        b = row["binned_lightcurve"]
+        np.testing.assert_allclose(b["time"], want["time"], rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(b["mask"], want["mask"])
+        np.testing.assert_array_equal(row["binned_n_good"], want["n"])
+        f, e = np.array(b["flux"], float), np.array(b["flux_err"], float)
+        np.testing.assert_allclose(f, want["flux"], rtol=1e-6)  # NaN where masked, on both sides
+        np.testing.assert_allclose(e, want["flux_err"], rtol=1e-6)
+        assert set(b["band"]) == {"tess-t"}
+        # every unmasked cadence is in exactly one bin; each full 2-minute bin of 120 min holds 60
+        assert sum(row["binned_n_good"]) == int((~np.array(row["lightcurve"]["mask"])).sum())
+        assert max(row["binned_n_good"]) == bin_minutes / 2
+
+
+def test_binned_lightcurve_agrees_with_lightkurves_bin(raw):
+    """lightkurve (the survey's own tool) bins the files on the same grid: the same bin centres
+    and mean fluxes; its flux_err is the root-mean-square of the cadence errors (lightkurve 2.x),
+    ours the error of the mean, sqrt(sum err^2) / n = lightkurve's / sqrt(n)."""
+    lightkurve = pytest.importorskip("lightkurve")
+    import astropy.units as u
+    from astropy.time import Time
+
+    rows, _ = read_rows(raw)
+    w = 2 / 24
+    for tic in (261136679, 8195886):
+        lcs = [lightkurve.read(str(p)).remove_nans() for p in files_of(raw, tic)]  # default bitmask
+        lc = lightkurve.LightCurveCollection(lcs).stitch(corrector_func=lambda x: x)
+        t0, t1 = math.floor(lc.time.btjd.min() / w) * w, math.ceil(lc.time.btjd.max() / w) * w
+        b = lc.bin(time_bin_size=w * u.day, time_bin_start=Time(t0, format="btjd", scale="tdb"),
+                   n_bins=int(round((t1 - t0) / w)))
+        flux = np.ma.filled(b.flux.value, np.nan)
+        keep = np.isfinite(flux)  # lightkurve's bins with a good cadence
+        row = rows[tic]
+        ours = row["binned_lightcurve"]
+        good = ~np.array(ours["mask"])
+        assert keep.sum() == good.sum() > 600
+        np.testing.assert_allclose(b.time.btjd[keep], np.array(ours["time"])[good] - (2457000.0 - 2400000.5),
+                                   rtol=0, atol=1e-8)
+        np.testing.assert_allclose(flux[keep], np.array(ours["flux"])[good], rtol=1e-6)
+        n = np.array(row["binned_n_good"])[good]
+        np.testing.assert_allclose(np.ma.filled(b.flux_err.value, np.nan)[keep] / np.sqrt(n),
+                                   np.array(ours["flux_err"])[good], rtol=1e-5)
+
+
+def test_binned_gaps_stay_gaps_and_flagged_bins_stay_masked(raw, tmp_path):
+    root = _copy(raw, tmp_path / "raw", [261136679])
+    s2 = [p for p in files_of(root, 261136679) if "-s0002-" in p.name][0]
+    with fits.open(s2, mode="update") as h:
+        h["LIGHTCURVE"].data["QUALITY"][:] |= 128  # sector 2 manually excluded, everywhere
+        t2 = np.asarray(h["LIGHTCURVE"].data["TIME"], float)
+    rows, _ = read_rows(root)
+    b = rows[261136679]["binned_lightcurve"]
+    t, m = np.array(b["time"]), np.array(b["mask"])
+    w = 120 / 1440
+    steps = np.round(np.diff(t) / w)
+    assert np.all(np.abs(np.diff(t) / w - steps) < 1e-6) and steps.min() == 1  # one fixed grid
+    # five gaps, as in the cadences: the three downlinks and the two sector changes have no bins
+    assert int((steps > 6).sum()) == 5
+    in_s2 = (t - (2457000.0 - 2400000.5) >= np.nanmin(t2) - w) & (t - (2457000.0 - 2400000.5) <= np.nanmax(t2) + w)
+    assert in_s2.sum() > 300 and m[in_s2].all() and not m[~in_s2].all()
+    assert np.isnan(np.array(b["flux"], float)[in_s2]).all()
+    assert rows[261136679]["sector_n_good"][1] == 0
+
+
+def test_bin_minutes_zero_leaves_out_the_binned_column(raw):
+    b = builder(bin_minutes=0)
+    assert list(b.modalities()) == ["lightcurve"] and "binned_n_good" not in b.schema().names
+    rows, _ = read_rows(raw, bin_minutes=0)
+    assert "binned_lightcurve" not in next(iter(rows.values()))
+    assert list(builder().modalities()) == ["lightcurve", "binned_lightcurve"]
 
 
 def test_rows_equal_the_files_cadence_by_cadence(raw):
@@ -307,6 +431,13 @@ def test_build_records_rejections(raw, tmp_path, dask_client):
     assert hub["31415926"]["sectors"] == [3]
     np.testing.assert_array_equal(hub["261136679"]["lightcurve"]["time"],
                                   expected(files_of(root, 261136679))["time"])
+    # the binned series is a modality of the hub too (its spec in the schema), next to the cadences
+    from mmu.model.schema import modalities_of
+
+    mods = modalities_of(hub_table(res.path).schema)
+    assert mods["binned_lightcurve"].kind == "lightcurve" and mods["lightcurve"].kind == "lightcurve"
+    np.testing.assert_array_equal(hub["261136679"]["binned_n_good"],
+                                  binned_by_hand(files_of(root, 261136679), 120.0)["n"])
 
 
 def test_fetch_takes_limit_stars_across_the_sectors_scripts(tmp_path, monkeypatch, capsys):
@@ -342,3 +473,19 @@ def test_fetch_takes_limit_stars_across_the_sectors_scripts(tmp_path, monkeypatc
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_mmu_sim_help_names_every_survey_it_writes():
+    """`mmu sim --help` lists the star surveys too, and every dataset it names is in the catalog."""
+    import re
+
+    from mmu.registry.catalog import load_catalog
+    from mmu.sim.cli import HELP
+
+    text = " ".join(HELP.split())
+    for survey in ("Legacy Survey", "DESI", "SDSS", "PLAsTiCC", "Gaia DR3", "TESS SPOC", "HSC PDR3 Wide"):
+        assert survey in text, survey
+    listed = re.search(r"\(the datasets: (.*?)\)", text).group(1)
+    names = {n.strip() for n in re.split(r",|\band the truth\b", listed) if n.strip()}
+    assert {"gaia_dr3", "tess_spoc", "hsc_pdr3_wide", "sim_truth_stars_v1"} <= names
+    assert names <= {d.name for d in load_catalog().datasets}

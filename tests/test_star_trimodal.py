@@ -173,6 +173,39 @@ def test_the_collator_batches_scalars_and_names_a_wrong_length():
         Collator(mods, 2)([short])
 
 
+def test_the_star_configs_light_curve_is_the_binned_series_of_a_whole_sector(tmp_path):
+    """The config reads the builder's 2-hour bins, and its `length` holds all the bins of a
+    sector: the collated input spans the sector's 27 days (the raw cadences would span 10.7 h)."""
+    import pandas as pd
+
+    from mmu.builders.tess import Tess, TessConfig
+    from mmu.pretrain.config import load_config
+    from mmu.pretrain.data import Collator
+    from mmu.sim import tess as sim_tess
+    from test_builder_helpers import read_all
+
+    m = load_config(STAR_CONFIG).model.modalities["tess_binned_lightcurve"]
+    assert m.kind == "lightcurve" and m.bands == ["tess-t"]
+    star = pd.DataFrame({"tic_id": [27182818], "ra": [0.0], "dec": [-50.0], "tmag": [12.0],
+                         "var_class": ["rotator"], "period": [4.0], "amplitude": [0.01]})
+    sim_tess.write_tess(star, tmp_path, np.random.default_rng(0), sectors=(2,))
+    b = Tess(TessConfig())
+    [item] = b.list_inputs(tmp_path)
+    table, rejections = read_all(b, item)
+    assert not rejections
+    binned = table.column("binned_lightcurve").to_pylist()[0]
+    n = len(binned["time"])
+    assert 300 < n <= m.length  # every bin of the sector fits
+    sample = {"object_id": "27182818", "tess_binned_lightcurve": {
+        k: np.asarray(binned[k], np.float32 if k in ("flux", "flux_err") else None) for k in
+        ("time", "flux", "flux_err", "mask", "band")}}
+    x = Collator({"tess_binned_lightcurve": m}, 1)([sample])["tess_binned_lightcurve"]
+    assert x["present"].tolist() == [True] and x["mask"][0, n:].all() and not x["mask"][0, :n].all()
+    good = ~x["mask"][0, :n]
+    assert float(x["time"][0, :n][good].max()) > 26.0  # days since the first good bin
+    assert (x["band"][0, :n] == 1).all()
+
+
 # ---------------------------------------------------------------- end to end on a star-rich mock
 
 
@@ -208,7 +241,8 @@ def test_star_trimodal_trains_end_to_end_on_a_star_rich_mock(tmp_path, dask_clie
     # every pair of the three modalities is trained, on every row (each exported star has all three)
     last = [r for r in log if "pairs" in r][-1]
     assert {k: v["n_valid"] for k, v in last["pairs"].items()} == {
-        "gaia_spectrum|tess_lightcurve": 16, "gaia_spectrum|gaia_scalars": 16, "tess_lightcurve|gaia_scalars": 16}
+        "gaia_spectrum|tess_binned_lightcurve": 16, "gaia_spectrum|gaia_scalars": 16,
+        "tess_binned_lightcurve|gaia_scalars": 16}
     # chance level of InfoNCE with 16 rows is ln 16 = 2.77; the last ten steps are clearly below it
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 0.3, losses
     assert summary["val"]["val_loss"] < math.log(16)

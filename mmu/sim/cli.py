@@ -7,18 +7,27 @@ from __future__ import annotations
 import argparse
 
 HELP = """\
-Draw a mock universe (galaxies, stars, transients) and observe it with mock versions of the
-Legacy Survey (DR10 coadd bricks + tractor catalogs), DESI (DR1 healpix coadd + redrock files),
-SDSS (DR17 spec-PLATE-MJD-FIBER files) and PLAsTiCC (light-curve + metadata CSV), writing the
-same raw file formats and paths as the real archives, plus a truth catalog (RAW/sim_truth/) and
-a manifest (RAW/mmu-sim.json) that marks the data as mock. The same seed gives the same bytes.
+Draw a mock universe (galaxies, stars, quasars, transients) and observe it with mock versions of
+the Legacy Survey (DR10 coadd bricks + tractor catalogs), DESI (DR1 healpix coadd + redrock
+files), SDSS (DR17 spec-PLATE-MJD-FIBER files), PLAsTiCC (light-curve + metadata CSV), Gaia DR3
+(XpContinuousMeanSpectrum, GaiaSource and AstrophysicalParameters ECSV .csv.gz files: every
+star, XP spectra to G < 17.65), TESS SPOC (a 2-minute light-curve FITS file per star and sector
+for the stars with r < tess_r_limit, with their variability: RR Lyrae, eclipsing binaries,
+rotators) and HSC PDR3 Wide (grizy calexp coadd patches of a fraction hsc_field_fraction of the
+fields, and a catalogue query), writing the same raw file formats and paths as the real
+archives, plus a truth catalog (RAW/sim_truth/) and a manifest (RAW/mmu-sim.json) that marks the
+data as mock. The same seed gives the same bytes.
 
 examples:
   mmu sim --out raw --galaxies 1000 --transients 100 --seed 0
   mmu sim --out raw --galaxies 200 --transients 20 --seed 1 --footprint fields:6 --workers 1
   mmu sim --out raw --galaxies 5000 --transients 0 --seed 2 --footprint uniform:150,152,0,2
   mmu sim --out raw --galaxies 200 --set zeropoint_rms_mag=0.05 "psf_fwhm_arcsec=[1.4,1.3,1.2,1.1]"
+  mmu sim --out raw --galaxies 200 --transients 0 --seed 3 --set stars_per_deg2=60000 \\
+      "star_r_range=[12.0,17.5]" tess_r_limit=16.5 hsc_field_fraction=0.0     # star-rich: Gaia x TESS
 then build the hub from it, e.g.:  mmu build legacysurvey_dr10_south --raw raw --hub hub
+(the datasets: legacysurvey_dr10_south, desi_dr1, sdss_dr17, plasticc_2018, gaia_dr3, tess_spoc,
+hsc_pdr3_wide, and the truth sim_truth_v1, sim_truth_stars_v1, sim_truth_qsos_v1)
 """
 
 
