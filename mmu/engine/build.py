@@ -11,8 +11,15 @@ Two stages on Dask, the same for every survey:
    deepest order the margin allows is denser; small row groups, zstd level 3), then the engine
    writes the dataset card and `build.json` and moves the collection into place.
 
-Memory per worker: one builder chunk in stage 1; one partition (`partition_bytes`, uncompressed)
-in stage 2. Neither grows with the dataset. An up-to-date check writes nothing, so it also works
+Between the stages, object ids repeated across inputs are dropped (the first input keeps an id),
+and the split counts and the content revision are computed: in the driver up to `DRIVER_ROWS`
+rows, above on the workers (a Dask sort of the ids by object_id, then one task streaming the
+revision's sha256 through the sorted files), so that the driver holds the inputs' markers, the
+rejections, counts and task graphs, never a value per row.
+
+Memory per worker: one builder chunk in stage 1; one sorted partition of ids
+(`SORT_PARTITION_ROWS`) between the stages; one partition (`partition_bytes`, uncompressed) in
+stage 2. None grows with the dataset. An up-to-date check writes nothing, so it also works
 on a read-only hub; a build that has work to do there fails with `HubNotWritable`.
 """
 from __future__ import annotations
@@ -288,7 +295,8 @@ def standardize_input(builder_ref: str, options: dict, item: RawInput, out_dir: 
         if rows:
             pq.write_table(pa.table({"object_id": pa.array(ids, pa.string()),
                                      "digest": pa.array(digests, pa.binary(32)),
-                                     SPLIT_COLUMN: pa.array(split_col, pa.string())}), digest_tmp)
+                                     SPLIT_COLUMN: pa.array(split_col, pa.string())}), digest_tmp,
+                           row_group_size=DIGEST_ROW_GROUP)
             os.replace(parquet_tmp, out / f"{stem}.parquet")
             os.replace(digest_tmp, out / f"{stem}.digests.parquet")
             marker["parquet"] = f"{stem}.parquet"
@@ -416,11 +424,14 @@ def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = 
 
 @dataclass
 class _Standardized:
-    """What stage 1 left: the surviving inputs' markers, their ids and digests, the rejections."""
+    """What stage 1 left: the surviving inputs' markers, their row and split counts, the content
+    revision, the rejections."""
 
     markers: dict[str, dict]  # input key -> marker
     files: list[dict]  # markers of inputs with rows (parquet + digests, after de-duplication)
-    ids: pa.Table  # object_id, digest, split of every surviving row
+    rows: int  # surviving rows
+    split_counts: dict[str, int]  # split -> surviving rows
+    content_revision: str
     rejected_inputs: list[dict]
     rejected_rows: list[dict]
 
@@ -543,14 +554,14 @@ def _build_locked(entry: DatasetEntry, builder: Builder, inputs: list[RawInput],
     markers = _stage("standardize", name, _standardize_all, client, entry, builder, inputs,
                      std_dir, split_def)
     t_std = time.perf_counter() - t_start
-    std = _collect_standardized(name, inputs, markers, std_dir, strict)
+    std = _stage("collect", name, _collect_standardized, name, inputs, markers, std_dir, strict, client)
 
     t1 = time.perf_counter()
     out_root = staging / "hats"
     shutil.rmtree(out_root, ignore_errors=True)
     std_files = [str(std_dir / m["parquet"]) for m in std.files]
     margin = _stage("partition", name, _partition, name, std_files, out_root, client, split_def,
-                    settings, std.ids.num_rows)
+                    settings, std.rows)
     t_part = time.perf_counter() - t1
     collection = out_root / name
     manifest = _make_manifest(entry, builder, collection, build_key, split_def, settings, sim,
@@ -756,16 +767,26 @@ def _task_failure(name: str, item: RawInput, e: BaseException) -> str:
 
 
 def _collect_standardized(name: str, inputs: list[RawInput], markers: dict[str, dict],
-                          std_dir: Path, strict: bool) -> _Standardized:
-    """Gather stage 1's rejections, drop object ids repeated across inputs, and stop the build
-    when nothing survived or `strict` and something was rejected."""
+                          std_dir: Path, strict: bool, client=None) -> _Standardized:
+    """Gather stage 1's rejections, drop object ids repeated across inputs (the first input in
+    input order keeps an id; later repeats become rejected rows and those inputs' standardized
+    files are rewritten without them), count the splits and compute the content revision; stop the
+    build when nothing survived or `strict` and something was rejected.
+
+    Up to `DRIVER_ROWS` rows this runs here; above, on the workers of `client`
+    (`_dedup_on_workers`): the driver then holds the markers, the rejections and counts, never a
+    value per surviving row."""
     ordered = [markers[i.key] for i in inputs]
     rejected_inputs = [{"input": m["key"], "reason": m["rejected"]} for m in ordered if m["rejected"]]
     rejected_rows = [r for m in ordered for r in m["row_rejections"]]
     # object ids must be unique across inputs too; later inputs' repeats are rejected rows
     files = [m for m in ordered if m.get("parquet")]
-    id_parts = [pq.read_table(std_dir / m["digests"]) for m in files]
-    rejected_rows += _drop_cross_input_duplicates(files, id_parts, std_dir)
+    total = sum(m["rows"] for m in files)
+    if total > DRIVER_ROWS and client is not None and len(files) > 0:
+        rejected, finish = _dedup_on_workers(client, name, files, std_dir)
+    else:
+        rejected, finish = _dedup_in_driver(files, std_dir)
+    rejected_rows += rejected
     if strict and (rejected_inputs or rejected_rows):
         _log_rejections(name, rejected_inputs, rejected_rows)
         raise BuildError(f"{name}: --strict and {len(rejected_inputs)} input(s), "
@@ -774,7 +795,35 @@ def _collect_standardized(name: str, inputs: list[RawInput], markers: dict[str, 
         _log_rejections(name, rejected_inputs, rejected_rows)
         raise BuildError(f"{name}: no rows survived standardization "
                          f"({len(rejected_inputs)} of {len(inputs)} inputs rejected)")
-    return _Standardized(markers, files, pa.concat_tables(id_parts), rejected_inputs, rejected_rows)
+    rows, counts, revision = finish()
+    if rows != sum(m["rows"] for m in files):  # the revision's rows are the files' rows, or a bug
+        raise BuildError(f"{name}: the content revision covers {rows} rows but the standardized files "
+                         f"hold {sum(m['rows'] for m in files)}; rerun with -v and report this")
+    return _Standardized(markers, files, rows, counts, revision, rejected_inputs, rejected_rows)
+
+
+# Up to this many standardized rows, the cross-input de-duplication, the split counts and the
+# content revision run in the driver (its ids and digests: ~120 bytes a row, so <= ~120 MB);
+# above, on the workers (`_dedup_on_workers`), and the driver's memory does not grow with the rows.
+DRIVER_ROWS = 1_000_000
+# rows per partition of the object-id sort on the workers (~60 bytes a row in the shuffle)
+SORT_PARTITION_ROWS = 2_000_000
+# row group of the digest files: the unit a big input's digests are split into for the sort
+DIGEST_ROW_GROUP = 250_000
+
+
+def _dedup_in_driver(files: list[dict], std_dir: Path):
+    """The small-build path: every input's ids and digests read here (bounded by `DRIVER_ROWS`)."""
+    id_parts = [pq.read_table(std_dir / m["digests"]) for m in files]
+    rejected = _drop_cross_input_duplicates(files, id_parts, std_dir)
+
+    def finish():
+        ids = pa.concat_tables(id_parts) if id_parts else None
+        if ids is None:
+            return 0, {s: 0 for s in SPLITS}, content_revision([], [])
+        return ids.num_rows, _split_counts(ids), content_revision(ids.column("object_id").to_pylist(),
+                                                                  ids.column("digest").to_pylist())
+    return rejected, finish
 
 
 def _split_counts(ids: pa.Table) -> dict[str, int]:
@@ -785,6 +834,166 @@ def _split_counts(ids: pa.Table) -> dict[str, int]:
     return counts
 
 
+# ----------------------------------------------------------------------------------------------
+# cross-input de-duplication, split counts and content revision on the workers
+#
+# A dask.dataframe over the inputs' digest files (one partition per input; columns object_id,
+# the digest as four uint64, the split as a code, the input's index and the row number) is sorted
+# by object_id on the workers (a range shuffle: Dask samples quantiles of the ids, then moves rows
+# with its P2P shuffle, spilling to the workers' disks). Equal ids meet in one partition, so each
+# partition task finds the repeats on its own: the first input keeps an id, the others' rows are
+# returned as rejections (O(rejections) to the driver). The surviving rows of each partition are
+# written, sorted, to `ids-sorted/part-NNNNNN.parquet`; one worker task then streams those files
+# in order into the sha256 of the content revision (`SortedRevision`), one file at a time.
+
+
+def _ids_frame(table: pa.Table, k: int, first_row: int = 0):
+    """The shuffle's rows of one digests table (input index `k`, rows from `first_row`), as pandas."""
+    import pandas as pd
+
+    n = table.num_rows
+    dig = table.column("digest").combine_chunks()
+    words = np.frombuffer(dig.buffers()[1], "<u8", n * 4, dig.offset * 32).reshape(n, 4) if n else \
+        np.zeros((0, 4), "<u8")
+    split = pd.Categorical(table.column(SPLIT_COLUMN).to_pylist(), categories=list(SPLITS))
+    if n and (split.codes < 0).any():
+        bad = table.column(SPLIT_COLUMN)[int(np.flatnonzero(split.codes < 0)[0])].as_py()
+        raise BuildError(f"standardized input #{k}: split value {bad!r} is not one of {list(SPLITS)}")
+    return pd.DataFrame({"object_id": pd.Series(table.column("object_id").to_pylist(), dtype="string[pyarrow]"),
+                         **{f"d{j}": words[:, j].copy() for j in range(4)},
+                         "split": split.codes.astype(np.int8), "input": np.full(n, k, np.int32),
+                         "row": np.arange(first_row, first_row + n, dtype=np.int64)})
+
+
+def _read_ids(piece: tuple[int, str, int, int]):
+    """`dd.from_map` reader of one piece of an input's digests file: input index `k`, path, piece
+    `j` of `pieces`. A piece is the row groups that start in its share of the rows, so that a big
+    input is read as several partitions and every row is in exactly one piece."""
+    k, path, j, pieces = piece
+    f = pq.ParquetFile(path)
+    starts = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+    total = int(starts[-1])
+    lo, hi = total * j // pieces, total * (j + 1) // pieces
+    groups = [g for g in range(f.num_row_groups) if lo <= starts[g] < hi]
+    if not groups:
+        return _ids_frame(_EMPTY_IDS, k)
+    return _ids_frame(f.read_row_groups(groups), k, int(starts[groups[0]]))
+
+
+_EMPTY_IDS = pa.table({"object_id": pa.array([], pa.string()), "digest": pa.array([], pa.binary(32)),
+                       SPLIT_COLUMN: pa.array([], pa.string())})
+
+
+def _dedup_partition(df, number: int, out_dir: str) -> dict:
+    """One range of object ids (all rows of each id are here): reject the repeats of later inputs,
+    write the survivors sorted by id, and return their count per split and the rejections."""
+    df = df.sort_values(["object_id", "input"], kind="stable")
+    ids = df["object_id"].to_numpy(dtype=object)
+    repeat = np.zeros(len(df), bool)
+    if len(df):
+        repeat[1:] = ids[1:] == ids[:-1]
+    inputs = df["input"].to_numpy()
+    first = np.maximum.accumulate(np.where(~repeat, np.arange(len(df)), 0))  # each row's id's first row
+    rejected = [(int(inputs[i]), int(r), ids[i], int(inputs[first[i]]))
+                for i, r in zip(np.flatnonzero(repeat), df["row"].to_numpy()[repeat], strict=True)]
+    keep = df[~repeat]
+    n = len(keep)
+    words = np.ascontiguousarray(keep[["d0", "d1", "d2", "d3"]].to_numpy(np.dtype("<u8")))
+    table = pa.table({"object_id": pa.array(keep["object_id"].to_numpy(dtype=object), pa.string()),
+                      "digest": pa.Array.from_buffers(pa.binary(32), n, [None, pa.py_buffer(words.tobytes())])})
+    path = Path(out_dir) / f"part-{number:06d}.parquet"
+    pq.write_table(table, path, compression="zstd", compression_level=1)
+    counts = np.bincount(keep["split"].to_numpy(), minlength=len(SPLITS))
+    return {"number": number, "rows": n, "path": str(path), "rejected": rejected,
+            "splits": {s: int(c) for s, c in zip(SPLITS, counts, strict=True)}}
+
+
+def _stream_revision(paths: list[str]) -> tuple[str, int]:
+    """The content revision of the sorted survivor files, read in order one row group at a time
+    (a worker task: memory is one row group, whatever the dataset's size)."""
+    from mmu.model.hashing import SortedRevision
+
+    rev = SortedRevision()
+    for path in paths:
+        f = pq.ParquetFile(path)
+        for g in range(f.num_row_groups):
+            t = f.read_row_group(g)
+            rev.update(t.column("object_id"), t.column("digest"))
+    return rev.hexdigest(), rev.rows
+
+
+def _filter_input(std_dir: str, marker: dict, drop: list[int]) -> dict:
+    """Rewrite one input's standardized files without rows `drop` (as `.dedup.parquet`, reused
+    when a killed build left it); returns the new file names and row count (a worker task)."""
+    out = {}
+    for key in ("parquet", "digests"):
+        path = Path(std_dir) / marker[key]
+        dedup = path.with_name(path.name.replace(".parquet", ".dedup.parquet"))
+        if not dedup.exists():
+            table = pq.read_table(path)
+            keep = np.ones(table.num_rows, bool)
+            keep[drop] = False
+            with atomic_path(dedup) as tmp:
+                pq.write_table(table.filter(pa.array(keep)), tmp)
+        out[key] = dedup.name
+    out["rows"] = pq.ParquetFile(Path(std_dir) / out["digests"]).metadata.num_rows
+    return out
+
+
+def _dedup_on_workers(client, name: str, files: list[dict], std_dir: Path):
+    """Cross-input de-duplication on the workers of `client`; returns the rejections (the
+    driver keeps only those) and a `finish()` computing (rows, split counts, content revision)
+    with one worker task. Rewrites the affected inputs' files as `_drop_cross_input_duplicates`."""
+    import dask
+    import dask.dataframe as dd
+
+    total = sum(m["rows"] for m in files)
+    out_dir = std_dir.parent / "ids-sorted"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    meta = _ids_frame(_EMPTY_IDS, 0)
+    # a big input is read in several pieces (row groups), each at most ~SORT_PARTITION_ROWS rows
+    pieces = [(k, str(std_dir / m["digests"]), j, n) for k, m in enumerate(files)
+              for n in [max(1, -(-m["rows"] // SORT_PARTITION_ROWS))] for j in range(n)]
+    frame = dd.from_map(_read_ids, pieces, meta=meta, divisions=[None] * (len(pieces) + 1),
+                        enforce_metadata=False)
+    nparts = max(1, -(-total // SORT_PARTITION_ROWS))
+    ordered = frame.sort_values("object_id", npartitions=nparts)
+    tasks = [dask.delayed(_dedup_partition, pure=False)(part, i, str(out_dir))
+             for i, part in enumerate(ordered.to_delayed())]
+    parts = client.gather(client.compute(tasks))
+    parts.sort(key=lambda p: p["number"])
+    log.info("%s: %d rows de-duplicated across %d inputs on the workers (%d sorted partitions) in %.1f s",
+             name, total, len(files), len(parts), time.perf_counter() - t0)
+    # rejections in input order then row order, as the driver path gives them
+    found = sorted((r for p in parts for r in p.pop("rejected")), key=lambda r: (r[0], r[1]))
+    rejected, drops = [], {}
+    for k, row, oid, first in found:
+        rejected.append(Rejection(files[k]["key"], f"object_id also produced by input {files[first]['key']!r}",
+                                  None, oid, "object_id").as_dict())
+        drops.setdefault(k, []).append(row)
+    if drops:
+        ks = sorted(drops)
+        done = client.gather(client.map(_filter_input, [str(std_dir)] * len(ks), [files[k] for k in ks],
+                                        [drops[k] for k in ks], pure=False))
+        for k, new in zip(ks, done, strict=True):
+            files[k].update(new)
+
+    def finish():
+        counts = {s: sum(p["splits"][s] for p in parts) for s in SPLITS}
+        t1 = time.perf_counter()
+        revision, rows = client.submit(_stream_revision, [p["path"] for p in parts], pure=False).result()
+        log.info("%s: content revision of %d rows streamed on a worker in %.1f s", name, rows,
+                 time.perf_counter() - t1)
+        if rows != sum(counts.values()):
+            raise BuildError(f"{name}: the sorted ids hold {rows} rows but their split counts "
+                             f"{sum(counts.values())}; rerun with -v and report this")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return rows, counts, revision
+    return rejected, finish
+
+
 def _make_manifest(entry: DatasetEntry, builder: Builder, collection: Path, build_key: str,
                    split_def: SplitDefinition, settings: PartitionSettings, sim: dict | None,
                    input_records: list[dict], std: _Standardized, margin: dict,
@@ -793,7 +1002,6 @@ def _make_manifest(entry: DatasetEntry, builder: Builder, collection: Path, buil
     from mmu.hub.card import split_data_files
 
     name = entry.name
-    ids = std.ids
     data_files = split_data_files(collection, name, split_def)
     return BuildManifest.model_validate({
         "format_version": MANIFEST_FORMAT_VERSION,
@@ -801,12 +1009,11 @@ def _make_manifest(entry: DatasetEntry, builder: Builder, collection: Path, buil
         "builder": builder.name, "builder_version": builder.version, "config": builder.options(),
         "schema_version": SCHEMA_VERSION, "code_version": code_version(),
         "engine_version": ENGINE_VERSION, "build_key": build_key,
-        "content_revision": content_revision(ids.column("object_id").to_pylist(),
-                                             ids.column("digest").to_pylist()),
+        "content_revision": std.content_revision,
         "mock": bool(sim), "mock_seed": sim.get("seed") if sim else None,
         "simulator_version": sim.get("simulator_version") if sim else None,
         "split": {**split_def.as_dict(), "hash": split_def.hash},
-        "rows": {"total": ids.num_rows, **_split_counts(ids)},
+        "rows": {"total": std.rows, **std.split_counts},
         "inputs": [{**r, "rows": std.markers[r["key"]]["rows"]} for r in input_records],
         "rejected_inputs": std.rejected_inputs, "rejected_rows": std.rejected_rows,
         "partition": {"partition_bytes": margin["partition_bytes"],

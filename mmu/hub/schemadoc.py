@@ -30,8 +30,8 @@ MANIFEST_FIELDS: dict[str, str] = {
     "engine_version": "version of the shared build engine",
     "build_key": "sha256 of builder, version, config, schema/engine version, split hash, partition "
                  "settings and every input checksum: a rebuild with the same key is a no-op",
-    "content_revision": "sha256 over the sorted object ids and per-row value digests: what tasks "
-                        "and results pin",
+    "content_revision": "sha256 over `object_id + NUL + row digest` of every row, in object-id "
+                        "(UTF-8 byte) order: what tasks and results pin",
     "mock": "true when built from `mmu sim` output (the raw root holds its `mmu-sim.json`)",
     "mock_seed": "the simulation seed (mock builds), else null",
     "simulator_version": "the simulator's version (mock builds), else null",
