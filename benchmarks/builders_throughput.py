@@ -5,7 +5,8 @@ the engine's share of the build time.
         [--raw DIR] [--datasets desi_dr1 ...] [--out results.json]
 
 For each dataset it measures
-  * `read`: the builder alone, in this process (list_inputs + read of every input, rows only);
+  * `read`: the builder alone, in this process (list_inputs + read of every input, rows only), its
+    wall and CPU seconds, and the raw input it read (MB, the inputs' files) per CPU second;
   * `build(1)`, `build(2)`: `mmu.engine.build.build` on a LocalCluster of 1 and 2 worker processes
     (one thread each), into a fresh hub each time; the manifest's standardize / partition times.
 objects/s per worker = rows / read seconds; scaling = standardize(1) / standardize(2); engine
@@ -26,19 +27,23 @@ from pathlib import Path
 DATASETS = ["legacysurvey_dr10_south", "desi_dr1", "sdss_dr17", "plasticc_2018", "sim_truth_v1"]
 
 
-def read_only(name: str, raw: Path) -> tuple[int, float]:
+def read_only(name: str, raw: Path) -> tuple[int, float, float, float]:
+    """(rows, wall s, CPU s of this process, raw MB of the inputs) of the builder alone."""
     from mmu.engine.builder import Rejection, get_builder
     from mmu.registry.catalog import load_catalog
 
     entry = load_catalog().dataset(name)
     builder = get_builder(entry.builder).from_options(entry.builder_config)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows = 0
-    for item in builder.list_inputs(raw):
+    items = builder.list_inputs(raw)
+    for item in items:
         for part in builder.read(item):
             if not isinstance(part, Rejection):
                 rows += part.num_rows
-    return rows, time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    raw_mb = sum(os.path.getsize(p) for p in {p for i in items for p in i.paths}) / 1e6
+    return rows, wall, cpu, raw_mb
 
 
 def _warm():
@@ -94,20 +99,23 @@ def main(argv=None):
                "sim": {"galaxies": args.galaxies, "transients": args.transients, "fields": args.fields,
                        "seed": args.seed, "seconds": sim_s, "raw": str(raw)},
                "datasets": {}}
-    print(f"{'dataset':26s} {'rows':>6s} {'read/s':>8s} {'std1 s':>7s} {'std2 s':>7s} {'scale':>6s} "
+    print(f"{'dataset':26s} {'rows':>6s} {'read/s':>8s} {'MB/cpu':>7s} {'std1 s':>7s} {'std2 s':>7s} {'scale':>6s} "
           f"{'part s':>7s} {'total1':>7s} {'engine':>7s}")
     for name in args.datasets:
-        rows, read_s = read_only(name, raw)
+        rows, read_s, read_cpu, raw_mb = read_only(name, raw)
         b1 = timed_build(name, raw, 1)
         b2 = timed_build(name, raw, 2)
-        r = {"rows": rows, "read_s": round(read_s, 2), "objects_per_s_per_worker": round(rows / read_s, 1),
+        r = {"rows": rows, "read_s": round(read_s, 2), "read_cpu_s": round(read_cpu, 2), "raw_mb": round(raw_mb, 1),
+             "read_raw_mb_per_cpu_s": round(raw_mb / max(read_cpu, 1e-9), 1),
+             "objects_per_s_per_worker": round(rows / read_s, 1),
              "build_1_worker": b1, "build_2_workers": b2,
              "standardize_scaling_1_to_2": round(b1["standardize_s"] / max(b2["standardize_s"], 1e-9), 2),
              "total_scaling_1_to_2": round(b1["total_s"] / b2["total_s"], 2),
              "engine_share_of_build": round(1 - read_s / b1["total_s"], 2),
              "load_avg_1m_after": os.getloadavg()[0]}
         results["datasets"][name] = r
-        print(f"{name:26s} {rows:6d} {r['objects_per_s_per_worker']:8.1f} {b1['standardize_s']:7.2f} "
+        print(f"{name:26s} {rows:6d} {r['objects_per_s_per_worker']:8.1f} {r['read_raw_mb_per_cpu_s']:7.1f} "
+              f"{b1['standardize_s']:7.2f} "
               f"{b2['standardize_s']:7.2f} {r['standardize_scaling_1_to_2']:6.2f} {b1['partition_s']:7.2f} "
               f"{b1['total_s']:7.2f} {r['engine_share_of_build']:7.0%}")
     if args.out:

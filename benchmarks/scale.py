@@ -13,6 +13,19 @@ second per worker (builds), peak RSS of the driver and of each worker (psutil, s
 0.1 s), and the 1-minute load average before and after. Results go to OUT/scale.json.
 
     python benchmarks/scale.py --sizes 200,2000,catalog:100000,catalog:1000000 --workers 2
+
+`--speedup GALAXIES` measures one build (`--dataset`, default legacysurvey_dr10_south) on clusters
+of 1 and 2 workers, back to back, in the order 1, 2, 2, 1 (`--repeat` runs of each), so that a
+drift in the machine's load touches both counts alike. Each run gets a fresh cluster whose workers
+have already imported the stack (a real cluster is long-lived: its start-up and imports are not
+per-object costs) and a fresh hub. It reports each run's wall time, CPU seconds (driver + workers),
+raw MB per CPU second, raw MB/s per worker and the load, and the speed-up (mean 1-worker wall /
+mean 2-worker wall, and the ratio of each back-to-back pair) with the load next to it (before, after,
+and its mean over the run). On a loaded machine wall times say little, so it also gives an estimate
+from CPU seconds: driver CPU + the busiest worker's CPU, 1 worker vs 2 (what idle cores would give).
+Results go to OUT/speedup.json.
+
+    python benchmarks/scale.py --speedup 1000 --work /tmp/mmu-speedup [--set margin_threshold_arcsec=16]
 """
 from __future__ import annotations
 
@@ -75,13 +88,15 @@ class Cluster:
 
 
 class Sampler(threading.Thread):
-    """Peak RSS of the driver (with its children) and of each worker, every 0.1 s."""
+    """Peak RSS of the driver (with its children) and of each worker, every 0.1 s; the 1-minute
+    load average, every second (its mean over the stage is recorded next to the figures)."""
 
     def __init__(self, driver: psutil.Process, workers: list[psutil.Process]):
         super().__init__(daemon=True)
         self.driver, self.workers = driver, workers
         self.peak_driver = 0
         self.peak_workers = [0] * len(workers)
+        self.loads: list[float] = []
         self.done = threading.Event()
 
     @staticmethod
@@ -93,7 +108,11 @@ class Sampler(threading.Thread):
             return 0
 
     def run(self):
+        tick = 0
         while not self.done.is_set():
+            if tick % 10 == 0:
+                self.loads.append(os.getloadavg()[0])
+            tick += 1
             self.peak_driver = max(self.peak_driver, self._rss(self.driver, children=True))
             for i, w in enumerate(self.workers):
                 self.peak_workers[i] = max(self.peak_workers[i], self._rss(w))
@@ -111,11 +130,21 @@ def _cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
+def _warm_worker() -> None:
+    """Import what a build task imports (run on every worker before a timed stage)."""
+    import astropy.io.fits  # noqa: F401
+    import astropy.wcs  # noqa: F401
+    import hats_import.pipeline  # noqa: F401
+
+    import mmu.builders  # noqa: F401
+    import mmu.engine.build  # noqa: F401
+
+
 def stage(name: str, cmd: list[str], cluster: Cluster, objects, raw_bytes: int = 0) -> dict:
     """Run one CLI driver; `objects` is a count or a function giving it once the stage is done."""
     workers = [psutil.Process(p.pid) for p in cluster.workers]
     load0 = os.getloadavg()[0]
-    cpu0 = _cpu(workers)
+    cpu0 = [_cpu([w]) for w in workers]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     driver = psutil.Process(proc.pid)
@@ -135,16 +164,20 @@ def stage(name: str, cmd: list[str], cluster: Cluster, objects, raw_bytes: int =
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{name}: {' '.join(cmd)} failed:\n{out[-3000:]}")
-    cpu = driver_cpu + _cpu(workers) - cpu0
+    worker_cpu = [_cpu([w]) - c for w, c in zip(workers, cpu0)]
+    cpu = driver_cpu + sum(worker_cpu)
     objects = objects() if callable(objects) else objects
     rec = {"stage": name, "command": " ".join(cmd), "wall_s": round(wall, 2), "objects": objects,
            "cpu_s": round(cpu, 2), "cpu_s_per_object": round(cpu / max(1, objects), 5),
+           "cpu_s_driver": round(driver_cpu, 2), "cpu_s_workers": [round(c, 2) for c in worker_cpu],
            "peak_rss_driver_mb": round(sampler.peak_driver / 2**20, 1),
            "peak_rss_workers_mb": [round(x / 2**20, 1) for x in sampler.peak_workers],
-           "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2)}
+           "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2),
+           "load_mean": round(sum(sampler.loads) / max(1, len(sampler.loads)), 2)}
     if raw_bytes:
         rec["raw_mb"] = round(raw_bytes / 1e6, 2)
         rec["raw_mb_s_per_worker"] = round(raw_bytes / 1e6 / wall / len(workers), 3)
+        rec["raw_mb_per_cpu_s"] = round(raw_bytes / 1e6 / max(cpu, 1e-9), 3)
     print(json.dumps(rec), flush=True)
     return rec
 
@@ -224,6 +257,61 @@ def run_catalog(rows: int, cluster: Cluster, work: Path) -> list[dict]:
     return [r]
 
 
+def run_speedup(galaxies: int, dataset: str, repeat: int, work: Path, memory_limit: str,
+                settings: list[str] | None = None) -> dict:
+    """One dataset's build on 1 and 2 workers, back to back (1, 2, 2, 1 per pair of repeats)."""
+    from dask.distributed import Client
+
+    side = (galaxies / DENSITY_PER_DEG2) ** 0.5
+    footprint = BOX.format(ra1=round(150 + side, 4), dec1=round(side, 4))
+    raw, hub = work / "raw", work / "hub"
+    sub = BUILDS[dataset]
+    runs = []
+    if not (raw / "mmu-sim.json").exists():
+        t0 = time.perf_counter()
+        subprocess.run(["mmu", "sim", "--galaxies", str(galaxies), "--transients", "0", "--seed", "3",
+                        "--footprint", footprint, "--out", str(raw), "--no-progress", "-q"], check=True)
+        print(json.dumps({"sim_s": round(time.perf_counter() - t0, 1), "footprint": footprint}), flush=True)
+    order = [1, 2, 2, 1] * (repeat // 2) + [1, 2] * (repeat % 2)
+    for n in order:
+        cluster = Cluster(n, work / f"cluster-{n}", memory_limit)
+        try:
+            with Client(cluster.address) as c:
+                c.run(_warm_worker)
+            shutil.rmtree(hub, ignore_errors=True)
+            r = stage(f"build {dataset}", ["mmu", "build", dataset, "--raw", str(raw), "--hub", str(hub),
+                                           "--scheduler", cluster.address, "--no-progress", "-q",
+                                           *(["--set", *settings] if settings else [])],
+                      cluster, lambda: _rows(hub, dataset), _bytes(raw / sub))
+            manifest = json.loads((hub / dataset / "build.json").read_text())
+            r.update(workers=n, size=f"{galaxies} galaxies", footprint=footprint,
+                     timings_s=manifest.get("timings_s"), content_revision=manifest.get("content_revision"))
+            runs.append(r)
+        finally:
+            cluster.close()
+    walls = {n: [r["wall_s"] for r in runs if r["workers"] == n] for n in (1, 2)}
+    mean = {n: sum(v) / len(v) for n, v in walls.items()}
+    # what idle cores would give: the driver's CPU (imports and hats-import's planning run between the
+    # workers' stages) plus the busiest worker's CPU. Stalls while a stage waits for its last task are
+    # not counted (they lower the speed-up); driver CPU that overlaps the workers (its event loop) is
+    # counted as serial (it raises it). Unlike the wall times it hardly depends on the machine's load.
+    busy = {n: [r["cpu_s_driver"] + max(r["cpu_s_workers"]) for r in runs if r["workers"] == n] for n in (1, 2)}
+    busy_mean = {n: sum(v) / len(v) for n, v in busy.items()}
+    summary = {"dataset": dataset, "size": f"{galaxies} galaxies", "footprint": footprint, "order": order,
+               "settings": settings or [],
+               "wall_s": walls, "speedup_1_to_2": round(mean[1] / mean[2], 3),
+               "pairs": [round(a / b, 3) for a, b in zip(walls[1], walls[2])],
+               "driver_plus_busiest_worker_cpu_s": busy,
+               "speedup_estimate_idle_cores": round(busy_mean[1] / busy_mean[2], 3),
+               "cpu_s": {n: [r["cpu_s"] for r in runs if r["workers"] == n] for n in (1, 2)},
+               "raw_mb_per_cpu_s": {n: [r["raw_mb_per_cpu_s"] for r in runs if r["workers"] == n] for n in (1, 2)},
+               "load_mean": {n: [r["load_mean"] for r in runs if r["workers"] == n] for n in (1, 2)},
+               "load": [[r["load_before"], r["load_after"]] for r in runs],
+               "same_content": len({r["content_revision"] for r in runs}) == 1}
+    print(json.dumps(summary), flush=True)
+    return {"runs": runs, "summary": summary}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="200,2000,catalog:100000,catalog:1000000",
@@ -231,10 +319,24 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--memory-limit", default="4GiB", help="per dask worker")
     p.add_argument("--work", default="/tmp/mmu-scale")
+    p.add_argument("--speedup", type=int, metavar="GALAXIES",
+                   help="instead of --sizes: one build at this size on 1 and 2 workers, back to back")
+    p.add_argument("--dataset", default="legacysurvey_dr10_south", choices=sorted(BUILDS),
+                   help="the build --speedup measures")
+    p.add_argument("--repeat", type=int, default=2, help="--speedup runs per worker count (order 1,2,2,1)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", dest="settings",
+                   help="--speedup: partitioning settings passed to the build, e.g. margin_threshold_arcsec=16")
     args = p.parse_args()
     work = Path(args.work)
     machine = {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
                "python": sys.version.split()[0], "workers": args.workers}
+    if args.speedup:
+        if args.repeat < 1:
+            p.error(f"--repeat must be at least 1, not {args.repeat}")
+        result = run_speedup(args.speedup, args.dataset, args.repeat, work, args.memory_limit, args.settings)
+        (work / "speedup.json").write_text(json.dumps({"machine": machine, **result}, indent=1))
+        print(f"wrote {work / 'speedup.json'}")
+        return
     cluster = Cluster(args.workers, work / "cluster", args.memory_limit)
     results = []
     try:

@@ -197,25 +197,39 @@ class LegacySurvey(Builder):
             # lossy fpack quantisation can turn ivar = 0 into small values of either sign:
             # a negative inverse variance carries no information, so it becomes 0 (masked)
             np.maximum(ivar, 0, out=ivar, where=~np.isnan(ivar))
-            planes[b] = (img, ivar, wcs, hdr)
+            # the band's bad pixels, once per plane (cheaper than per cutout: cutouts overlap)
+            bad_bits = (1 << SATUR_BIT[b]) | (1 << ALLMASK_BIT[b])
+            bad = ((maskbits & bad_bits) != 0) | (ivar <= 0)
+            planes[b] = (img, ivar, wcs, hdr, bad)
         wcs0 = planes[observed[0]][2]
         from astropy.wcs.utils import proj_plane_pixel_scales
         scale = float(np.mean(proj_plane_pixel_scales(wcs0))) * 3600.0  # deg -> arcsec
         centres = {}
-        for b in observed:
+        for j, b in enumerate(observed):
+            same = next((o for o in observed[:j] if _same_wcs(planes[o][2], planes[b][2])), None)
+            if same is not None:  # the bands of a brick share its pixel grid: one projection
+                centres[b] = centres[same]
+                continue
             x, y = planes[b][2].all_world2pix(cat["ra"], cat["dec"], 0)
             x, y = (np.nan_to_num(v, nan=-1e9, posinf=-1e9, neginf=-1e9) for v in (x, y))
             centres[b] = (np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64))
         h, w = maskbits.shape
-        half = c.cutout_size // 2
+        half, size = c.cutout_size // 2, c.cutout_size
+        ra, dec = cat["ra"], cat["dec"]
+        # rows that pass every check below (most of them), found at once; only the others are
+        # walked one by one, in row order, to say why they are rejected
+        with np.errstate(invalid="ignore"):
+            fine = keep & (ra >= 0) & (ra < 360) & (dec >= -90) & (dec <= 90)
+        for b in observed:
+            cx, cy = centres[b]
+            fine &= (cx - half >= 0) & (cy - half >= 0) & (cx - half + size <= w) & (cy - half + size <= h)
         ok = keep.copy()
-        for i in np.flatnonzero(keep):
+        for i in np.flatnonzero(keep & ~fine):
             where = f"tractor-{brick}.fits row {i} (objid {cat['objid'][i]})"
-            ra, dec = cat["ra"][i], cat["dec"][i]
-            if not (0 <= ra < 360 and -90 <= dec <= 90):  # NaN fails too
+            if not (0 <= ra[i] < 360 and -90 <= dec[i] <= 90):  # NaN fails too
                 ok[i] = False
-                yield Rejection(item.key, f"{where}: ra, dec = {ra}, {dec} out of range", int(i),
-                                cat["object_id"][i], "dec" if 0 <= ra < 360 else "ra")
+                yield Rejection(item.key, f"{where}: ra, dec = {ra[i]}, {dec[i]} out of range", int(i),
+                                cat["object_id"][i], "dec" if 0 <= ra[i] < 360 else "ra")
                 continue
             for b in observed:
                 cx, cy = centres[b][0][i], centres[b][1][i]
@@ -224,16 +238,16 @@ class LegacySurvey(Builder):
                     yield Rejection(item.key, f"{where}: source pixel ({cx}, {cy}) lies outside the "
                                     f"{w}x{h} {b}-band image", int(i), cat["object_id"][i])
                     break
-                inside = cx - half >= 0 and cy - half >= 0 and cx - half + c.cutout_size <= w \
-                    and cy - half + c.cutout_size <= h
-                if not inside and c.edge_policy == "skip":
-                    ok[i] = False
-                    yield Rejection(item.key, f"{where}: {c.cutout_size}px cutout reaches past the image "
-                                    "edge (edge_policy: skip)", int(i), cat["object_id"][i])
-                    break
+                if c.edge_policy == "skip":  # not fine, on the image: the cutout reaches past an edge
+                    inside = cx - half >= 0 and cy - half >= 0 and cx - half + size <= w and cy - half + size <= h
+                    if not inside:
+                        ok[i] = False
+                        yield Rejection(item.key, f"{where}: {size}px cutout reaches past the image "
+                                        "edge (edge_policy: skip)", int(i), cat["object_id"][i])
+                        break
         rows = np.flatnonzero(ok)
         for s in range(0, len(rows), c.chunk_rows):
-            yield self._chunk(cat, rows[s:s + c.chunk_rows], planes, maskbits, centres, scale)
+            yield self._chunk(cat, rows[s:s + c.chunk_rows], planes, (h, w), centres, scale)
 
     def _catalog(self, path: Path) -> dict:
         c = self.config
@@ -289,27 +303,23 @@ class LegacySurvey(Builder):
                 keep &= 22.5 - 2.5 * np.log10(cat["mag_flux"]) < c.mag_limit
         return keep
 
-    def _chunk(self, cat, rows, planes, maskbits, centres, scale) -> pa.Table:
+    def _chunk(self, cat, rows, planes, shape, centres, scale) -> pa.Table:
         c = self.config
-        n, nb, size, half = len(rows), len(c.bands), c.cutout_size, c.cutout_size // 2
+        n, nb, size = len(rows), len(c.bands), c.cutout_size
         flux = np.zeros((n, nb, size, size), np.float32)
         ivar = np.zeros((n, nb, size, size), np.float32)
         mask = np.ones((n, nb, size, size), bool)
-        h, w = maskbits.shape
         psf = cat["psf"][rows].copy()
         for j, b in enumerate(c.bands):
             if b not in planes:  # no images in this band: flux 0, ivar 0, mask True, psf_fwhm 0
                 psf[:, j] = 0.0
                 continue
-            img, iv = planes[b][0], planes[b][1]
-            bad_bits = (1 << SATUR_BIT[b]) | (1 << ALLMASK_BIT[b])
-            for k, i in enumerate(rows):
-                x0, y0 = centres[b][0][i] - half, centres[b][1][i] - half
-                xa, xb, ya, yb = max(x0, 0), min(x0 + size, w), max(y0, 0), min(y0 + size, h)
-                dst = (k, j, slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
-                flux[dst] = img[ya:yb, xa:xb]
-                ivar[dst] = iv[ya:yb, xa:xb]
-                mask[dst] = ((maskbits[ya:yb, xa:xb] & bad_bits) != 0) | (iv[ya:yb, xa:xb] <= 0)
+            img, iv, _, _, bad = planes[b]
+            x0 = centres[b][0][rows] - size // 2
+            y0 = centres[b][1][rows] - size // 2
+            _cutouts(img, x0, y0, size, flux[:, j])
+            _cutouts(iv, x0, y0, size, ivar[:, j])
+            _cutouts(bad, x0, y0, size, mask[:, j])
         cols = common_columns([cat["object_id"][i] for i in rows], cat["ra"][rows], cat["dec"][rows],
                               "legacysurvey", "dr10")
         cols["image"] = image_array(self.modalities()["image"], flux, ivar, mask, psf, scale)
@@ -358,6 +368,30 @@ class LegacySurvey(Builder):
         return got
 
 
+def _cutouts(plane: np.ndarray, x0: np.ndarray, y0: np.ndarray, size: int, out: np.ndarray) -> None:
+    """Copy the `size` x `size` windows of `plane` whose lower corners are (`x0`, `y0`) into `out`
+    ([n, size, size]). Windows inside the plane are gathered at once; a window reaching past an
+    edge gets the pixels it covers, and the rest of its `out` slot is left as it was (the fill)."""
+    h, w = plane.shape
+    inside = (x0 >= 0) & (y0 >= 0) & (x0 + size <= w) & (y0 + size <= h)
+    if inside.any():
+        windows = np.lib.stride_tricks.sliding_window_view(plane, (size, size))
+        out[inside] = windows[y0[inside], x0[inside]]
+    for k in np.flatnonzero(~inside):
+        xa, xb = max(x0[k], 0), min(x0[k] + size, w)
+        ya, yb = max(y0[k], 0), min(y0[k] + size, h)
+        if xa < xb and ya < yb:
+            out[k, ya - y0[k]:yb - y0[k], xa - x0[k]:xb - x0[k]] = plane[ya:yb, xa:xb]
+
+
+def _same_wcs(a, b) -> bool:
+    """Whether two image WCSs map the sky to the same pixels (the bands of one brick do)."""
+    try:
+        return bool(a.wcs.compare(b.wcs)) and not a.has_distortion and not b.has_distortion
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
 def _image(path: Path, unit: str | None, shape) -> tuple[np.ndarray, object, object]:
     """The first 2-D image HDU of a (possibly fpack-compressed) file, its WCS and header."""
     from astropy.wcs import WCS
@@ -379,4 +413,5 @@ def _image(path: Path, unit: str | None, shape) -> tuple[np.ndarray, object, obj
                                 f"image {shape}")
         wcs = WCS(hdu.header) if unit == "nanomaggy" else None
         # MASKBITS may be stored as int16 with bit 15 (ALLMASK_I) as the sign bit
-        return (data.astype(np.int32) if unit == "MASKBITS" else data.astype(np.float32)), wcs, hdu.header
+        out = data.astype(np.int32 if unit == "MASKBITS" else np.float32, copy=False)
+        return (out if out.flags.writeable else out.copy()), wcs, hdu.header

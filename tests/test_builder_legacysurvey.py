@@ -33,9 +33,10 @@ def brick_wcs(ra0=150.125, dec0=2.125) -> WCS:
 
 def write_brick(root: Path, brick="1501p021", sources=None, drop_file=None, drop_column=None, nan_at=None,
                 zero_ivar=False, dup_objid=False, region="south", bad_dec_row=None, drop_bands=(),
-                no_tractor=False):
+                no_tractor=False, crpix_shift=None):
     """Sources: list of (x, y, type, r_flux, brick_primary) in 0-indexed pixel coordinates.
-    `drop_bands`: bands without image/invvar files (no coverage, as DR10 south's i-band)."""
+    `drop_bands`: bands without image/invvar files (no coverage, as DR10 south's i-band).
+    `crpix_shift`: {band: (dx, dy)} moves that band's WCS reference pixel (its own pixel grid)."""
     rng = np.random.default_rng(0)
     wcs = brick_wcs()
     sources = sources or [(150.2, 149.7, "SER", 10.0, True), (60.0, 200.0, "PSF", 2.0, True),
@@ -55,11 +56,16 @@ def write_brick(root: Path, brick="1501p021", sources=None, drop_file=None, drop
             img[nan_at[1], nan_at[0]] = np.nan
         if zero_ivar:
             iv[:] = 0
+        band_header = header
+        if crpix_shift and b in crpix_shift:
+            band_header = header.copy()
+            band_header["CRPIX1"] += crpix_shift[b][0]
+            band_header["CRPIX2"] += crpix_shift[b][1]
         for kind, data in (("image", img), ("invvar", iv)):
             name = f"legacysurvey-{brick}-{kind}-{b}.fits.fz"
             if name == drop_file or b in drop_bands:
                 continue
-            h = fits.CompImageHDU(data, header=header, compression_type="RICE_1", quantize_level=-0.0001)
+            h = fits.CompImageHDU(data, header=band_header, compression_type="RICE_1", quantize_level=-0.0001)
             if kind == "image":
                 h.header["BUNIT"] = "nanomaggy"
             fits.HDUList([fits.PrimaryHDU(), h]).writeto(coadd / name, overwrite=True)
@@ -155,6 +161,67 @@ def test_source_off_the_image_and_bad_coordinates_rejected(tmp_path):
     r1, r2 = sorted(rej, key=lambda r: r.row)
     assert "outside the 300x300" in r1.reason and r1.object_id == "1501p021-1"
     assert "row 2" in r2.reason and "dec" in r2.reason and "out of range" in r2.reason
+
+
+@pytest.mark.parametrize("policy", ["pad", "skip"])
+def test_band_with_its_own_wcs_and_edges(tmp_path, policy):
+    """A band whose WCS differs (z shifted by (+7, -5) px) is cut around its own projection of each
+    source, and the edge checks use every band's pixel: many sources near the four edges and
+    corners, each compared with fitsio's decompression of the planes (read independently)."""
+    import fitsio
+
+    rng = np.random.default_rng(5)
+    xy = np.r_[rng.uniform(-10, 310, (40, 2)), [[1, 1], [298, 298], [0, 299], [299, 0], [150, 150], [36, 150],
+                                                [150, 36], [263, 150], [150, 262]]]
+    sources = [(float(x), float(y), "SER", 1.0, True) for x, y in xy]
+    coadd, tractor = write_brick(tmp_path, sources=sources, crpix_shift={"z": (7, -5)})
+    b = make(edge_policy=policy)
+    table, rej = read_all(b, b.list_inputs(tmp_path)[0])
+    cat = fitsio.read(str(tractor), ext=1)
+    maskbits = fitsio.read(str(coadd / "legacysurvey-1501p021-maskbits.fits.fz"), ext=1).astype(np.int64)
+    planes = {}
+    for band in BANDS:
+        img = fitsio.read(str(coadd / f"legacysurvey-1501p021-image-{band}.fits.fz"), ext=1)
+        iv = np.maximum(fitsio.read(str(coadd / f"legacysurvey-1501p021-invvar-{band}.fits.fz"), ext=1), 0)
+        hdr = fitsio.read_header(str(coadd / f"legacysurvey-1501p021-image-{band}.fits.fz"), ext=1)
+        w = WCS({k: hdr[k] for k in hdr.keys()
+                 if k.startswith(("CTYPE", "CRVAL", "CRPIX", "CDELT", "CUNIT", "PC", "CD", "RADESYS", "LONPOLE",
+                                  "LATPOLE"))})
+        x, y = w.all_world2pix(cat["ra"], cat["dec"], 0)
+        planes[band] = (img, iv, np.floor(x + 0.5).astype(int), np.floor(y + 0.5).astype(int))
+    expect_kept, expect_rej = [], {}
+    for i in range(len(cat)):
+        cx = {band: (planes[band][2][i], planes[band][3][i]) for band in BANDS}
+        off = [band for band in BANDS if not (0 <= cx[band][0] < SIZE and 0 <= cx[band][1] < SIZE)]
+        edge = [band for band in BANDS if not (32 <= cx[band][0] <= SIZE - 32 and 32 <= cx[band][1] <= SIZE - 32)]
+        first = next((band for band in BANDS if band in off or (policy == "skip" and band in edge)), None)
+        if first is None:
+            expect_kept.append(i)
+        else:
+            expect_rej[i] = "outside" if first in off else "edge"
+    assert planes["z"][2][0] - planes["g"][2][0] == 7 and planes["z"][3][0] - planes["g"][3][0] == -5
+    assert {r.row: ("outside" if "outside" in r.reason else "edge") for r in rej} == expect_rej
+    assert [r.row for r in rej] == sorted(expect_rej)  # rejections come in row order
+    assert table.column("objid").to_pylist() == expect_kept
+    assert any(v == "outside" for v in expect_rej.values()) and len(expect_kept) >= 10
+    padded = 0
+    for k, i in enumerate(expect_kept):
+        image = table.column("image")[k].as_py()
+        for j, band in enumerate(BANDS):
+            img, iv, px, py = planes[band]
+            x0, y0 = px[i] - 32, py[i] - 32
+            flux, ivar, mask = (np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32),
+                                np.ones((64, 64), bool))
+            ya, yb, xa, xb = max(y0, 0), min(y0 + 64, SIZE), max(x0, 0), min(x0 + 64, SIZE)
+            st, sl = np.s_[ya - y0:yb - y0, xa - x0:xb - x0], np.s_[ya:yb, xa:xb]
+            flux[st], ivar[st] = img[sl], iv[sl]
+            bits = (1 << {"g": 2, "r": 3, "i": 14, "z": 4}[band]) | (1 << {"g": 5, "r": 6, "i": 15, "z": 7}[band])
+            mask[st] = ((maskbits[sl] & bits) != 0) | (iv[sl] <= 0)
+            padded += (yb - ya, xb - xa) != (64, 64)
+            np.testing.assert_array_equal(np.array(image["flux"], np.float32)[j], flux)
+            np.testing.assert_array_equal(np.array(image["ivar"], np.float32)[j], ivar)
+            np.testing.assert_array_equal(np.array(image["mask"])[j], mask)
+    assert (padded > 0) == (policy == "pad")
 
 
 def test_selection_cuts(tmp_path):
