@@ -453,3 +453,71 @@ def test_a_worker_out_of_memory_is_reported_with_the_input_it_was_reading(with_o
             os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             p.wait(timeout=60)
+
+
+def test_catalog_partition_settings_are_valid_and_image_margins_hold_host_association():
+    """Every catalog entry's `partition:` block is a valid `PartitionSettings`; the image surveys'
+    32" margin cache still holds the demo's host association at 10" (the first member of a
+    host chain needs a margin of at least twice the radius: mmu/pairing/crossmatch.py)."""
+    from mmu.registry.catalog import load_catalog
+
+    os.environ.pop("MMU_CATALOG", None)
+    catalog = load_catalog()
+    margins = {}
+    for d in catalog.datasets:
+        s = PartitionSettings.from_overrides(d.partition)
+        margins[d.name] = (s.margin_threshold_arcsec, s.margin_order)
+    assert margins["legacysurvey_dr10_south"] == (32, 12) and margins["hsc_pdr3_wide"] == (32, 12)
+    assert margins["desi_dr1"] == (128.0, 10)  # spectra and catalogs keep the default
+    from mmu.engine.partition import _mindist_arcsec
+    assert _mindist_arcsec(12) >= 2 * 10
+
+
+ENTRY_MARGIN_OVERLAY = """\
+datasets:
+  - name: testsurvey_v1
+    survey: testsurvey
+    release: v1
+    description: the engine test dataset with its own margin setting
+    modalities: [spectrum]
+    builder: "mmu_testbuilder:TestSpectra"
+    builder_config: {chunk_rows: 7}
+    partition: {margin_threshold_arcsec: 16}
+    raw: {archive: local, pattern: "spectra-*.fits", docs: tests/mmu_testbuilder.py}
+    license: {id: MIT, url: "https://opensource.org/license/mit"}
+    citation: ["@misc{mmutest, title={engine test dataset}}"]
+    homepage: local
+"""
+
+
+def test_a_catalog_entry_s_partition_settings_are_its_build_defaults(dense, dask_client, tmp_path, monkeypatch):
+    """`partition:` in a catalog entry sets that dataset's defaults: the build records the entry's
+    margin; the same data, same content revision, another build key. `mmu build --set` goes over
+    the entry's settings instead of replacing them."""
+    from mmu.registry.catalog import load_catalog
+
+    tmp, raw, ref = dense
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(ENTRY_MARGIN_OVERLAY)
+    monkeypatch.setenv("MMU_CATALOG", str(overlay))
+    result = build(NAME, raw, tmp_path / "hub", client=dask_client, catalog=load_catalog())
+    p = result.manifest.partition
+    assert p.margin_order == 13 and 16 <= p.margin_threshold_arcsec < 17
+    assert ref.manifest.partition.margin_order == 10
+    assert result.manifest.content_revision == ref.manifest.content_revision
+    assert result.manifest.build_key != ref.manifest.build_key
+
+    import mmu.engine.build as engine
+    from mmu.cli import main
+
+    seen = {}
+    monkeypatch.setattr(engine, "build", lambda name, raw, hub, **kw: seen.update(kw) or True)
+    assert main(["build", NAME, "--raw", str(raw), "--hub", str(tmp_path / "h2"), "--set", "compression_level=5"]) == 0
+    s = seen["settings"]
+    assert (s.margin_threshold_arcsec, s.compression_level) == (16, 5)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(ENTRY_MARGIN_OVERLAY.replace("margin_threshold_arcsec: 16", "margin_arcsec: 16"))
+    monkeypatch.setenv("MMU_CATALOG", str(bad))
+    with pytest.raises(BuildError, match=r"catalog entry testsurvey_v1: partition .*unknown setting\(s\) margin_arc"):
+        build(NAME, raw, tmp_path / "h3", client=dask_client, catalog=load_catalog())

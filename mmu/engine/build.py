@@ -374,7 +374,8 @@ def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = 
         client: a Dask client to run on (not closed).
         strict: any rejected input or row is an error.
         catalog: the catalog to look `name` up in (default: `load_catalog()`).
-        settings: hats-import settings (default: `PartitionSettings()`).
+        settings: hats-import settings (default: the catalog entry's `partition` settings over
+            `PartitionSettings()`'s defaults).
         rehash: re-hash every raw file instead of trusting the (path, size, mtime) cache.
 
     Returns:
@@ -410,7 +411,11 @@ def build(name: str, raw: str | Path, hub: str | Path, *, workers: int | None = 
             raise
         raise HubNotWritable(f"hub folder {hub} cannot be created ({os.strerror(e.errno).lower()}: "
                              f"{e.filename or hub}); create it, or pass a --hub folder you can write to") from None
-    settings = settings or PartitionSettings()
+    if settings is None:
+        try:
+            settings = PartitionSettings.from_overrides(entry.partition)
+        except (BuildError, TypeError, ValueError) as e:
+            raise BuildError(f"catalog entry {name}: partition {entry.partition}: {e}") from None
     if client is None and not rehash:  # a no-op needs no cluster when every checksum is cached
         done = _up_to_date_from_cache(entry, builder, inputs, raw, hub, catalog.split_definition, settings)
         if done is not None:

@@ -102,6 +102,9 @@ class DatasetEntry(_Strict):
         default=None, description="rows of the full real-archive build (None: depends on inputs)")
     mock_only: bool = Field(default=False, description="exists only as mock-observatory output")
     keywords: list[str] = Field(default_factory=list)
+    partition: dict[str, int | float] = Field(default_factory=dict, description=(
+        "this dataset's hats-import settings (`mmu.engine.build.PartitionSettings` names), e.g. "
+        "{margin_threshold_arcsec: 32} for an image survey; `mmu build --set` overrides them"))
 
     @field_validator("name")
     @classmethod
