@@ -5,8 +5,11 @@ anchor's (../shared/anchors/mmu_v1_desi.py) on the same coadd files, in one run 
         [--build]
 
 RAW holds DESI healpix coadd + redrock files, e.g. from
-`mmu sim --galaxies 6000 --transients 0 --seed 3 --footprint uniform:150.27,150.67,0.4,0.8 --out RAW`
-(one HEALPix pixel, ~700 spectra per coadd: survey density).
+`mmu sim --galaxies 8000 --transients 0 --seed 3 --footprint uniform:150.27,150.67,0.4,0.8 --out RAW
+--set pixscale_arcsec=1.0 crop_pad_pix=8 hsc_field_fraction=0 sdss_field_fraction=0 boss_field_fraction=0`
+(one HEALPix pixel, 4 coadds of 601-923 spectra: survey density; the overrides only shrink files
+the DESI build does not read). The whole command against the anchor, with `/usr/bin/time`'s
+accounting, is benchmarks/desi_vs_anchor.py.
 
 It measures CPU seconds (`time.process_time`, all threads of this process), the best of
 `--repeat` runs, per spectrum:

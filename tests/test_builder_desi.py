@@ -365,3 +365,108 @@ def test_mock_redshifts_joined_and_primary_flags(built):
 def test_hub_opens_with_datasets_and_lsdb(built):
     _, res = built
     assert_opens(res.path, res.manifest.rows.total)
+
+
+# --- stage 2 at survey density: fixed-size spectrum rows partitioned by a row threshold ------------
+
+
+@pytest.fixture(scope="module")
+def standardized(tmp_path_factory):
+    """Three healpix inputs of 20 spectra each on three parallel diagonals (0.2 x 1 deg),
+    standardized by the engine."""
+    from mmu.engine.build import standardize_input
+    from mmu.registry.catalog import load_catalog
+
+    tmp = tmp_path_factory.mktemp("desi-std")
+    for f in range(3):
+        write_pair(tmp / "raw", "main", "dark", hpix=100 + f, targetids=list(range(100 * f, 100 * f + 20)), seed=f,
+                   dec=list(2.0 + 0.07 * f + 0.05 * np.arange(20)))
+    builder = get_builder("desi")()
+    split = load_catalog().split_definition
+    out = tmp / "std"
+    out.mkdir()
+    markers = [standardize_input("desi", builder.options(), item, str(out), split.as_dict())
+               for item in builder.list_inputs(tmp / "raw")]
+    return [str(out / m["parquet"]) for m in markers], sum(m["rows"] for m in markers), split, tmp
+
+
+def _pixels(catalog_dir) -> dict:
+    import hats
+
+    cat = hats.read_hats(catalog_dir)
+    return {(p.order, p.pixel): n for p, n in zip(cat.get_healpix_pixels(), cat.partition_info.as_dataframe()
+                                                  .get("num_rows", [None] * len(cat.get_healpix_pixels())))}
+
+
+def test_fixed_size_rows_are_sized_as_hats_import_sizes_them(standardized):
+    """Every DESI row has the same in-memory size (fixed-size lists), so the engine sizes rows once
+    from a sample; the figure is hats' own estimator over every row of every file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from hats.io.size_estimates import get_mem_size_per_row
+
+    from mmu.engine.partition import fixed_row_bytes
+
+    files, rows, _, tmp = standardized
+    sizes = np.concatenate([get_mem_size_per_row(pq.read_table(f)) for f in files])
+    assert len(sizes) == rows == 60
+    assert sizes.max() - sizes.min() < 16  # only the text columns (ids) differ
+    assert sizes.min() > 7781 * 16  # lambda, flux, ivar, lsf_sigma (float32) + mask (bits)
+    got = fixed_row_bytes(files)
+    assert sizes.max() - 16 <= got <= sizes.max()
+    variable = tmp / "variable.parquet"  # a spectrum of per-row length: no fixed size
+    pq.write_table(pa.table({"ra": [1.0, 2.0], "dec": [0.0, 0.0], "flux": pa.array([[1.0], [1.0, 2.0]])}), variable)
+    assert fixed_row_bytes([str(variable)]) is None
+    # names (a list of band names, as Legacy Survey rows carry) next to a big fixed-size array: sized
+    # on the sample; text that makes rows differ by more than 1%: sized row by row (None)
+    flux = pa.array([np.zeros(1000, np.float32)] * 2, pa.list_(pa.float32(), 1000))
+    names = tmp / "names.parquet"
+    pq.write_table(pa.table({"ra": [1.0, 2.0], "dec": [0.0, 0.0], "flux": flux,
+                             "bands": pa.array([["ls-g", "ls-r"], ["ls-g", "ls-r", "ls-z"]])}), names)
+    assert fixed_row_bytes([str(names)]) == get_mem_size_per_row(pq.read_table(names)).max()
+    wordy = tmp / "wordy.parquet"
+    pq.write_table(pa.table({"ra": [1.0, 2.0], "dec": [0.0, 0.0], "flux": flux, "note": ["", "x" * 400]}), wordy)
+    assert fixed_row_bytes([str(wordy)]) is None
+
+
+@pytest.mark.parametrize("rows_per_partition", [9, 30])
+def test_row_threshold_partitions_equal_hats_import_byte_threshold(standardized, dask_client, tmp_path,
+                                                                  rows_per_partition):
+    """The engine partitions fixed-size rows with a row threshold (hats-import then maps ra/dec
+    only) at the coarsest order that fits: the partitions and their rows are exactly those of
+    hats-import's byte-threshold mode at the deepest order, which reads every spectrum to map."""
+    from hats_import.catalog.arguments import ImportArguments
+    from hats_import.pipeline import pipeline_with_client
+
+    from mmu.engine.build import PartitionSettings
+    from mmu.engine.partition import fixed_row_bytes, partition
+
+    files, rows, split, _ = standardized
+    threshold = int(rows_per_partition * fixed_row_bytes(files)) + 1
+    settings = PartitionSettings(partition_bytes=threshold)
+    got = partition("desi_dr1", files, tmp_path / "new", dask_client, split, settings, rows)
+    highest = min(settings.highest_order, settings.margin_order - 1)
+    ref = ImportArguments(output_path=str(tmp_path / "ref"), output_artifact_name="ref", input_file_list=files,
+                          file_reader="parquet", ra_column="ra", dec_column="dec",
+                          lowest_healpix_order=split.order, highest_healpix_order=highest,
+                          byte_pixel_threshold=threshold, expected_total_rows=rows, progress_bar=False,
+                          tmp_dir=str(tmp_path / "tmp"))
+    pipeline_with_client(ref, dask_client)
+    new_pixels = _pixels(tmp_path / "new" / "desi_dr1" / "desi_dr1")
+    ref_pixels = _pixels(tmp_path / "ref" / "ref")
+    assert new_pixels == ref_pixels and len(ref_pixels) > 1
+    assert got["partition_bytes"] == threshold and got["highest_order"] == highest
+    assert got["deepest_order"] == max(o for o, _ in ref_pixels)
+    # hats-import mapped at the coarsest order (>= split order + 1) whose pixels all hold at most the
+    # threshold's rows, as its own planning would choose, instead of the deepest allowed order
+    import hats.pixel_math.healpix_shim as hp
+    import pyarrow.parquet as pq
+
+    ra = np.concatenate([pq.read_table(f, columns=["ra"]).column("ra").to_numpy() for f in files])
+    dec = np.concatenate([pq.read_table(f, columns=["dec"]).column("dec").to_numpy() for f in files])
+    fits_at = [k for k in range(split.order + 1, highest + 1)
+               if np.unique(hp.radec2pix(k, ra, dec), return_counts=True)[1].max() <= rows_per_partition]
+    props = (tmp_path / "new" / "desi_dr1" / "desi_dr1" / "hats.properties").read_text()
+    assert int(props.split("hats_skymap_order=")[1].split()[0]) == fits_at[0]
+    if rows_per_partition == 30:
+        assert fits_at[0] < highest  # the case that saves hats-import's dense order-9 planning

@@ -56,31 +56,37 @@ def partition(name, std_files, out_root: Path, client, split_def, settings: Part
         # that order instead of histogramming (and aligning) millions of deeper pixels
         highest = split_def.order
     _cache_hats_jit()
+    row_bytes = fixed_row_bytes(std_files)
+    mapping_order, pixel_rows = highest, None
+    if row_bytes is not None:
+        # every row has the same in-memory size: a byte threshold is a row threshold, and
+        # hats-import's mapping reads only ra/dec instead of every column (see fixed_row_bytes)
+        pixel_rows = max(1, int(threshold // row_bytes))
+        if highest > split_def.order:
+            mapping_order, densest = _plan_orders(client, std_files, split_def.order, highest, pixel_rows)
+            if densest > pixel_rows:
+                threshold, pixel_rows = int(np.ceil(densest * row_bytes)), densest
+                _warn_dense(name, highest, threshold, settings, margin_order)
 
     def catalog_args(byte_threshold: int):
+        limit = ({"pixel_threshold": pixel_rows} if pixel_rows is not None
+                 else {"byte_pixel_threshold": byte_threshold})
         return ImportArguments(
             output_path=str(out_root / name), output_artifact_name=name,
             input_file_list=std_files, file_reader="parquet", ra_column="ra", dec_column="dec",
-            lowest_healpix_order=split_def.order, highest_healpix_order=highest,
-            byte_pixel_threshold=byte_threshold, expected_total_rows=total_rows,
-            row_group_kwargs={"num_rows": rows_per_group}, **common)
+            lowest_healpix_order=split_def.order, highest_healpix_order=mapping_order,
+            expected_total_rows=total_rows, row_group_kwargs={"num_rows": rows_per_group}, **limit, **common)
 
     try:
         pipeline_with_client(catalog_args(threshold), client)
     except ValueError as e:
         dense = _TOO_DENSE.search(str(e))
-        if dense is None:
+        if dense is None or pixel_rows is not None:
             raise
         # one pixel of the deepest allowed order holds more than the byte threshold: partition
         # with that pixel's bytes as the threshold (hats-import resumes from its mapping histograms)
         threshold = int(dense.group(1))
-        log.warning("%s: the densest order-%d pixel holds %.0f MiB of rows (uncompressed), more than "
-                    "partition_bytes (%.0f MiB); partitions of up to %.0f MiB are written, and a partition "
-                    "task needs a few times that in memory. Partitions cannot be deeper than order %d "
-                    "because the margin cache (margin_threshold_arcsec=%g) uses order-%d pixels: a "
-                    "smaller margin threshold allows deeper, smaller partitions", name, highest,
-                    threshold / 2**20, settings.partition_bytes / 2**20, threshold / 2**20, highest,
-                    settings.margin_threshold_arcsec, margin_order)
+        _warn_dense(name, highest, threshold, settings, margin_order)
         pipeline_with_client(catalog_args(threshold), client)
     cat = read_hats(out_root / name / name)
     deepest = max(p.order for p in cat.get_healpix_pixels())
@@ -94,6 +100,120 @@ def partition(name, std_files, out_root: Path, client, split_def, settings: Part
     shutil.rmtree(out_root / "_tmp", ignore_errors=True)
     return {"order": margin_order, "threshold": round(margin_arcsec, 3), "name": margin_name,
             "partition_bytes": threshold, "highest_order": highest, "deepest_order": deepest}
+
+
+def fixed_row_bytes(std_files: list[str]) -> float | None:
+    """In-memory bytes of one standardized row when the schema gives every row the same size, else
+    None (a variable-length column: a spectrum of per-row length, a light curve).
+
+    Fixed: fixed-width values, fixed-size lists (the hub's spectra and image cutouts) and structs of
+    them. Text and lists of text (ids, names, an image's bands) are measured on a sample,
+    as hats-import measures text: the rows of the sample must agree within 1% (else None). The size
+    is hats' own estimate (`hats.io.size_estimates.get_mem_size_per_row`, what hats-import's
+    byte-threshold mode sums per pixel), the largest over the first row group of the first file.
+    Why it matters: in that mode hats-import cannot tell a fixed-size list from a variable one, so
+    its mapping pass reads and decodes every spectrum or image of every file (and its column sizing
+    the whole first file) only to size rows that are all alike; with a row threshold it reads ra/dec.
+    """
+    import pyarrow.parquet as pq
+    from hats.io import size_estimates
+
+    if not std_files:
+        return None
+    schema = pq.read_schema(std_files[0])
+    if not all(_fixed_size(f.type, text_ok=True) for f in schema):
+        return None
+    pf = pq.ParquetFile(std_files[0])
+    if pf.metadata.num_row_groups == 0 or pf.metadata.row_group(0).num_rows == 0:
+        return None
+    sizes = size_estimates.get_mem_size_per_row(pf.read_row_group(0))
+    if sizes.max() > 1.01 * sizes.min():  # text that dominates the rows: size each row (byte mode)
+        return None
+    return float(sizes.max())
+
+
+def _fixed_size(t, text_ok: bool) -> bool:
+    import pyarrow as pa
+
+    if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+            or pa.types.is_temporal(t) or pa.types.is_decimal(t) or pa.types.is_fixed_size_binary(t)):
+        return True
+    if _is_text(t):
+        return text_ok  # measured on the sample
+    if pa.types.is_list(t) or pa.types.is_large_list(t):  # a list of text (names): measured on the sample
+        return text_ok and _is_text(t.value_type)
+    if pa.types.is_fixed_size_list(t):  # an image's band names included
+        return _fixed_size(t.value_type, text_ok)
+    if pa.types.is_struct(t):
+        return all(_fixed_size(t.field(i).type, text_ok) for i in range(t.num_fields))
+    return False
+
+
+def _is_text(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def sky_counts(path: str, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows per HEALPix pixel of `order` in one standardized file, sparse (pixels, counts); reads
+    ra and dec only. Pixels as hats-import's mapping computes them (`healpix_shim.radec2pix`)."""
+    import hats.pixel_math.healpix_shim as hp
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=["ra", "dec"])
+    pix = hp.radec2pix(order, t.column("ra").to_numpy(), t.column("dec").to_numpy())
+    return np.unique(pix, return_counts=True)
+
+
+def _plan_orders(client, std_files: list[str], lowest: int, highest: int, pixel_rows: int) -> tuple[int, int]:
+    """The order hats-import should map at, and the rows of the densest pixel of order `highest`.
+
+    hats-import maps every row to a pixel of its highest order and then, in its planning (pure
+    Python over a dense histogram: ~1-3 CPU s at order 9, ~4 s at order 10, however few the rows),
+    uses the coarsest order whose pixels all fit the threshold (`generate_alignment`'s
+    `use_lower_order`, never below `lowest` + 1). This finds that order from sparse counts made by
+    the workers, so hats-import maps at it directly: the same partitions, a histogram 4^(highest - order)
+    times smaller. The driver holds the occupied pixels of order `highest` only (at most
+    12 * 4^highest, however many rows).
+    """
+    from dask.distributed import as_completed
+
+    pix, cnt, parts, size = np.empty(0, np.int64), np.empty(0, np.int64), [], 0
+    for fut in as_completed(client.map(sky_counts, std_files, order=highest, pure=False)):
+        p, c = fut.result()
+        parts.append((p, c))
+        size += len(p)
+        fut.release()
+        if size > 1_000_000:  # merge as results arrive: memory bounded by the occupied pixels
+            pix, cnt = _merge_counts([(pix, cnt), *parts])
+            parts, size = [], 0
+    pix, cnt = _merge_counts([(pix, cnt), *parts])
+    densest = int(cnt.max()) if len(cnt) else 0
+    order = highest
+    while order > lowest + 1:
+        coarser = _merge_counts([(pix >> 2 * (highest - order + 1), cnt)])[1]
+        if coarser.max() > pixel_rows:
+            break
+        order -= 1
+    return (highest if densest > pixel_rows else order), densest
+
+
+def _merge_counts(parts) -> tuple[np.ndarray, np.ndarray]:
+    pix = np.concatenate([p for p, _ in parts]).astype(np.int64)
+    cnt = np.concatenate([c for _, c in parts]).astype(np.int64)
+    u, inv = np.unique(pix, return_inverse=True)
+    return u, np.bincount(inv, weights=cnt, minlength=len(u)).astype(np.int64)
+
+
+def _warn_dense(name, highest, threshold, settings, margin_order) -> None:
+    log.warning("%s: the densest order-%d pixel holds %.0f MiB of rows (uncompressed), more than "
+                "partition_bytes (%.0f MiB); partitions of up to %.0f MiB are written, and a partition "
+                "task needs a few times that in memory. Partitions cannot be deeper than order %d "
+                "because the margin cache (margin_threshold_arcsec=%g) uses order-%d pixels: a "
+                "smaller margin threshold allows deeper, smaller partitions", name, highest,
+                threshold / 2**20, settings.partition_bytes / 2**20, threshold / 2**20, highest,
+                settings.margin_threshold_arcsec, margin_order)
 
 
 # standardized Parquet (zstd level 1) is at most this many times smaller than hats-import's
