@@ -6,10 +6,15 @@ Two stages on Dask, the same for every survey:
    rejects bad rows or the whole input with reasons, adds the `split` column, and atomically
    writes standardized Parquet plus a marker (rows, rejections, per-row digests). A finished
    input is never redone: this is the unit of resumption.
-2. *partition* — hats-import, with its stock Parquet reader, turns the standardized files into a
-   HATS catalog and a margin cache (byte threshold per partition, adapted where one pixel of the
-   deepest order the margin allows is denser; small row groups, zstd level 3), then the engine
-   writes the dataset card and `build.json` and moves the collection into place.
+2. *partition* (mmu/engine/partition.py) — hats-import, with its stock Parquet reader, turns the
+   standardized files into a HATS catalog and a margin cache (a byte threshold per partition; for
+   fixed-size rows, spectra and image cutouts, the equivalent row threshold, planned on the
+   workers from ra/dec; adapted where one pixel of the deepest order the margin allows is denser;
+   small row groups, zstd level 3), then the engine writes the dataset card and `build.json` and
+   moves the collection into place.
+
+Between them the driver gathers the inputs' markers; above `DRIVER_ROWS` rows the cross-input
+de-duplication, split counts and content revision run on the workers.
 
 Between the stages, object ids repeated across inputs are dropped (the first input keeps an id),
 and the split counts and the content revision are computed: in the driver up to `DRIVER_ROWS`
