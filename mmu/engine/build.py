@@ -13,9 +13,6 @@ Two stages on Dask, the same for every survey:
    small row groups, zstd level 3), then the engine writes the dataset card and `build.json` and
    moves the collection into place.
 
-Between them the driver gathers the inputs' markers; above `DRIVER_ROWS` rows the cross-input
-de-duplication, split counts and content revision run on the workers.
-
 Between the stages, object ids repeated across inputs are dropped (the first input keeps an id),
 and the split counts and the content revision are computed: in the driver up to `DRIVER_ROWS`
 rows, above on the workers (a Dask sort of the ids by object_id, then one task streaming the
