@@ -1,6 +1,7 @@
 """Make a mock benchmark's lock: `benchmarks/mock-v1.lock` (the galaxy and transient tasks of
-benchmark v1) or `benchmarks/mock-stars-v1.lock` (the star tasks, `TESSVarClass.v1`), the
-canonical revisions of its tasks.
+benchmark v1), `benchmarks/mock-stars-v1.lock` (`TESSVarClass.v1`, mmu-sim 1.2) or
+`benchmarks/mock-stars-v2.lock` (`TESSVarClass.v2`, mmu-sim 1.3, with RR Lyrae), the canonical
+revisions of its tasks.
 
 Floating-point simulation output is not portable across machines and library builds, so a mock
 task pins its simulation parameters *and* the content revision written here, once, by this one
@@ -8,6 +9,7 @@ command (docs/benchmark.md, "The mock benchmark"):
 
     python benchmarks/eval_mock_lock.py --work WORK [--workers K]                  # mock-v1.lock
     python benchmarks/eval_mock_lock.py --lock mock-stars-v1 --work WORK           # mock-stars-v1.lock
+    python benchmarks/eval_mock_lock.py --lock mock-stars-v2 --work WORK           # mock-stars-v2.lock
 
 A lock covers the catalog's mock tasks whose `lock:` names it, and they share one simulation:
 `sim` holds `mmu sim`'s seed, galaxies, transients and footprint, and optionally `config`, the
@@ -96,7 +98,8 @@ def _lock_entries(hub: Path, tasks) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lock", default=None, metavar="NAME",
-                   help="the lock to make, benchmarks/NAME.lock (mock-v1, mock-stars-v1); default mock-v1")
+                   help="the lock to make, benchmarks/NAME.lock (mock-v1, mock-stars-v1, mock-stars-v2); "
+                        "default mock-v1")
     p.add_argument("--work", default=None, help="folder for the raw files and the hub (default NAME-work)")
     p.add_argument("--hub", default=None, help="use this built hub instead of simulating and building")
     p.add_argument("--workers", type=int, default=None)

@@ -112,6 +112,77 @@ def test_star_counts_rise_toward_the_galactic_plane():
     assert (r < cfg.star_r_range[1]).all() and np.mean(r > 21) > 0.5  # counts rise to the limit
 
 
+
+def test_halo_horizontal_branch_makes_rr_lyrae_whose_tess_light_curves_have_their_period_and_amplitude(tmp_path):
+    """mmu-sim 1.3: the halo HB spans the instability strip and the blue HB; the HB stars in the
+    strip are RR Lyrae, with 0.4-0.8 d periods and 0.3-0.8 mag amplitudes that the written SPOC
+    files show (Lomb-Scargle period, folded peak-to-peak in magnitudes). 1.2 drew none."""
+    from astropy.io import fits
+    from astropy.timeseries import LombScargle
+
+    from mmu.sim import tess as sim_tess
+    from mmu.sim.config import SimConfig
+    from mmu.sim.stars import INSTABILITY_STRIP_K, draw_tile
+
+    # a bright, dense sky at the south ecliptic pole (camera 4 in every southern sector), default HB share
+    cfg = SimConfig(stars_per_deg2=6000.0, star_r_range=(12.0, 16.5))
+    assert cfg.star_halo_hb_fraction == 0.03
+    stars = draw_tile(3, 0, (88.0, 92.0, -67.5, -65.5), 30.0, 0.03, cfg)
+    stars = sim_tess.draw_variability(sim_tess.assign_classes(stars, np.random.default_rng(1)),
+                                      np.random.default_rng(2))
+    halo = stars["population"].str.startswith("halo").to_numpy()
+    hb = (stars["population"] == "halo_bhb_a").to_numpy()
+    assert hb.sum() == pytest.approx(0.03 * halo.sum(), abs=4 * np.sqrt(0.03 * halo.sum()))
+    lo, hi = INSTABILITY_STRIP_K
+    t_hb = stars.loc[hb, "teff"]
+    strip = hb & stars["teff"].between(lo, hi).to_numpy()
+    assert strip.sum() / hb.sum() == pytest.approx(0.5, abs=0.15) and t_hb.max() > 9500  # strip and blue HB
+    assert (stars.loc[strip, "logg"] < 3.5).all()
+    disk_a = stars[stars["population"] == "disk_bhb_a"]  # disk A dwarfs as in 1.2
+    assert disk_a["teff"].between(7500, 10500).all() and disk_a["logg"].between(3.9, 4.3).all()
+
+    rr = stars[stars["var_class"] == "rrlyrae"]
+    assert len(rr) >= 20
+    assert (rr["population"] == "halo_bhb_a").all() and rr["teff"].between(lo, hi).all()
+    assert len(rr) / strip.sum() == pytest.approx(0.9, abs=0.12)  # essentially every HB star in the strip
+    assert rr["period"].between(0.2, 1.0).all() and rr["amplitude"].between(0.2, 1.0).all()
+
+    # their TESS light curves: the period and amplitude are in the files
+    few = rr.sort_values("r_mag").iloc[:3].reset_index(drop=True)
+    camera, _ = sim_tess.on_silicon(few["ra"], few["dec"], 1)
+    assert (camera > 0).all()
+    sim_tess.write_tess(few.assign(tic_id=[101, 202, 303]), tmp_path, np.random.default_rng(3), sectors=(1,))
+    for tic, star in zip((101, 202, 303), few.itertuples(), strict=True):
+        [path] = tmp_path.rglob(f"*-{tic:016d}-*_lc.fits")
+        with fits.open(path) as h:
+            d = h["LIGHTCURVE"].data
+            t, f, q = (np.asarray(d[c], float) for c in ("TIME", "PDCSAP_FLUX", "QUALITY"))
+        ok = np.isfinite(t) & np.isfinite(f) & (q == 0)
+        t, f = t[ok], f[ok]
+        freq, power = LombScargle(t, f).autopower(minimum_frequency=0.5, maximum_frequency=6.0, samples_per_peak=20)
+        period = 1 / freq[np.argmax(power)]
+        assert 0.2 < period < 1.0 and period == pytest.approx(star.period, rel=0.01)
+        phase = ((t - star.phase0) / star.period) % 1.0
+        mag = -2.5 * np.log10(f / np.median(f))
+        binned = [np.median(mag[(phase >= k / 50) & (phase < (k + 1) / 50)]) for k in range(50)]
+        assert 0.2 < np.ptp(binned) < 1.0 and np.ptp(binned) == pytest.approx(star.amplitude, abs=0.08)
+
+
+def test_the_halo_hb_share_is_a_knob_and_a_bad_share_is_refused():
+    from mmu.sim.stars import draw_parameters
+
+    r = np.random.default_rng(0).uniform(12.0, 16.5, 20000)
+    few = draw_parameters(np.random.default_rng(1), r)
+    many = draw_parameters(np.random.default_rng(1), r, halo_hb_fraction=0.6)
+    halo = np.char.startswith(few["population"].astype(str), "halo")
+    assert np.mean(few["population"][halo] == "halo_bhb_a") == pytest.approx(0.03, abs=0.01)
+    assert np.mean(many["population"][halo] == "halo_bhb_a") == pytest.approx(0.6, abs=0.03)
+    disk = ~halo  # the same stream: halo membership and every disk star are the same
+    assert np.array_equal(halo, np.char.startswith(many["population"].astype(str), "halo"))
+    assert np.array_equal(few["teff"][disk], many["teff"][disk])
+    with pytest.raises(ValueError, match=r"star_halo_hb_fraction 1.5: expected a share of halo stars in \[0, 0.9\]"):
+        draw_parameters(np.random.default_rng(1), r, halo_hb_fraction=1.5)
+
 # --- quasars ------------------------------------------------------------------------------------
 
 def _qso_row(z, **kw):

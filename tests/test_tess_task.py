@@ -1,4 +1,6 @@
-"""TESSVarClass.v1 (issue 20): TESS light curve -> the simulated star's variability class.
+"""TESSVarClass.v1 and .v2 (issue 20): TESS light curve -> the simulated star's variability class.
+v2 (mmu-sim 1.3, its halo horizontal branch in the instability strip) adds RR Lyrae and
+supersedes v1 (mmu-sim 1.2, no RR Lyrae); each pins its own simulation and lock.
 
 Real TESS has no class label, so this is a mock task: the label is the simulator's truth
 (`sim_truth_stars_v1.var_class`), reached only through the paired catalog `mock_tess_truth_v1`
@@ -43,6 +45,43 @@ def test_the_task_is_a_mock_task_reading_the_binned_light_curve_and_the_paired_t
     assert "tess_binned_lightcurve" in load_config(STAR_CONFIG).model.modalities
 
 
+def test_v2_reads_the_same_columns_on_the_rr_lyrae_simulation_and_supersedes_v1():
+    from mmu.eval.tasks import tasks
+    from mmu.sim.config import SIMULATOR_VERSION
+
+    v1, v2 = CATALOG.task("TESSVarClass.v1"), CATALOG.task("TESSVarClass.v2")
+    assert v1.superseded_by == "TESSVarClass.v2" and v2.superseded_by is None
+    # v1 stays as released: mmu-sim 1.2 and its own lock
+    assert v1.sim["simulator_version"] == "mmu-sim 1.2" and v1.lock == "benchmarks/mock-stars-v1.lock"
+    assert "star_halo_hb_fraction" not in v1.sim["config"]
+    same = ("dataset", "input_prefix", "modality", "input_columns", "target", "split_hash", "type", "main_score",
+            "higher_is_better", "metrics", "protocols", "mock")
+    assert {k: getattr(v2, k) for k in same} == {k: getattr(v1, k) for k in same}
+    assert v2.paired.name == "mock_tess_truth_v2" and v2.paired.inputs == v1.paired.inputs
+    assert v2.paired.prefixes == v1.paired.prefixes
+    assert v2.sim["simulator_version"] == SIMULATOR_VERSION == "mmu-sim 1.3"
+    assert v2.lock == "benchmarks/mock-stars-v2.lock" and v2.sim["config"]["star_halo_hb_fraction"] > 0.03
+    names = [t.name for t in tasks()]  # what `mmu eval run` runs by default
+    assert "TESSVarClass.v2" in names and "TESSVarClass.v1" not in names
+
+
+def test_the_v2_lock_pins_the_catalog_entry_and_a_test_split_with_room_for_rr_lyrae():
+    import json
+
+    t = CATALOG.task("TESSVarClass.v2")
+    lock = json.loads((REPO / t.lock).read_text())
+    assert lock["benchmark"] == "mock-stars-v2" and "--lock mock-stars-v2" in lock["command"]
+    assert lock["sim"] == t.sim and lock["sim"]["simulator_version"] == "mmu-sim 1.3"
+    assert lock["datasets"]["mock_tess_truth_v2"]["content_revision"] == t.dataset_revision
+    assert lock["tasks"]["TESSVarClass.v2"]["content_revision"] == t.dataset_revision
+    splits = lock["tasks"]["TESSVarClass.v2"]["splits"]
+    assert all(splits[s]["count"] >= n for s, n in t.min_per_split.items())
+    assert sum(v["count"] for v in splits.values()) == lock["datasets"]["mock_tess_truth_v2"]["rows"]["total"]
+    assert list(lock["tasks"]) == ["TESSVarClass.v2"]  # v1 keeps its own lock, unchanged
+    assert json.loads((REPO / "benchmarks/mock-stars-v1.lock").read_text())["sim"] == CATALOG.task(
+        "TESSVarClass.v1").sim
+
+
 def test_neither_the_tess_files_nor_the_tess_rows_carry_the_class(tmp_path):
     from astropy.io import fits
 
@@ -69,17 +108,20 @@ def _binned(n: int) -> pa.Array:
     return pa.array([lc] * n)
 
 
-def test_the_labels_are_the_paired_truths_and_a_hub_without_the_truth_cannot_run_it(tmp_path):
+@pytest.mark.parametrize("name, paired, classes", [
+    ("TESSVarClass.v1", "mock_tess_truth_v1", CLASSES),
+    ("TESSVarClass.v2", "mock_tess_truth_v2", CLASSES + ("rrlyrae",))])
+def test_the_labels_are_the_paired_truths_and_a_hub_without_the_truth_cannot_run_it(tmp_path, name, paired, classes):
     hub = tmp_path / "hub"
     n = 900
     rng = np.random.default_rng(2)
     ra, dec, split = sky(n, 2)
-    label = rng.choice(CLASSES, n, p=[0.6, 0.1, 0.3])
-    write_dataset(hub, "mock_tess_truth_v1", {
+    label = rng.choice(classes, n, p=[0.6, 0.1, 0.3] if len(classes) == 3 else [0.5, 0.1, 0.3, 0.1])
+    write_dataset(hub, paired, {
         "object_id": [str(1_000_000 + i) for i in range(n)], "ra": ra, "dec": dec, "split": split,
         "tess_binned_lightcurve": _binned(n), "tess_tic_id": np.arange(1_000_000, 1_000_000 + n),
         "sim_truth_var_class": label}, mock=True, paired=PAIRED)
-    data = open_task(CATALOG.task("TESSVarClass.v1"), hub)
+    data = open_task(CATALOG.task(name), hub)
     want = dict(zip(map(str, range(1_000_000, 1_000_000 + n)), label, strict=True))
     for s in ("train", "val", "test"):
         assert data.y[s].tolist() == [want[i] for i in data.ids[s]]
@@ -89,8 +131,8 @@ def test_the_labels_are_the_paired_truths_and_a_hub_without_the_truth_cannot_run
     alone = tmp_path / "hub_without_truth"
     write_dataset(alone, "tess_spoc", {"object_id": ["1"], "ra": [1.0], "dec": [1.0], "split": ["train"],
                                        "binned_lightcurve": _binned(1)}, mock=True)
-    with pytest.raises(FileNotFoundError, match="'mock_tess_truth_v1' is not built in hub .* holds: tess_spoc"):
-        open_task(CATALOG.task("TESSVarClass.v1"), alone)
+    with pytest.raises(FileNotFoundError, match=f"'{paired}' is not built in hub .* holds: tess_spoc"):
+        open_task(CATALOG.task(name), alone)
 
 
 # ---------------------------------------------------------------- end to end on a small star mock
@@ -166,7 +208,15 @@ def test_tess_var_class_runs_end_to_end_on_a_small_star_mock(tmp_path, dask_clie
         assert r["embedding"]["columns"] == {"tess_binned_lightcurve": "tess_binned_lightcurve"}
 
 
-def test_the_lock_script_simulates_the_pinned_star_sim_and_refuses_another(tmp_path, monkeypatch):
+@pytest.mark.parametrize("lock_name, task_name, want_sets", [
+    ("mock-stars-v1.lock", "TESSVarClass.v1", ["hsc_field_fraction=0.0", "qso_per_deg2=0.0",
+                                               "star_r_range=[12.0, 16.5]", "stars_per_deg2=30000",
+                                               "tess_r_limit=16.5"]),
+    ("mock-stars-v2.lock", "TESSVarClass.v2", ["hsc_field_fraction=0.0", "qso_per_deg2=0.0",
+                                               "star_halo_hb_fraction=0.9", "star_r_range=[12.0, 16.5]",
+                                               "stars_per_deg2=90000", "tess_r_limit=16.5"])])
+def test_the_lock_script_simulates_the_pinned_star_sim_and_refuses_another(tmp_path, monkeypatch, lock_name,
+                                                                           task_name, want_sets):
     """benchmarks/eval_mock_lock.py runs `mmu sim` with the task's `sim` (its `config` as --set
     KEY=VALUE), and refuses a WORK/raw simulated with other parameters, naming them."""
     import importlib.util
@@ -175,8 +225,8 @@ def test_the_lock_script_simulates_the_pinned_star_sim_and_refuses_another(tmp_p
     spec = importlib.util.spec_from_file_location("eval_mock_lock", REPO / "benchmarks" / "eval_mock_lock.py")
     L = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(L)
-    tasks = L.mock_tasks("mock-stars-v1.lock")
-    assert [t.name for t in tasks] == ["TESSVarClass.v1"]
+    tasks = L.mock_tasks(lock_name)
+    assert [t.name for t in tasks] == [task_name]
     sim = tasks[0].sim
     calls = []
 
@@ -194,8 +244,7 @@ def test_the_lock_script_simulates_the_pinned_star_sim_and_refuses_another(tmp_p
     cmd = calls[0]
     assert cmd[:2] == ["sim", "--out"] and cmd[cmd.index("--seed") + 1] == str(sim["seed"])
     sets = cmd[cmd.index("--set") + 1:]
-    assert sets == ["hsc_field_fraction=0.0", "qso_per_deg2=0.0", "star_r_range=[12.0, 16.5]",
-                    "stars_per_deg2=30000", "tess_r_limit=16.5"]
+    assert sets == want_sets
     assert [c[:2] for c in calls[1:]] == [["build", "sim_truth_stars_v1"], ["build", "tess_spoc"],
                                           ["crossmatch", "tess_spoc"]]
     # a WORK/raw made with another TESS limit is refused, not silently locked

@@ -20,7 +20,11 @@ import numpy as np
 # STAR/QSO, truth in stars.parquet / qsos.parquet. Galaxy draws are unchanged (own streams). Gaia DR3
 # XP + astrometry of every star, TESS SPOC light curves of the bright ones (variability classes),
 # HSC PDR3 Wide patches of a fraction of the fields.
-SIMULATOR_VERSION = "mmu-sim 1.2"
+# 1.3: the halo horizontal branch spans the RR Lyrae instability strip (6,100-7,400 K) and the blue
+# HB (mmu/sim/stars.py), so the mock has RR Lyrae (tess.assign_classes: 90% of the HB stars in the
+# strip); SimConfig.star_halo_hb_fraction (default 0.03, as 1.2). Only halo HB stars' Teff, log g
+# (and so their spectra, photometry and distances) and the variability classes differ from 1.2.
+SIMULATOR_VERSION = "mmu-sim 1.3"
 
 DECAM_BANDS = ("g", "r", "i", "z")
 LSST_BANDS = ("u", "g", "r", "i", "z", "y")
@@ -81,6 +85,9 @@ class SimConfig:
     #: density scales as (sin 30 / sin|b|)^star_latitude_power (mmu/sim/stars.py). 0 turns stars off
     stars_per_deg2: float = 3000.0
     star_latitude_power: float = 1.0
+    #: share of the halo stars on the horizontal branch (half in the RR Lyrae instability strip,
+    #: half on the blue HB; mmu/sim/stars.py); disk stars keep 3% A dwarfs. At most 0.9
+    star_halo_hb_fraction: float = 0.03
     star_r_range: tuple = (14.0, 23.5)
     #: saturated stars (11.5 < r < star_r_range[0]) per field: Poisson mean
     bright_stars_per_tile: float = 0.5

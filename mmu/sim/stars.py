@@ -12,9 +12,21 @@ metal line blanketing in the blue. It is a classification-grade SED, not a model
 
 Population (per sky cell): number counts dN/dr ∝ 10^(0.2 r) to the survey limit with a density
 that rises toward the Galactic plane as (sin 30° / sin|b|)^p; thin-disk dwarfs (mostly K/M),
-halo turn-off dwarfs (metal-poor, more of them at faint magnitudes), red giants and blue
-horizontal-branch / A stars. Radius from log g and mass; distance from the radius, the SED and
-the drawn magnitude; radial velocities from disk or halo dispersions.
+halo turn-off dwarfs (metal-poor, more of them at faint magnitudes), red giants, and the
+"bhb_a" population: horizontal-branch (HB) stars in the halo, A dwarfs in the disk. Radius from
+log g and mass; distance from the radius, the SED and the drawn magnitude; radial velocities from
+disk or halo dispersions.
+
+The halo horizontal branch (mmu-sim 1.3) spans the RR Lyrae instability strip and the blue HB:
+half of the halo HB stars lie in the strip, `INSTABILITY_STRIP_K` = 6,100-7,400 K with log g
+2.4-3.0 (RR Lyrae: M = 0.6 Msun, so R = 4-8 Rsun), half on the blue HB, 7,400-10,500 K with log g
+2.8-3.5. Equal numbers are the order-unity ratio of BHB stars to RR Lyrae that inner-halo field
+surveys find; a red HB (metal-rich, < 6,100 K) is not drawn. Essentially every HB star inside the
+strip pulsates, so `mmu.sim.tess.assign_classes` makes most of them RR Lyrae. `SimConfig.
+star_halo_hb_fraction` is the share of halo stars on the HB (default 3%, as 1.2's share of the
+"bhb_a" population; raised in a star-rich simulation for a task with enough RR Lyrae); disk stars
+keep 3% A dwarfs (7,500-10,500 K, log g 3.9-4.3). Up to 1.2 the halo HB was drawn at
+7,500-10,500 K only and held no RR Lyrae.
 """
 from __future__ import annotations
 
@@ -41,6 +53,11 @@ G_BAND = 4305.0
 BALMER_LIMIT = 3646.0
 #: TiO band heads (Angstrom) of M stars; each band degrades to the red
 TIO_BANDS = (4955.0, 5167.0, 5448.0, 6159.0, 7055.0, 7589.0, 8432.0)
+#: the RR Lyrae instability strip on the horizontal branch (Teff, K): red and blue edges
+INSTABILITY_STRIP_K = (6100.0, 7400.0)
+#: the halo HB: share of its stars inside the strip; the rest are blue-HB stars up to BHB_MAX_K
+HB_STRIP_SHARE = 0.5
+BHB_MAX_K = 10500.0
 SPECTRAL_CLASSES = ((30000, "O"), (10000, "B"), (7500, "A"), (6000, "F"), (5200, "G"), (3700, "K"), (0, "M"))
 
 
@@ -154,14 +171,21 @@ def density_per_deg2(b_deg, cfg: SimConfig) -> np.ndarray:
     return cfg.stars_per_deg2 * (0.5 / s) ** cfg.star_latitude_power
 
 
-def draw_parameters(rng, r_mag: np.ndarray) -> dict:
-    """(population, Teff, log g, [M/H], mass, radial velocity) for stars of apparent r magnitude."""
+def draw_parameters(rng, r_mag: np.ndarray, halo_hb_fraction: float = 0.03) -> dict:
+    """(population, Teff, log g, [M/H], mass, radial velocity) for stars of apparent r magnitude.
+
+    `halo_hb_fraction`: the share of halo stars on the horizontal branch (the strip and the blue
+    HB, module docstring); disk stars keep 3% A dwarfs. The random stream is drawn as in 1.2 (same
+    calls, same order): only the halo HB stars' Teff and log g differ at the default."""
+    if not 0.0 <= halo_hb_fraction <= 0.9:
+        raise ValueError(f"star_halo_hb_fraction {halo_hb_fraction}: expected a share of halo stars in [0, 0.9]")
     n = r_mag.size
     u = rng.random(n)
     p_halo = np.clip(0.15 + 0.08 * (r_mag - 15.0), 0.15, 0.7)
     p_giant = np.clip(0.10 - 0.015 * (r_mag - 16.0), 0.01, 0.10)  # giants reach the outer halo only when faint
-    pop = np.where(u < p_giant, "giant", np.where(u < p_giant + 0.03, "bhb_a", "dwarf"))
     halo = rng.random(n) < p_halo
+    hb_share = np.where(halo, halo_hb_fraction, 0.03)
+    pop = np.where(u < p_giant, "giant", np.where(u < p_giant + hb_share, "bhb_a", "dwarf"))
     teff = np.empty(n)
     logg = np.empty(n)
     mass = np.empty(n)
@@ -178,9 +202,16 @@ def draw_parameters(rng, r_mag: np.ndarray) -> dict:
     teff[gi] = rng.uniform(3700.0, 5200.0, n)[gi]
     logg[gi] = (0.9 + 2.3 * (teff - 3700.0) / 1500.0 + rng.normal(0, 0.25, n))[gi]
     mass[gi] = rng.uniform(0.8, 1.6, n)[gi]
+    # disk A dwarfs: 7,500-10,500 K; halo HB: the instability strip, then the blue HB (module docstring)
     a = pop == "bhb_a"
-    teff[a] = rng.uniform(7500.0, 10500.0, n)[a]
-    logg[a] = np.where(halo, rng.uniform(2.8, 3.5, n), rng.uniform(3.9, 4.3, n))[a]
+    ut = rng.uniform(0.0, 1.0, n)  # uniform(lo, hi) is lo + (hi - lo) * u: the disk draws are 1.2's
+    (s0, s1), share = INSTABILITY_STRIP_K, HB_STRIP_SHARE
+    in_strip = halo & (ut < share)
+    t_hb = np.where(in_strip, s0 + (s1 - s0) * ut / share, s1 + (BHB_MAX_K - s1) * (ut - share) / (1.0 - share))
+    teff[a] = np.where(halo, t_hb, 7500.0 + 3000.0 * ut)[a]
+    ug = rng.uniform(0.0, 1.0, n)
+    g_hb = np.where(in_strip, 2.4 + 0.6 * ug, 2.8 + 0.7 * ug)
+    logg[a] = np.where(halo, g_hb, rng.uniform(3.9, 4.3, n))[a]
     mass[a] = np.where(halo, 0.6, 2.0)[a]
     mh = np.clip(np.where(halo, rng.normal(-1.5, 0.45, n), rng.normal(-0.1, 0.22, n)), -2.8, 0.5)
     rv = np.where(halo, rng.normal(0.0, 110.0, n), rng.normal(-10.0, 35.0, n))
@@ -205,7 +236,7 @@ def draw_tile(seed: int, tile: int, box: tuple, gal_b: float, ebv: float, cfg: S
     r_bright = rng.uniform(11.5, lo, rng.poisson(cfg.bright_stars_per_tile))
     r = np.concatenate([r_faint, r_bright])
     n = r.size
-    pars = draw_parameters(rng, r)
+    pars = draw_parameters(rng, r, cfg.star_halo_hb_fraction)
     df = pd.DataFrame({
         "tile": np.full(n, int(tile), np.int64), "ra": np.mod(ra_lo + rng.random(n) * (ra_hi - ra_lo), 360.0),
         "dec": dec_lo + rng.random(n) * (dec_hi - dec_lo), "r_mag": r, **pars,

@@ -26,7 +26,8 @@ What is simulated:
   exposure per cadence, 10 pixels of background (20 e-/s each) and read noise, and a 60 ppm/hr
   systematic floor. Tmag comes from a ``tmag`` column, else Gaia G - 0.43, else r - 0.55
   (for a solar-type colour; Stassun et al. 2019, AJ 158, 138).
-- variability (column ``var_class``): ``rrlyrae`` (sawtooth-like, P 0.4-0.8 d, 0.3-0.8 mag),
+- variability (column ``var_class``, `assign_classes`): ``rrlyrae`` (horizontal-branch stars in
+  the instability strip, which mmu-sim 1.3's halo HB populates; sawtooth-like, P 0.4-0.8 d, 0.3-0.8 mag),
   ``eclipsing_binary`` (primary and secondary eclipses, P 1-10 d), ``rotator`` (two spots'
   sinusoids with evolving amplitudes, P 1-30 d, 0.1-2 %), ``constant``. Periods and amplitudes
   come from columns ``period``, ``amplitude`` when given (`draw_variability` draws them).
@@ -38,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from mmu.sim.stars import INSTABILITY_STRIP_K
 
 BTJD0 = 2457000.0  # BJDREFI of the TESS light-curve files
 SECTOR1_START = 1325.29  # BTJD of the first cadence of sector 1 (2018-07-25)
@@ -111,17 +114,20 @@ def noise_ppm(tmag) -> np.ndarray:
     return 1e6 * np.sqrt(var / e ** 2 + floor ** 2)
 
 
-def assign_classes(stars: pd.DataFrame, rng: np.random.Generator, rr_fraction: float = 0.5,
+def assign_classes(stars: pd.DataFrame, rng: np.random.Generator, rr_fraction: float = 0.9,
                    eb_fraction: float = 0.05, rotator_fraction: float = 0.4) -> pd.DataFrame:
     """The table with a ``var_class`` drawn from each star's physics: RR Lyrae among horizontal-
-    branch stars (6,000 <= Teff <= 7,500 K, log g < 3.5), spotted rotators among cool dwarfs
-    (Teff < 6,000 K, log g >= 4), eclipsing binaries among any of the rest; the others constant."""
+    branch stars inside the instability strip (`mmu.sim.stars.INSTABILITY_STRIP_K`, 6,100 <= Teff
+    <= 7,400 K, log g < 3.5; `rr_fraction` of them: essentially every HB star in the strip
+    pulsates), spotted rotators among cool dwarfs (Teff < 6,000 K, log g >= 4), eclipsing binaries
+    among any of the rest; the others constant."""
     out = stars.copy()
     n = len(out)
     teff, logg = out["teff"].to_numpy(float), out["logg"].to_numpy(float)
     u = rng.uniform(0, 1, n)
     cls = np.full(n, "constant", dtype=object)
-    rr = (teff >= 6000) & (teff <= 7500) & (logg < 3.5) & (u < rr_fraction)
+    t0, t1 = INSTABILITY_STRIP_K
+    rr = (teff >= t0) & (teff <= t1) & (logg < 3.5) & (u < rr_fraction)
     rot = (teff < 6000) & (logg >= 4.0) & (u < rotator_fraction)
     cls[rr], cls[rot] = "rrlyrae", "rotator"
     eb = (cls == "constant") & (rng.uniform(0, 1, n) < eb_fraction)
