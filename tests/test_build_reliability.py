@@ -219,6 +219,10 @@ def test_bad_inputs_stay_rejections_and_environment_faults_are_told_apart(tmp_pa
     assert environment_fault(PermissionError(errno.EACCES, "Permission denied"))
     assert environment_fault(OSError(errno.EIO, "Input/output error"))
     assert environment_fault(MemoryError())
+    # the de-duplication's P2P shuffle (above DRIVER_ROWS): a full spill disk, a worker lost mid-shuffle
+    from distributed.shuffle._exceptions import P2POutOfDiskError, ShuffleClosedError
+    assert environment_fault(P2POutOfDiskError()).startswith("No space left on device (the Dask shuffle's spill")
+    assert "Dask cluster failure (ShuffleClosedError" in environment_fault(ShuffleClosedError("shuffle 1 closed"))
     assert environment_fault(OSError("Error writing file: No space left on device"))  # pyarrow text
     wrapped = ValueError("could not write")
     wrapped.__cause__ = OSError(errno.EDQUOT, "Disk quota exceeded")

@@ -89,7 +89,9 @@ _ENV_REASON = re.compile(r"^(MemoryError|\w*Error: \[Errno ({})\])".format("|".j
 # Dask / distributed failures of the cluster itself (a killed or out-of-memory worker, a lost
 # connection to the scheduler), matched by class name so that dask need not be imported here
 _CLUSTER_FAULTS = frozenset({"KilledWorker", "CommClosedError", "CancelledError", "FutureCancelledError",
-                             "TimeoutError", "StreamClosedError"})
+                             "TimeoutError", "StreamClosedError",
+                             # the P2P shuffle of the de-duplication (a worker died or left mid-shuffle)
+                             "ShuffleClosedError", "P2PConsistencyError"})
 
 
 def environment_fault(e: BaseException) -> str | None:
@@ -100,6 +102,9 @@ def environment_fault(e: BaseException) -> str | None:
         seen.add(id(e))
         if isinstance(e, MemoryError):
             return "out of memory"
+        if type(e).__name__ == "P2POutOfDiskError":  # an OSError without an errno
+            return (f"{os.strerror(errno.ENOSPC)} (the Dask shuffle's spill on a worker's local disk: "
+                    f"give the workers more local disk, `dask worker --local-directory`)")
         if type(e).__name__ in _CLUSTER_FAULTS:
             return f"Dask cluster failure ({type(e).__name__}: a killed worker or a lost connection)"
         if isinstance(e, OSError):
