@@ -443,10 +443,14 @@ def test_a_worker_out_of_memory_is_reported_with_the_input_it_was_reading(with_o
         assert out.returncode != 0, out.stdout + out.stderr
         errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr
-        assert "input field1/spectra-1.fits" in errors[0] and "worker reading it died" in errors[0], errors[0]
+        assert "worker reading it died" in errors[0], errors[0]
         assert "out of memory" in errors[0] and "--memory-limit" in errors[0], errors[0]
+        # the input being read is named; an input queued on the same worker when it died may be
+        # charged too (Dask counts every task the dead worker held), and is then named as well
+        named = [line for line in out.stderr.splitlines() if "could not be standardized" in line]
+        assert any("input field1/spectra-1.fits (" in line for line in named), out.stderr
         done = {json.loads(p.read_text())["key"] for p in hub.glob(".mmu-staging/*/standardized/*.json")}
-        assert "field1/spectra-1.fits" not in done and done  # nothing recorded: a rerun reads it again
+        assert "field1/spectra-1.fits" not in done  # nothing recorded: a rerun reads it again
         assert time.time() - t0 < 400
     finally:
         for p in procs:
