@@ -80,6 +80,17 @@ def dask_client():
     cluster.close()
 
 
+@pytest.fixture(scope="module")
+def process_client():
+    """A Dask client whose one worker is a separate process (one thread), for the tests that
+    measure what the driver process alone allocates (tests/test_*_driver.py)."""
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
 # --- survey builders (tests/test_builder_*.py) -------------------------------------------------
 SIM_ARGS = dict(galaxies=250, transients=40, seed=7, footprint="fields:2")
 

@@ -150,15 +150,6 @@ def driver_peak(hub: Path, name: str, out: Path, client) -> tuple[int, object]:
     return peak, ix
 
 
-@pytest.fixture(scope="module")
-def process_client():
-    from dask.distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        yield client
-
-
 @pytest.mark.slow  # about a minute on a loaded 2-core machine
 def test_driver_peak_allocation_does_not_grow_with_rows(tmp_path, process_client, monkeypatch):
     # ranking buckets of 16,384 rows: 1 at 10k rows, 8 at 100k (a survey has thousands), so the

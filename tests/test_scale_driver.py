@@ -54,15 +54,6 @@ def driver_peak(hub: Path, client) -> tuple[int, dict]:
     return peak, stats
 
 
-@pytest.fixture(scope="module")
-def process_client():
-    from dask.distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        yield client
-
-
 @pytest.mark.slow  # about 2 minutes on a loaded 2-core machine
 def test_driver_peak_allocation_does_not_grow_with_rows(tmp_path, process_client):
     # warm-up: imports, numba compilation of the pixel alignment and LSDB planning are fixed costs
