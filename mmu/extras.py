@@ -21,7 +21,7 @@ import importlib.util
 #: extra -> the top-level modules of the distributions pyproject.toml lists for it, one module per
 #: distribution (dask[distributed] gives two); tests/test_packaging.py checks that they agree
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "build": ("hats_import", "dask", "distributed", "astropy", "pandas", "webdataset", "gaiaxpy"),
+    "build": ("hats_import", "cdshealpix", "dask", "distributed", "astropy", "pandas", "webdataset", "gaiaxpy"),
     "sim": ("galsim", "skypy", "speclite", "fitsio", "astropy", "scipy", "sklearn", "pandas", "dask",
             "distributed", "gaiaxpy"),
     "train": ("torch", "timm", "webdataset"),

@@ -296,14 +296,42 @@ def _fail_call(n: int, err: BaseException, after: bool):
     return pipeline
 
 
+def _fail_after(fn, err: BaseException):
+    def failing(*args, **kwargs):
+        fn(*args, **kwargs)
+        raise err
+    return failing
+
+
+def _fail_before(err: BaseException):
+    def failing(*args, **kwargs):
+        raise err
+    return failing
+
+
+@pytest.mark.parametrize("writer", ["mmu", "hats-import"])
 @pytest.mark.parametrize("stage", ["standardize", "partition", "margin", "swap"])
 def test_an_environment_fault_at_each_stage_then_a_rerun_gives_the_same_content(
-        stage, with_overlay, reference, dask_client, tmp_path, monkeypatch):
+        stage, writer, with_overlay, reference, dask_client, tmp_path, monkeypatch):
+    """Partition and margin faults: for the one-pass writer, a full disk once the partitions are
+    written (while finishing the catalog's metadata) and a MemoryError in a margin task; for
+    hats-import, the same in its catalog and margin pipelines."""
+    from mmu.engine import hats_writer
+    from mmu.engine.build import PartitionSettings
+
+    if writer != "mmu" and stage in ("standardize", "swap"):
+        pytest.skip("the same code for both writers")
+    settings = PartitionSettings(writer=writer)
     hp = HATS_PIPELINE
     raw, ref = reference
     hub = tmp_path / "hub"
+    real_finish, real_margin = hats_writer._finish, hats_writer.write_margin
     if stage == "standardize":
         monkeypatch.setattr(engine, "pq", _failing_pq("spectra-0", OSError(errno.EIO, "Input/output error")))
+    elif stage == "partition" and writer == "mmu":
+        monkeypatch.setattr(hats_writer, "_finish", _fail_after(real_finish, OSError(errno.ENOSPC, "No space left")))
+    elif stage == "margin" and writer == "mmu":
+        monkeypatch.setattr(hats_writer, "write_margin", _fail_before(MemoryError()))
     elif stage == "partition":
         monkeypatch.setattr(hp, "pipeline_with_client", _fail_call(1, OSError(errno.ENOSPC, "No space left"), True))
     elif stage == "margin":
@@ -315,14 +343,16 @@ def test_an_environment_fault_at_each_stage_then_a_rerun_gives_the_same_content(
     where = {"standardize": "while standardizing", "partition": "during partition", "margin": "during partition",
              "swap": "during install"}[stage]
     with pytest.raises(BuildError, match=f"environment fault {where}"):
-        build(NAME, raw, hub, client=dask_client)
+        build(NAME, raw, hub, client=dask_client, settings=settings)
     assert not (hub / NAME / "build.json").exists()
     assert not (hub / ".mmu-staging" / f"{NAME}.lock").exists(), "a failed build kept its lock"
     monkeypatch.setattr(engine, "pq", real_pq)
     monkeypatch.setattr(hp, "pipeline_with_client", _fail_call(0, None, False))  # the real one
+    monkeypatch.setattr(hats_writer, "_finish", real_finish)
+    monkeypatch.setattr(hats_writer, "write_margin", real_margin)
     from mmu.hub import layout
     monkeypatch.setattr(engine, "replace_dir", layout.replace_dir)
-    again = build(NAME, raw, hub, client=dask_client)
+    again = build(NAME, raw, hub, client=dask_client, settings=settings)
     assert not again.up_to_date
     _assert_same_as(ref, hub)
 

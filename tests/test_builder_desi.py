@@ -429,12 +429,14 @@ def test_fixed_size_rows_are_sized_as_hats_import_sizes_them(standardized):
     assert fixed_row_bytes([str(wordy)]) is None
 
 
+@pytest.mark.parametrize("writer", ["mmu", "hats-import"])
 @pytest.mark.parametrize("rows_per_partition", [9, 30])
 def test_row_threshold_partitions_equal_hats_import_byte_threshold(standardized, dask_client, tmp_path,
-                                                                  rows_per_partition):
-    """The engine partitions fixed-size rows with a row threshold (hats-import then maps ra/dec
-    only) at the coarsest order that fits: the partitions and their rows are exactly those of
-    hats-import's byte-threshold mode at the deepest order, which reads every spectrum to map."""
+                                                                  rows_per_partition, writer):
+    """The engine partitions fixed-size rows with a row threshold (ra/dec only are read to plan)
+    at the coarsest order that fits, with either writer: the partitions and their rows are exactly
+    those of hats-import's byte-threshold mode at the deepest order, which reads every spectrum to
+    map."""
     from hats_import.catalog.arguments import ImportArguments
     from hats_import.pipeline import pipeline_with_client
 
@@ -443,7 +445,7 @@ def test_row_threshold_partitions_equal_hats_import_byte_threshold(standardized,
 
     files, rows, split, _ = standardized
     threshold = int(rows_per_partition * fixed_row_bytes(files)) + 1
-    settings = PartitionSettings(partition_bytes=threshold)
+    settings = PartitionSettings(partition_bytes=threshold, writer=writer)
     got = partition("desi_dr1", files, tmp_path / "new", dask_client, split, settings, rows)
     highest = min(settings.highest_order, settings.margin_order - 1)
     ref = ImportArguments(output_path=str(tmp_path / "ref"), output_artifact_name="ref", input_file_list=files,
@@ -466,7 +468,11 @@ def test_row_threshold_partitions_equal_hats_import_byte_threshold(standardized,
     dec = np.concatenate([pq.read_table(f, columns=["dec"]).column("dec").to_numpy() for f in files])
     fits_at = [k for k in range(split.order + 1, highest + 1)
                if np.unique(hp.radec2pix(k, ra, dec), return_counts=True)[1].max() <= rows_per_partition]
+    from mmu.engine.hats_writer import SKYMAP_MAX_ORDER
+
     props = (tmp_path / "new" / "desi_dr1" / "desi_dr1" / "hats.properties").read_text()
-    assert int(props.split("hats_skymap_order=")[1].split()[0]) == fits_at[0]
+    # the skymap is written at that order (at most SKYMAP_MAX_ORDER: a dense map of 12 * 4^order pixels)
+    want = min(fits_at[0], SKYMAP_MAX_ORDER) if writer == "mmu" else fits_at[0]
+    assert int(props.split("hats_skymap_order=")[1].split()[0]) == want
     if rows_per_partition == 30:
         assert fits_at[0] < highest  # the case that saves hats-import's dense order-9 planning

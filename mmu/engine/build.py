@@ -147,6 +147,7 @@ class PartitionSettings:
     compression_level: int = 3  # zstd; level 15 (the hats default) is ~7x slower on image rows
     highest_order: int = 10  # deepest partition order allowed (also capped by the margin order)
     margin_threshold_arcsec: float = 128.0  # the margin cache holds at least this much (order 10)
+    writer: str = "mmu"  # "mmu": one pass (mmu.engine.hats_writer); "hats-import": its pipelines
 
     def __post_init__(self):
         problems = []
@@ -158,6 +159,8 @@ class PartitionSettings:
                 and 0.1 <= self.margin_threshold_arcsec <= 3600):
             problems.append(f"margin_threshold_arcsec must be a number in 0.1..3600 "
                             f"(got {self.margin_threshold_arcsec!r})")
+        if self.writer not in ("mmu", "hats-import"):
+            problems.append(f"writer must be 'mmu' or 'hats-import' (got {self.writer!r})")
         if problems:
             raise BuildError("partition settings: " + "; ".join(problems))
 
@@ -271,10 +274,10 @@ def standardize_input(builder_ref: str, options: dict, item: RawInput, out_dir: 
             offset += part.num_rows
             if table.num_rows == 0:
                 continue
+            table = _in_sky_order(table)
             if writer is None:
-                writer = pq.ParquetWriter(parquet_tmp, table.schema, compression="zstd",
-                                          compression_level=1)
-            writer.write_table(table, row_group_size=max(1, min(table.num_rows, 512)))
+                writer = pq.ParquetWriter(parquet_tmp, table.schema, **std_write_kwargs(table.schema))
+            writer.write_table(table, row_group_size=_std_group_rows(table))
             rows += table.num_rows
             ids.extend(table.column("object_id").to_pylist())
             digests.extend(row_digests(table))
@@ -315,6 +318,44 @@ def standardize_input(builder_ref: str, options: dict, item: RawInput, out_dir: 
                          f"rows ({environment_fault(e) or 'write failed'}): {_describe(e)}; nothing "
                          f"was recorded for it, rerun the build once the fault is fixed") from e
     return marker
+
+
+STD_GROUP_BYTES = 8 * 2**20  # row groups of a standardized file: about this much in memory
+
+
+def _in_sky_order(table: pa.Table) -> pa.Table:
+    """The chunk's rows sorted by HEALPix pixel (hats' `_healpix_29`, stable): stage 2 then finds a
+    partition's rows of this chunk in one or two row groups, instead of reading every row group of
+    an input that spans several partitions."""
+    if "ra" not in table.column_names or "dec" not in table.column_names or table.num_rows < 2:
+        return table
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    key = compute_spatial_index(table.column("ra").to_numpy(zero_copy_only=False).astype(np.float64),
+                                table.column("dec").to_numpy(zero_copy_only=False).astype(np.float64))
+    order = np.argsort(key, kind="stable")
+    if (order[1:] > order[:-1]).all():
+        return table
+    return table.take(pa.array(order))
+
+
+def std_write_kwargs(schema: pa.Schema) -> dict:
+    """Parquet settings of a standardized file: hats' own choices for its partitions (dictionary
+    encoding for text and integers only, byte-stream-split floats), with lz4. Arrow's default
+    tries a dictionary for every column chunk, spectra and pixels included: on DESI spectra
+    that made writing 3.7x slower (0.84 -> 0.22 ms of CPU per spectrum) and the file larger
+    (32.5 -> 20.0 MB per 400 spectra; zstd 1 before), and reading back 2.2x slower."""
+    from hats.io import file_io
+
+    kwargs = file_io.get_parquet_write_table_kwargs(schema, write_table_kwargs={"compression": "lz4"})
+    kwargs.pop("row_group_size", None)
+    return kwargs
+
+
+def _std_group_rows(table: pa.Table) -> int:
+    """Rows per row group of a standardized file: about `STD_GROUP_BYTES`, 16..512 rows."""
+    per_row = max(1, table.nbytes // max(1, table.num_rows))
+    return int(np.clip(STD_GROUP_BYTES // per_row, 16, 512))
 
 
 def _discard(writer, *paths: Path) -> None:
@@ -1028,7 +1069,7 @@ def _make_manifest(entry: DatasetEntry, builder: Builder, collection: Path, buil
         "rows": {"total": std.rows, **std.split_counts},
         "inputs": [{**r, "rows": std.markers[r["key"]]["rows"]} for r in input_records],
         "rejected_inputs": std.rejected_inputs, "rejected_rows": std.rejected_rows,
-        "partition": {"partition_bytes": margin["partition_bytes"],
+        "partition": {"writer": settings.writer, "partition_bytes": margin["partition_bytes"],
                       "row_group_bytes": settings.row_group_bytes,
                       "compression_level": settings.compression_level,
                       "highest_order": margin["highest_order"],

@@ -1,5 +1,6 @@
-"""Stage 2 of a build: hats-import turns the standardized Parquet files into a HATS catalog and
-its margin cache (`partition`), with the partitioning and margin settings of `PartitionSettings`."""
+"""Stage 2 of a build: the standardized Parquet files become a HATS catalog and its margin cache
+(`partition`), with the partitioning and margin settings of `PartitionSettings`: written in one
+pass by `mmu.engine.hats_writer` (the default), or by hats-import (``writer="hats-import"``)."""
 from __future__ import annotations
 
 import logging
@@ -57,6 +58,19 @@ def partition(name, std_files, out_root: Path, client, split_def, settings: Part
         highest = split_def.order
     _cache_hats_jit()
     row_bytes = fixed_row_bytes(std_files)
+    margin_arcsec = _mindist_arcsec(margin_order)
+    margin_name = f"{name}_{int(margin_arcsec)}arcs"
+    if settings.writer == "mmu":
+        from mmu.engine.hats_writer import write_collection
+
+        got = write_collection(
+            name, std_files, out_root, client, lowest=split_def.order, highest=highest,
+            margin_order=margin_order, margin_arcsec=margin_arcsec, threshold=threshold, row_bytes=row_bytes,
+            rows_per_group=rows_per_group, compression_level=settings.compression_level, total_rows=total_rows,
+            on_dense=lambda t: _warn_dense(name, highest, t, settings, margin_order))
+        return {"order": margin_order, "threshold": round(margin_arcsec, 3), "name": margin_name,
+                "partition_bytes": int(got["threshold"]), "highest_order": highest,
+                "deepest_order": max(o for o, _, _ in got["partitions"])}
     mapping_order, pixel_rows = highest, None
     if row_bytes is not None:
         # every row has the same in-memory size: a byte threshold is a row threshold, and
@@ -90,8 +104,6 @@ def partition(name, std_files, out_root: Path, client, split_def, settings: Part
         pipeline_with_client(catalog_args(threshold), client)
     cat = read_hats(out_root / name / name)
     deepest = max(p.order for p in cat.get_healpix_pixels())
-    margin_arcsec = _mindist_arcsec(margin_order)
-    margin_name = f"{name}_{int(margin_arcsec)}arcs"
     coll = (CollectionArguments(output_path=str(out_root), output_artifact_name=name, **common)
             .catalog(output_artifact_name=name)
             .add_margin(margin_threshold=None, margin_order=margin_order,

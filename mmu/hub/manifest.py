@@ -75,8 +75,9 @@ class RowCounts(_Strict):
 
 
 class PartitionRecord(_Strict):
-    """hats-import settings (`mmu.engine.build.PartitionSettings`) and the margin cache."""
+    """The partitioning settings (`mmu.engine.build.PartitionSettings`) and the margin cache."""
 
+    writer: str = "hats-import"  # builds before the one-pass writer have no field: hats-import wrote them
     partition_bytes: int
     row_group_bytes: int
     compression_level: int

@@ -58,7 +58,9 @@ MANIFEST_FIELDS: dict[str, str] = {
     "rejected_inputs[].reason": "why (exception type and message)",
     "rejected_rows": "rows rejected by validation or as duplicates: input, reason and, where known, "
                      "row, object_id and column",
-    "partition": "hats-import settings and the margin cache",
+    "partition": "the partitioning settings and the margin cache",
+    "partition.writer": ("what wrote the catalog and margin: `mmu` (the one-pass writer, mmu/engine/hats_writer.py) "
+                         "or `hats-import`"),
     "partition.partition_bytes": ("uncompressed bytes per partition actually used (the memory bound; raised above "
                                   "the setting where one pixel of the deepest allowed order is denser)"),
     "partition.row_group_bytes": "target Parquet row-group size",
