@@ -63,7 +63,7 @@ def pixel_weights(path: str, order: int, byte_mode: bool) -> tuple[np.ndarray, n
     from hats.io import size_estimates
 
     pf = pq.ParquetFile(path)
-    pix, rows, size = [], [], []
+    pix, size = [], []
     for i in range(pf.metadata.num_row_groups):
         t = pf.read_row_group(i) if byte_mode else pf.read_row_group(i, columns=["ra", "dec"])
         p = _spatial_index(t) >> 2 * (SPATIAL_ORDER - order)
