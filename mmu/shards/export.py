@@ -505,9 +505,9 @@ def _probe(first_file: str, split: str) -> tuple[dict, dict, float]:
     """From the first 16 rows of `split` in the first row group of the first partition (read a
     batch at a time): the modalities, the candidate constants (checked on every row later) and
     the mean encoded bytes per sample."""
-    pf = pq.ParquetFile(first_file)
+    pf = pq.ParquetFile(first_file, pre_buffer=False, buffer_size=1 << 20)  # page by page, not the row group
     got, need = [], 16
-    for batch in pf.iter_batches(batch_size=256, row_groups=[0]):
+    for batch in pf.iter_batches(batch_size=16, row_groups=[0]):
         t = pa.Table.from_batches([batch])
         t = t.filter(pc.equal(t.column(SPLIT_COLUMN), split)).slice(0, need)
         if t.num_rows:
