@@ -137,3 +137,44 @@ def test_align_equals_hats_generate_alignment(seed):
     pix = np.flatnonzero(hist)
     got, _ = align(pix, hist[pix], hist[pix].astype(float), highest, lowest, threshold)
     assert got == want
+
+
+def test_a_retried_margin_task_writes_the_same_file(tmp_path):
+    """Dask reruns a task whose result was lost with its worker: the margin task must find its
+    shards again (it used to delete them when done, and the rerun failed)."""
+    from mmu.engine.hats_writer import write_margin
+
+    shard_dir, out = tmp_path / "shards", tmp_path / "margin"
+    (shard_dir / "7").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for k in (2, 5):
+        h = np.sort(rng.integers(0, 2**40, 30))
+        pq.write_table(pa.table({"_healpix_29": h, "object_id": [f"s{k}-{i}" for i in range(30)]}),
+                       shard_dir / "7" / f"{k}.parquet")
+    args = (7, 3, 11, 60, str(shard_dir), str(out), {"compression": "zstd"}, 16)
+    assert write_margin(*args) == 60
+    f = out / "dataset" / "Norder=3" / "Dir=0" / "Npix=11.parquet"
+    first = pq.read_table(f)
+    assert write_margin(*args) == 60  # the rerun
+    again = pq.read_table(f)
+    assert again.equals(first) and np.all(np.diff(again.column("_healpix_29").to_numpy()) >= 0)
+    assert pq.ParquetFile(f).metadata.num_row_groups == 4  # 16-row groups, as the catalog's
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_route_gives_runs_of_row_groups(tmp_path):
+    """Per partition, the row groups holding its rows as [first, stop) runs (few however many rows)."""
+    from mmu.engine.hats_writer import PixelRanges, route
+
+    # rows at the centres of the order-1 pixels 0..3, in 5-row blocks, row groups of 10 rows
+    import cdshealpix.nested as cds
+
+    lon, lat = cds.healpix_to_lonlat(np.arange(4, dtype=np.uint64), 1)
+    centres = {p: (lon.deg[p], lat.deg[p]) for p in range(4)}
+    layout = [0, 0, 1, 1, 2, 2, 3, 3, 1, 3]  # the pixel of each 5-row block
+    ra = np.concatenate([np.full(5, centres[p][0]) for p in layout])
+    dec = np.concatenate([np.full(5, centres[p][1]) for p in layout])
+    path = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"ra": ra, "dec": dec}), path, row_group_size=10)
+    got = {p: (n, runs) for p, n, runs in route(str(path), PixelRanges([(1, p) for p in range(4)], 1))}
+    assert got == {0: (10, [(0, 1)]), 1: (15, [(1, 2), (4, 5)]), 2: (10, [(2, 3)]), 3: (15, [(3, 5)])}

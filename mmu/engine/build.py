@@ -6,12 +6,14 @@ Two stages on Dask, the same for every survey:
    rejects bad rows or the whole input with reasons, adds the `split` column, and atomically
    writes standardized Parquet plus a marker (rows, rejections, per-row digests). A finished
    input is never redone: this is the unit of resumption.
-2. *partition* (mmu/engine/partition.py) — hats-import, with its stock Parquet reader, turns the
-   standardized files into a HATS catalog and a margin cache (a byte threshold per partition; for
-   fixed-size rows, spectra and image cutouts, the equivalent row threshold, planned on the
-   workers from ra/dec; adapted where one pixel of the deepest order the margin allows is denser;
-   small row groups, zstd level 3), then the engine writes the dataset card and `build.json` and
-   moves the collection into place.
+2. *partition* (mmu/engine/partition.py) — the standardized files become a HATS catalog and a
+   margin cache, in one pass by default (mmu/engine/hats_writer.py: planned on the workers from
+   ra/dec, each partition task reads only its rows' row groups and writes its neighbours' margin
+   shards; hats-import's partitions and rows) or by hats-import (``writer="hats-import"``); a byte
+   threshold per partition, or for fixed-size rows, spectra and image cutouts, the equivalent row
+   threshold; adapted where one pixel of the deepest order the margin allows is denser; small row
+   groups, zstd level 3. Then the engine writes the dataset card and `build.json` and moves the
+   collection into place.
 
 Between the stages, object ids repeated across inputs are dropped (the first input keeps an id),
 and the split counts and the content revision are computed: in the driver up to `DRIVER_ROWS`

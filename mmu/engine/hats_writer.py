@@ -29,15 +29,25 @@ written). Our inputs are already standardized Parquet, so most of that is avoida
 Every row is read from its standardized file once (plus ra/dec twice), and written once; margin
 rows (a fraction) once more to a shard. The partitions, their rows and their order
 (``_healpix_29``) and the margin rows equal hats-import's: tests/test_hats_writer.py builds both
-on the same files. What differs: the skymap is written at order <= `SKYMAP_MAX_ORDER` (hats-import
-writes a dense histogram of its mapping order, up to 12 * 4^10 pixels), the margin's
-``hats_primary_table_url`` names the primary table (hats-import writes its absolute staging path),
-margin rows are sorted by ``_healpix_29`` across the whole file (hats-import: per source partition),
-and ``hats_builder`` says mmu.
+on the same files. What differs:
+
+- the skymap is written at order <= `SKYMAP_MAX_ORDER` (hats-import writes a dense histogram of
+  its mapping order, up to 12 * 4^10 pixels);
+- the margin's ``hats_primary_table_url`` names the primary table (hats-import writes its absolute
+  staging path), and ``hats_builder`` says mmu;
+- margin rows are sorted by ``_healpix_29`` across the whole file (hats-import: per source partition);
+- rows at the very same position (equal ``_healpix_29``) keep the order of the standardized files;
+  hats-import's follows its shard file names, in which ``split_10`` comes before ``split_2``;
+- with rows of variable size (a byte threshold), each row's in-memory size is hats' estimate over
+  all of its columns; hats-import measures the variable-length columns per row and adds the mean
+  size of the others over the first chunk of the first file, so a cell whose weight is within a
+  fraction of a percent of the threshold can be split by one and merged by the other. With rows of
+  one size (spectra on a grid, image cutouts, catalogs: a row threshold) there is no difference.
 """
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -188,8 +198,10 @@ def _spatial_index(table) -> np.ndarray:
                       dtype=np.int64)
 
 
-def route(path: str, parts: PixelRanges) -> list[tuple[int, int, list[int]]]:
-    """(partition index, rows, row groups holding them) for each partition the file's rows go to."""
+def route(path: str, parts: PixelRanges) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """(partition index, rows, runs of row groups holding them as [first, stop) pairs) for each
+    partition the file's rows go to. Runs, not row group numbers: a chunk's rows are in sky order,
+    so a partition's row groups are a few runs however many rows the file has."""
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
@@ -205,27 +217,37 @@ def route(path: str, parts: PixelRanges) -> list[tuple[int, int, list[int]]]:
     out = []
     for p in np.unique(idx):
         sel = idx == p
-        out.append((int(p), int(sel.sum()), np.unique(rg[sel]).tolist()))
+        groups = np.unique(rg[sel])
+        breaks = np.flatnonzero(np.diff(groups) > 1) + 1
+        runs = [(int(g[0]), int(g[-1]) + 1) for g in np.split(groups, breaks)]
+        out.append((int(p), int(sel.sum()), runs))
     return out
 
 
-def write_partition(number: int, order: int, pixel: int, rows: int, sources: list[tuple[str, list[int]]],
+def write_partition(number: int, order: int, pixel: int, rows: int,
+                    sources: list[tuple[str, list[tuple[int, int]]]],
                     cat_dir: str, shard_dir: str, combined: PixelRanges, margin_order: int,
                     write_kwargs: dict, rows_per_group: int) -> dict[int, int]:
-    """Write partition `number` (order, pixel) from the row groups `sources` name, and its rows'
-    margin shards (`shard_dir/<target>/<number>.parquet`); returns {margin target: rows}."""
+    """Write partition `number` (order, pixel) from the row groups `sources` name (runs of them
+    per file, read one row group at a time), and its rows' margin shards
+    (`shard_dir/<target>/<number>.parquet`); returns {margin target: rows}. Every file is written
+    to a temporary name and renamed, so a retried task (a worker lost) rewrites the same files and
+    a reader never sees half of one."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from hats.io import paths
     from hats.pixel_math.healpix_pixel import HealpixPixel
 
     pieces, h29 = [], []
-    for path, groups in sources:
-        t = pq.ParquetFile(path).read_row_groups(groups)
-        h = _spatial_index(t)
-        keep = (h >> 2 * (SPATIAL_ORDER - order)) == pixel
-        pieces.append(t.filter(pa.array(keep)))
-        h29.append(h[keep])
+    for path, runs in sources:
+        pf = pq.ParquetFile(path)
+        for first, stop in runs:
+            for g in range(first, stop):  # one at a time: memory is the partition, not the file
+                t = pf.read_row_group(g)
+                h = _spatial_index(t)
+                keep = (h >> 2 * (SPATIAL_ORDER - order)) == pixel
+                pieces.append(t.filter(pa.array(keep)))
+                h29.append(h[keep])
     table = pa.concat_tables(pieces) if pieces else None
     if table is None or table.num_rows != rows:
         raise BuildError(f"partition Norder={order} Npix={pixel}: {0 if table is None else table.num_rows} "
@@ -257,21 +279,28 @@ def write_partition(number: int, order: int, pixel: int, rows: int, sources: lis
             d = Path(shard_dir) / str(int(t_idx))
             d.mkdir(parents=True, exist_ok=True)
             shard = table.take(pa.array(sel))
-            pq.write_table(shard, d / f"{number}.parquet", **std_write_kwargs(shard.schema))
+            tmp = d / f".{number}.parquet.tmp"
+            pq.write_table(shard, tmp, **std_write_kwargs(shard.schema))
+            os.replace(tmp, d / f"{number}.parquet")
             got[int(t_idx)] = len(sel)
     return got
 
 
 def write_margin(target: int, order: int, pixel: int, rows: int, shard_dir: str, margin_dir: str,
-                 write_kwargs: dict) -> int:
-    """One margin file from the shards written for it, sorted by ``_healpix_29``."""
+                 write_kwargs: dict, rows_per_group: int) -> int:
+    """One margin file from the shards written for it, sorted by ``_healpix_29``. The shards are
+    left in place (the driver removes the folder at the end), so a retried task finds them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from hats.io import paths
     from hats.pixel_math.healpix_pixel import HealpixPixel
 
     d = Path(shard_dir) / str(target)
-    table = pa.concat_tables([pq.read_table(f) for f in sorted(d.glob("*.parquet"))])
+    shards = sorted(d.glob("*.parquet"))
+    if not shards:
+        raise BuildError(f"margin Norder={order} Npix={pixel}: no shard in {d}, {rows} rows written "
+                         f"(the staging folder was changed during the build?)")
+    table = pa.concat_tables([pq.read_table(f) for f in shards])
     if table.num_rows != rows:
         raise BuildError(f"margin Norder={order} Npix={pixel}: {table.num_rows} rows in its shards, "
                          f"{rows} written")
@@ -279,8 +308,7 @@ def write_margin(target: int, order: int, pixel: int, rows: int, shard_dir: str,
     table = table.take(pa.array(np.argsort(h, kind="stable")))
     out = paths.pixel_catalog_file(margin_dir, HealpixPixel(order, pixel))
     Path(out.path).parent.mkdir(parents=True, exist_ok=True)
-    _write(table, out.path, write_kwargs, None)
-    shutil.rmtree(d, ignore_errors=True)
+    _write(table, out.path, write_kwargs, rows_per_group)
     return table.num_rows
 
 
@@ -292,10 +320,12 @@ def _write(table, path: str, write_kwargs: dict, rows_per_group: int | None) -> 
     kwargs["sorting_columns"] = pq.SortingColumn.from_ordering(table.schema, [("_healpix_29", "ascending")])
     kwargs = file_io.get_parquet_write_table_kwargs(table.schema, write_table_kwargs=kwargs)
     kwargs.pop("row_group_size", None)
-    with pq.ParquetWriter(path, table.schema, **kwargs) as w:
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    with pq.ParquetWriter(tmp, table.schema, **kwargs) as w:
         step = rows_per_group or max(1, table.num_rows)
         for start in range(0, max(1, table.num_rows), step):
             w.write_table(table.slice(start, step))
+    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,7 +381,7 @@ def write_collection(name: str, std_files: list[str], out_root: Path, client, *,
     write_kwargs = {"compression": "zstd", "compression_level": compression_level}
 
     # route: which row groups of which file each partition reads
-    sources: list[list[tuple[str, list[int]]]] = [[] for _ in parts]
+    sources: list[list[tuple[str, list[tuple[int, int]]]]] = [[] for _ in parts]
     parts_f = client.scatter(part_ranges, broadcast=True)
     for path, fut in zip(std_files, client.map(route, std_files, parts=parts_f, pure=False), strict=True):
         for p, _n, groups in fut.result():
@@ -374,7 +404,7 @@ def write_collection(name: str, std_files: list[str], out_root: Path, client, *,
         bar.update()
     bar.close()
     mfut = [client.submit(write_margin, t, *combined_list[t], n, str(shard_dir), str(margin_dir),
-                          write_kwargs, pure=False) for t, n in sorted(margin_rows.items())]
+                          write_kwargs, rows_per_group, pure=False) for t, n in sorted(margin_rows.items())]
     written = sum(f.result() for f in mfut)
     shutil.rmtree(out_root / "_tmp", ignore_errors=True)
 
