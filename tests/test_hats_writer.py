@@ -164,10 +164,10 @@ def test_a_retried_margin_task_writes_the_same_file(tmp_path):
 
 def test_route_gives_runs_of_row_groups(tmp_path):
     """Per partition, the row groups holding its rows as [first, stop) runs (few however many rows)."""
-    from mmu.engine.hats_writer import PixelRanges, route
-
     # rows at the centres of the order-1 pixels 0..3, in 5-row blocks, row groups of 10 rows
     import cdshealpix.nested as cds
+
+    from mmu.engine.hats_writer import PixelRanges, route
 
     lon, lat = cds.healpix_to_lonlat(np.arange(4, dtype=np.uint64), 1)
     centres = {p: (lon.deg[p], lat.deg[p]) for p in range(4)}

@@ -9,10 +9,11 @@ from the finished catalog (each partition read again, margin rows written to sha
 written). Our inputs are already standardized Parquet, so most of that is avoidable:
 
 1. **plan** (one task per file, reads ra/dec only): rows (and, for rows of variable size, hats'
-   in-memory byte estimate) per HEALPix pixel of the deepest allowed order, sparse. The driver
-   merges them (memory bounded by the occupied pixels, not the rows) and aligns them into
-   partitions with hats-import's own rule (`align`: the coarsest order whose pixels all fit, then
+   in-memory byte estimate) per HEALPix pixel of the deepest allowed order, sparse. A tree of
+   worker tasks merges them (`merge_weights`), and one worker task aligns them into partitions
+   with hats-import's own rule (`plan`, `align`: the coarsest order whose pixels all fit, then
    hats' `drop_empty_siblings` agglomeration), so the partitions are the ones hats-import writes.
+   The driver receives the partition list and a skymap of order <= 8, never per-pixel counts.
 2. **route** (one task per file, reads ra/dec again): which partitions the file's rows go to, and
    in which of its row groups they are. The driver gets a few numbers per (file, partition).
 3. **write** (one task per partition): reads only the row groups holding its rows, adds
@@ -89,25 +90,46 @@ def pixel_weights(path: str, order: int, byte_mode: bool) -> tuple[np.ndarray, n
     return u.astype(np.int64), n, b
 
 
-def merge_weights(client, std_files: list[str], order: int, byte_mode: bool):
-    """`pixel_weights` of every file, merged on the driver as they arrive (memory bounded by the
-    occupied pixels of `order`): (pixels, rows, bytes or None), pixels ascending."""
-    from dask.distributed import as_completed
-
-    acc: list = []
-    merged = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0) if byte_mode else None)
-    size = 0
+def merge_weights(client, std_files: list[str], order: int, byte_mode: bool, fan_in: int = 8):
+    """`pixel_weights` of every file, merged on the workers by a tree of `fan_in`-way merges: a
+    future of (pixels, rows, bytes or None), pixels ascending. The merged counts (bounded by the
+    occupied pixels of `order`) stay on a worker; the driver holds futures only."""
     futures = client.map(pixel_weights, std_files, order=order, byte_mode=byte_mode, pure=False)
-    for fut in as_completed(futures):
-        acc.append(fut.result())
-        size += len(acc[-1][0])
-        fut.release()
-        if size > 1_000_000:
-            merged, acc, size = _merge([merged, *acc]), [], 0
-    return _merge([merged, *acc])
+    while len(futures) > 1:
+        futures = [client.submit(_merge, futures[i:i + fan_in], pure=False)
+                   for i in range(0, len(futures), fan_in)]
+    return futures[0]
+
+
+def plan(merged, highest: int, lowest: int, threshold: int, row_bytes: float | None, total_rows: int,
+         sky_max_order: int) -> dict:
+    """The partitions from the merged weights (a worker task: the driver gets the partition list,
+    the threshold used and a skymap of order <= `sky_max_order`, never the per-pixel counts).
+
+    `threshold` is in bytes; with `row_bytes` (every row the same size) it becomes a row threshold,
+    rows <= floor(threshold / row_bytes), as hats-import's pixel_threshold. Where one pixel of order
+    `highest` weighs more, the threshold becomes that pixel's weight (``raised``: True)."""
+    pix, rows, size = merged
+    if int(rows.sum()) != total_rows:
+        raise BuildError(f"the standardized files hold {int(rows.sum())} rows, {total_rows} expected")
+    if row_bytes is None:
+        weight, limit = size, float(threshold)
+    else:
+        weight, limit = rows.astype(np.float64), float(max(1, int(threshold // row_bytes)))
+    raised = bool(len(weight) and weight.max() > limit)
+    if raised:
+        limit = float(np.ceil(weight.max()))
+        threshold = int(np.ceil(weight.max() * (row_bytes or 1)))
+    parts, mapping_order = align(pix, rows, weight, highest, lowest, limit)
+    sky_order = min(mapping_order, sky_max_order)
+    sky_pix, sky_rows = _sum_by(pix >> 2 * (highest - sky_order), rows.astype(np.float64))
+    return {"partitions": parts, "threshold": threshold, "raised": raised, "sky_order": sky_order,
+            "sky": (sky_pix, np.rint(sky_rows).astype(np.int64))}
 
 
 def _merge(parts):
+    if len(parts) == 1:
+        return parts[0]
     pix = np.concatenate([p[0] for p in parts]).astype(np.int64)
     u, inv = np.unique(pix, return_inverse=True)
     rows = np.bincount(inv, weights=np.concatenate([p[1] for p in parts]), minlength=len(u)).astype(np.int64)
@@ -346,22 +368,15 @@ def write_collection(name: str, std_files: list[str], out_root: Path, client, *,
     from mmu.engine.cluster import Progress
 
     byte_mode = row_bytes is None
-    pix, rows, size = merge_weights(client, std_files, highest, byte_mode)
-    if int(rows.sum()) != total_rows:
-        raise BuildError(f"{name}: the standardized files hold {int(rows.sum())} rows, {total_rows} expected")
-    if byte_mode:
-        weight, limit = size, float(threshold)
-    else:  # a row threshold: rows <= floor(threshold / row bytes), as hats-import's pixel_threshold
-        weight, limit = rows.astype(np.float64), float(max(1, int(threshold // row_bytes)))
-    if len(weight) and weight.max() > limit:
-        limit = float(np.ceil(weight.max()))
-        threshold = int(np.ceil(weight.max() * (row_bytes or 1)))
-        if on_dense is not None:
-            on_dense(threshold)
-    parts, mapping_order = align(pix, rows, weight, highest, lowest, limit)
-    sky_order = min(mapping_order, SKYMAP_MAX_ORDER)  # the skymap: rows per pixel of this order
-    sky = _sum_by(pix >> 2 * (highest - sky_order), rows.astype(np.float64))
-    del pix, rows, size, weight
+    try:
+        planned = client.submit(plan, merge_weights(client, std_files, highest, byte_mode), highest, lowest,
+                                threshold, row_bytes, total_rows, SKYMAP_MAX_ORDER, pure=False).result()
+    except BuildError as e:
+        raise BuildError(f"{name}: {e}") from None
+    parts, threshold, sky_order, sky = (planned["partitions"], planned["threshold"], planned["sky_order"],
+                                        planned["sky"])
+    if planned["raised"] and on_dense is not None:
+        on_dense(threshold)
 
     from hats.pixel_math.healpix_pixel import HealpixPixel
     from hats.pixel_tree.negative_tree import compute_negative_tree_pixels
@@ -435,7 +450,7 @@ def _finish(collection: Path, name: str, margin_name: str, parts, margin_pixels,
     if got != total:
         raise BuildError(f"{name}: {got} rows in the partition files, {total} planned")
     hist = np.zeros(12 * 4**sky_order, np.int64)
-    hist[sky[0]] = np.rint(sky[1]).astype(np.int64)
+    hist[sky[0]] = sky[1]
     file_io.write_fits_image(hist, paths.get_point_map_file_pointer(cat_dir))
     write_skymap(hist, cat_dir)
     schema = pq.read_schema(paths.get_common_metadata_pointer(cat_dir).path)
