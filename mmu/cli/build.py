@@ -36,8 +36,9 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.dedent("""\
             Build one dataset of the catalog: read every raw input with the survey's builder
-            (one Dask task per input), validate and standardize the rows, partition them with
-            hats-import into HUB/NAME (HATS catalog + margin cache + dataset card + build.json).
+            (one Dask task per input), validate and standardize the rows, partition them into
+            HUB/NAME (HATS catalog + margin cache + dataset card + build.json), each row read and
+            written once by mmu's HATS writer (the same catalog hats-import writes).
 
             Bad inputs never abort the build: each is rejected with its reason, listed at the
             end and recorded in build.json (--strict makes any rejection an error). A killed
@@ -56,8 +57,9 @@ def register(sub) -> None:
             Partitioning settings (docs/hub.md) change with --set: partition_bytes (default
             268435456), row_group_bytes, compression_level (zstd, 3), highest_order (10) and
             margin_threshold_arcsec (128; the image surveys' catalog entries set 32, which holds a
-            host association of up to 16 arcsec: their margin caches are 4x smaller). A catalog
-            entry's `partition:` settings are its defaults; --set goes over them.
+            host association of up to 16 arcsec: their margin caches are 4x smaller) and writer
+            (mmu; hats-import runs hats-import's pipelines instead). A catalog entry's
+            `partition:` settings are its defaults; --set goes over them.
 
             example:  mmu build desi_dr1 --raw ./raw --hub ./hub --workers 2
                       mmu build legacysurvey_dr10_south --raw raw --hub hub --set margin_threshold_arcsec=16"""))

@@ -27,15 +27,11 @@ _TOO_DENSE = re.compile(r"single pixel (?:supplement|row count) (\d+) exceeds th
 
 def partition(name, std_files, out_root: Path, client, split_def, settings: PartitionSettings,
                total_rows: int) -> dict:
-    """hats-import of the standardized files into `out_root/name` (catalog + margin cache).
+    """The standardized files into `out_root/name` (catalog + margin cache), by the one-pass
+    writer or by hats-import (`settings.writer`).
 
     Returns what the manifest records of it: the margin cache (order, threshold, name) and the
     partitioning actually used (byte threshold, highest order, deepest partition order)."""
-    from hats import read_hats
-    from hats_import.catalog.arguments import ImportArguments
-    from hats_import.collection.arguments import CollectionArguments
-    from hats_import.pipeline import pipeline_with_client
-
     margin_order = settings.margin_order
     highest = min(settings.highest_order, margin_order - 1)
     if highest < split_def.order:
@@ -71,6 +67,11 @@ def partition(name, std_files, out_root: Path, client, split_def, settings: Part
         return {"order": margin_order, "threshold": round(margin_arcsec, 3), "name": margin_name,
                 "partition_bytes": int(got["threshold"]), "highest_order": highest,
                 "deepest_order": max(o for o, _, _ in got["partitions"])}
+    from hats import read_hats
+    from hats_import.catalog.arguments import ImportArguments
+    from hats_import.collection.arguments import CollectionArguments
+    from hats_import.pipeline import pipeline_with_client
+
     mapping_order, pixel_rows = highest, None
     if row_bytes is not None:
         # every row has the same in-memory size: a byte threshold is a row threshold, and
