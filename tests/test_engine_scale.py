@@ -460,9 +460,10 @@ def test_a_worker_out_of_memory_is_reported_with_the_input_it_was_reading(with_o
 
 
 def test_catalog_partition_settings_are_valid_and_image_margins_hold_host_association():
-    """Every catalog entry's `partition:` block is a valid `PartitionSettings`; the image surveys'
-    32" margin cache still holds the demo's host association at 10" (the first member of a
-    host chain needs a margin of at least twice the radius: mmu/pairing/crossmatch.py)."""
+    """Every catalog entry's `partition:` block is a valid `PartitionSettings`; the 32" margin
+    cache of the big-row surveys (images, DESI spectra) still holds the demo's host association
+    at 10" (the first member of a host chain needs a margin of at least twice the radius:
+    mmu/pairing/crossmatch.py)."""
     from mmu.registry.catalog import load_catalog
 
     os.environ.pop("MMU_CATALOG", None)
@@ -472,7 +473,8 @@ def test_catalog_partition_settings_are_valid_and_image_margins_hold_host_associ
         s = PartitionSettings.from_overrides(d.partition)
         margins[d.name] = (s.margin_threshold_arcsec, s.margin_order)
     assert margins["legacysurvey_dr10_south"] == (32, 12) and margins["hsc_pdr3_wide"] == (32, 12)
-    assert margins["desi_dr1"] == (128.0, 10)  # spectra and catalogs keep the default
+    assert margins["desi_dr1"] == (32, 12)  # its spectra are ~125 kB rows: the same reason
+    assert margins["sim_truth_v1"] == (128.0, 10)  # catalogs keep the default
     from mmu.engine.partition import _mindist_arcsec
     assert _mindist_arcsec(12) >= 2 * 10
 

@@ -56,10 +56,10 @@ def register(sub) -> None:
 
             Partitioning settings (docs/hub.md) change with --set: partition_bytes (default
             268435456), row_group_bytes, compression_level (zstd, 3), highest_order (10) and
-            margin_threshold_arcsec (128; the image surveys' catalog entries set 32, which holds a
-            host association of up to 16 arcsec: their margin caches are 4x smaller) and writer
-            (mmu; hats-import runs hats-import's pipelines instead). A catalog entry's
-            `partition:` settings are its defaults; --set goes over them.
+            margin_threshold_arcsec (128; the catalog entries of the image surveys and DESI set
+            32, which holds a host association of up to 16 arcsec: their margin caches are 4x
+            smaller) and writer (mmu; hats-import runs hats-import's pipelines instead). A
+            catalog entry's `partition:` settings are its defaults; --set goes over them.
 
             example:  mmu build desi_dr1 --raw ./raw --hub ./hub --workers 2
                       mmu build legacysurvey_dr10_south --raw raw --hub hub --set margin_threshold_arcsec=16"""))

@@ -78,7 +78,7 @@ def collection_tables(collection: Path, name: str) -> list[str]:
 
     Example:
         >>> collection_tables(Path("hub/desi_dr1"), "desi_dr1")   # doctest: +SKIP
-        ['desi_dr1', 'desi_dr1_128arcs']
+        ['desi_dr1', 'desi_dr1_32arcs']
     """
     from hats.catalog import CollectionProperties
 
