@@ -331,11 +331,9 @@ def _in_sky_order(table: pa.Table) -> pa.Table:
     an input that spans several partitions."""
     if "ra" not in table.column_names or "dec" not in table.column_names or table.num_rows < 2:
         return table
-    from hats.pixel_math.spatial_index import compute_spatial_index
+    from mmu.engine.hats_writer import spatial_index
 
-    key = compute_spatial_index(table.column("ra").to_numpy(zero_copy_only=False).astype(np.float64),
-                                table.column("dec").to_numpy(zero_copy_only=False).astype(np.float64))
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(spatial_index(table), kind="stable")
     if (order[1:] > order[:-1]).all():
         return table
     return table.take(pa.array(order))

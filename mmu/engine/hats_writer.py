@@ -77,7 +77,7 @@ def pixel_weights(path: str, order: int, byte_mode: bool) -> tuple[np.ndarray, n
     pix, size = [], []
     for i in range(pf.metadata.num_row_groups):
         t = pf.read_row_group(i) if byte_mode else pf.read_row_group(i, columns=["ra", "dec"])
-        p = _spatial_index(t) >> 2 * (SPATIAL_ORDER - order)
+        p = spatial_index(t) >> 2 * (SPATIAL_ORDER - order)
         pix.append(p)
         if byte_mode:
             size.append(size_estimates.get_mem_size_per_row(t))
@@ -212,7 +212,8 @@ class PixelRanges:
 # worker tasks
 
 
-def _spatial_index(table) -> np.ndarray:
+def spatial_index(table) -> np.ndarray:
+    """hats' ``_healpix_29`` of each row of a table with ra/dec columns (int64)."""
     from hats.pixel_math.spatial_index import compute_spatial_index
 
     return np.asarray(compute_spatial_index(table.column("ra").to_numpy(zero_copy_only=False).astype(np.float64),
@@ -230,7 +231,7 @@ def route(path: str, parts: PixelRanges) -> list[tuple[int, int, list[tuple[int,
     t = pf.read(columns=["ra", "dec"])
     if t.num_rows == 0:
         return []
-    idx = parts.index(_spatial_index(t) >> 2 * (SPATIAL_ORDER - parts.order))
+    idx = parts.index(spatial_index(t) >> 2 * (SPATIAL_ORDER - parts.order))
     if (idx < 0).any():  # the plan counted every row: only a file changed since could do this
         raise BuildError(f"{path}: {int((idx < 0).sum())} row(s) outside every planned partition "
                          f"(the file changed during the build?)")
@@ -266,7 +267,7 @@ def write_partition(number: int, order: int, pixel: int, rows: int,
         for first, stop in runs:
             for g in range(first, stop):  # one at a time: memory is the partition, not the file
                 t = pf.read_row_group(g)
-                h = _spatial_index(t)
+                h = spatial_index(t)
                 keep = (h >> 2 * (SPATIAL_ORDER - order)) == pixel
                 pieces.append(t.filter(pa.array(keep)))
                 h29.append(h[keep])
@@ -355,7 +356,8 @@ def _write(table, path: str, write_kwargs: dict, rows_per_group: int | None) -> 
 
 
 def write_collection(name: str, std_files: list[str], out_root: Path, client, *, lowest: int,
-                     highest: int, margin_order: int, margin_arcsec: float, threshold: float,
+                     highest: int, margin_order: int, margin_arcsec: float, margin_name: str,
+                     threshold: float,
                      row_bytes: float | None, rows_per_group: int, compression_level: int,
                      total_rows: int, on_dense=None) -> dict:
     """Write `out_root/name/` (collection.properties, the catalog `name`, the margin cache) from
@@ -390,7 +392,7 @@ def write_collection(name: str, std_files: list[str], out_root: Path, client, *,
     combined = PixelRanges(combined_list, min(margin_order, max(o for o, _ in combined_list)))
 
     collection = out_root / name
-    cat_dir, margin_name = collection / name, f"{name}_{int(margin_arcsec)}arcs"
+    cat_dir = collection / name
     margin_dir, shard_dir = collection / margin_name, out_root / "_tmp" / "margin"
     shutil.rmtree(shard_dir, ignore_errors=True)
     write_kwargs = {"compression": "zstd", "compression_level": compression_level}

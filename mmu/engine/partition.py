@@ -61,7 +61,8 @@ def partition(name, std_files, out_root: Path, client, split_def, settings: Part
 
         got = write_collection(
             name, std_files, out_root, client, lowest=split_def.order, highest=highest,
-            margin_order=margin_order, margin_arcsec=margin_arcsec, threshold=threshold, row_bytes=row_bytes,
+            margin_order=margin_order, margin_arcsec=margin_arcsec, margin_name=margin_name,
+            threshold=threshold, row_bytes=row_bytes,
             rows_per_group=rows_per_group, compression_level=settings.compression_level, total_rows=total_rows,
             on_dense=lambda t: _warn_dense(name, highest, t, settings, margin_order))
         return {"order": margin_order, "threshold": round(margin_arcsec, 3), "name": margin_name,
