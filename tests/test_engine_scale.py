@@ -116,6 +116,8 @@ def test_partition_settings_are_checked_by_name():
         PartitionSettings(margin_threshold_arcsec=0)
     with pytest.raises(BuildError, match="highest_order must be"):
         PartitionSettings(highest_order=30)
+    with pytest.raises(BuildError, match="writer must be 'mmu' or 'hats-import' \\(got 'bogus'\\)"):
+        PartitionSettings.from_overrides({"writer": "bogus"})
 
 
 # ---------------------------------------------------------------------------------------------
