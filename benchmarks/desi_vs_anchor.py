@@ -1,7 +1,7 @@
 """Whole-build CPU per DESI spectrum: `mmu build desi_dr1` vs the Multimodal Universe v1 path
 (../shared/anchors/mmu_v1_desi.py) on the same raw files, back to back (issue 15).
 
-    python benchmarks/desi_vs_anchor.py RAW [--repeat 2] [--modes default,workers1]
+    python benchmarks/desi_vs_anchor.py RAW [RAW2 ...] [--repeat 2] [--modes default,workers1]
         [--baseline-tree DIR] [--anchor-script PATH] [--work DIR]
 
 RAW holds DESI healpix coadd + redrock files at survey density (>= 500 spectra per coadd), e.g.
@@ -28,6 +28,15 @@ of this repository) each `mmu` mode also runs from DIR (`PYTHONPATH=DIR`), in th
 the two versions see the same load. Runs are interleaved over `--repeat` rounds; the table gives
 the median per mode and the ratios to the anchor. Content revisions of the builds are printed: a
 version that changes them changes the rows.
+
+Several RAW folders (smallest first, e.g. a subset of one box's coadds and the whole box) also give
+the **marginal** CPU per spectrum of each run between the first and the last: (CPU(last) -
+CPU(first)) / (spectra(last) - spectra(first)), which leaves out what a build pays once whatever
+its size (interpreter, imports, a Dask client, the manifest), i.e. the cost per spectrum of a
+survey-sized build. A subset box: symlink some of the box's `healpix/<survey>/<program>` folders:
+
+    python benchmarks/desi_vs_anchor.py RAW_HALF RAW --repeat 2 --modes default
+
 Not a test: the numbers depend on the machine and its load (printed).
 """
 from __future__ import annotations
@@ -81,7 +90,7 @@ def build_cmd(raw: Path, hub: Path, mode: str) -> list[str]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("raw", type=Path)
+    ap.add_argument("raw", type=Path, nargs="+", help="raw folder(s); several: smallest first (marginal cost)")
     ap.add_argument("--repeat", type=int, default=2, help="rounds (each runs every mode once)")
     ap.add_argument("--modes", default="default,workers1", help="mmu build modes: default, workers1, workers2")
     ap.add_argument("--baseline-tree", type=Path, help="also run each mode from this tree (PYTHONPATH)")
@@ -89,17 +98,20 @@ def main(argv=None) -> None:
     ap.add_argument("--work", type=Path, help="scratch folder for hubs and the anchor's HDF5 (default: a temp dir)")
     ap.add_argument("--json", type=Path, help="also write the runs here")
     args = ap.parse_args(argv)
-    raw = args.raw.resolve()
+    raws = [r.resolve() for r in args.raw]
     modes = [m for m in args.modes.split(",") if m]
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise SystemExit(f"--modes: unknown {', '.join(unknown)}; known: {', '.join(MODES)}")
     if not args.anchor_script.is_file():
         raise SystemExit(f"--anchor-script {args.anchor_script}: not a file")
-    per_coadd = spectra_per_coadd(raw)
-    if not per_coadd:
-        raise SystemExit(f"{raw}: no coadd-*.fits files")
-    n = sum(per_coadd.values())
+    per_coadd = {raw: spectra_per_coadd(raw) for raw in raws}
+    for raw, counts in per_coadd.items():
+        if not counts:
+            raise SystemExit(f"{raw}: no coadd-*.fits files")
+    spectra = {raw: sum(c.values()) for raw, c in per_coadd.items()}
+    if len(raws) > 1 and len(set(spectra.values())) < len(raws):
+        raise SystemExit(f"the raw folders must hold different numbers of spectra (got {list(spectra.values())})")
     work = Path(args.work or tempfile.mkdtemp(prefix="desi-vs-anchor-"))
     work.mkdir(parents=True, exist_ok=True)
     # every child runs in `work`, so the tree on PYTHONPATH is the one imported (`python -m` puts the
@@ -114,37 +126,54 @@ def main(argv=None) -> None:
         print(f"{name}: {where}")
     runs: list[dict] = []
     for rnd in range(args.repeat):
-        out = work / "anchor-out"
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir()
-        r = run_child([sys.executable, str(args.anchor_script), str(raw), str(out)], cwd=work)
-        runs.append({"round": rnd, "what": "anchor", **r})
-        print(f"round {rnd} anchor: {r['cpu']:.2f} CPU s, {r['wall']:.1f} s wall, load {r['load']}", flush=True)
-        for mode in modes:
-            for tree, env in env_of.items():
-                hub = work / f"hub-{tree}-{mode}"
-                shutil.rmtree(hub, ignore_errors=True)
-                r = run_child(build_cmd(raw, hub, mode), env, cwd=work)
-                rev = json.loads((hub / "desi_dr1" / "build.json").read_text())
-                r["content_revision"] = rev.get("content_revision", "")[:16]
-                r["rows"] = rev.get("rows", {}).get("total")
-                runs.append({"round": rnd, "what": f"{tree}:{mode}", **r})
-                print(f"round {rnd} {tree}:{mode}: {r['cpu']:.2f} CPU s ({r['user']:.2f} user + {r['sys']:.2f} sys), "
-                      f"{r['wall']:.1f} s wall, load {r['load']}, rows {r['rows']}, content {r['content_revision']}",
-                      flush=True)
-                shutil.rmtree(hub, ignore_errors=True)
+        for raw in raws:
+            tag = f" [{raw.name}]" if len(raws) > 1 else ""
+            out = work / "anchor-out"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            r = run_child([sys.executable, str(args.anchor_script), str(raw), str(out)], cwd=work)
+            runs.append({"round": rnd, "raw": str(raw), "what": "anchor", **r})
+            print(f"round {rnd}{tag} anchor: {r['cpu']:.2f} CPU s, {r['wall']:.1f} s wall, load {r['load']}",
+                  flush=True)
+            for mode in modes:
+                for tree, env in env_of.items():
+                    hub = work / f"hub-{tree}-{mode}"
+                    shutil.rmtree(hub, ignore_errors=True)
+                    r = run_child(build_cmd(raw, hub, mode), env, cwd=work)
+                    rev = json.loads((hub / "desi_dr1" / "build.json").read_text())
+                    r["content_revision"] = rev.get("content_revision", "")[:16]
+                    r["rows"] = rev.get("rows", {}).get("total")
+                    runs.append({"round": rnd, "raw": str(raw), "what": f"{tree}:{mode}", **r})
+                    print(f"round {rnd}{tag} {tree}:{mode}: {r['cpu']:.2f} CPU s ({r['user']:.2f} user + "
+                          f"{r['sys']:.2f} sys), {r['wall']:.1f} s wall, load {r['load']}, rows {r['rows']}, "
+                          f"content {r['content_revision']}", flush=True)
+                    shutil.rmtree(hub, ignore_errors=True)
     shutil.rmtree(work / "anchor-out", ignore_errors=True)
-    print(f"\n{raw}: {n} spectra in {len(per_coadd)} coadds ({min(per_coadd.values())}-{max(per_coadd.values())} "
-          f"per coadd); {args.repeat} round(s); {os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
-    anchor = statistics.median(r["cpu"] for r in runs if r["what"] == "anchor")
-    print(f"{'run':<22} {'CPU s (median)':>14} {'wall s':>8} {'ms/spectrum':>12} {'/ anchor':>9}  load (1 min)")
-    for what in dict.fromkeys(r["what"] for r in runs):
-        rs = [r for r in runs if r["what"] == what]
-        cpu = statistics.median(r["cpu"] for r in rs)
-        wall = statistics.median(r["wall"] for r in rs)
-        loads = [x for r in rs for x in r["load"]]
-        print(f"{what:<22} {cpu:>14.2f} {wall:>8.1f} {1e3 * cpu / n:>12.2f} {cpu / anchor:>9.3f}  "
-              f"{min(loads):.1f}-{max(loads):.1f}")
+    median = {}
+    for raw in raws:
+        n, counts = spectra[raw], per_coadd[raw]
+        mine = [r for r in runs if r["raw"] == str(raw)]
+        print(f"\n{raw}: {n} spectra in {len(counts)} coadds ({min(counts.values())}-{max(counts.values())} "
+              f"per coadd); {args.repeat} round(s); {os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
+        anchor = statistics.median(r["cpu"] for r in mine if r["what"] == "anchor")
+        print(f"{'run':<22} {'CPU s (median)':>14} {'wall s':>8} {'ms/spectrum':>12} {'/ anchor':>9}  load (1 min)")
+        for what in dict.fromkeys(r["what"] for r in mine):
+            rs = [r for r in mine if r["what"] == what]
+            cpu = median[raw, what] = statistics.median(r["cpu"] for r in rs)
+            wall = statistics.median(r["wall"] for r in rs)
+            loads = [x for r in rs for x in r["load"]]
+            print(f"{what:<22} {cpu:>14.2f} {wall:>8.1f} {1e3 * cpu / n:>12.2f} {cpu / anchor:>9.3f}  "
+                  f"{min(loads):.1f}-{max(loads):.1f}")
+    if len(raws) > 1:
+        lo, hi = raws[0], raws[-1]
+        dn = spectra[hi] - spectra[lo]
+        print(f"\nmarginal CPU per spectrum, {spectra[lo]} -> {spectra[hi]} spectra (medians)")
+        print(f"{'run':<22} {'ms/spectrum':>12} {'/ anchor':>9} {'fixed CPU s':>12}")
+        slope = {what: (median[hi, what] - median[lo, what]) / dn
+                 for (raw, what) in median if raw == lo and (hi, what) in median}
+        for what, m in slope.items():
+            fixed = median[lo, what] - m * spectra[lo]
+            print(f"{what:<22} {1e3 * m:>12.2f} {m / slope['anchor']:>9.3f} {fixed:>12.2f}")
     if args.json:
         args.json.write_text(json.dumps([{k: v for k, v in r.items() if k != "stdout"} for r in runs], indent=1))
 

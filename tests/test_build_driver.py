@@ -180,3 +180,20 @@ def test_driver_peak_allocation_does_not_grow_with_rows(tmp_path, process_client
         assert m.rows.train + m.rows.val + m.rows.test == n
         peaks[n] = peak
     assert peaks[100_000] <= 1.25 * peaks[10_000], peaks
+
+
+def test_the_driver_reads_no_partition_footer(tmp_path, process_client, monkeypatch):
+    """`_metadata` gathers every partition file's footer (row groups x columns: it grows with the
+    catalog); the one-pass writer writes it in a worker task. A driver that tried to would fail
+    here: the worker processes keep hats' real writer."""
+    import hats.io.parquet_metadata as hats_metadata
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the driver read the partitions' footers")
+
+    monkeypatch.setattr(hats_metadata, "write_parquet_metadata", refuse)
+    write_truth_inputs(tmp_path / "raw", 2_000)
+    result = build("sim_truth_v1", tmp_path / "raw", tmp_path / "hub", client=process_client)
+    assert result.manifest.partition.writer == "mmu"
+    meta = pq.read_metadata(result.path / "sim_truth_v1" / "dataset" / "_metadata")
+    assert meta.num_rows == result.manifest.rows.total == 2_000

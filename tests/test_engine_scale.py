@@ -368,6 +368,55 @@ def test_small_builds_run_on_threads_and_asked_for_workers_on_processes():
     assert local_workers(10, 1) is True  # --workers K always means K worker processes
 
 
+_READS: list[str] = []
+_WRITES: list[int] = []
+
+
+def _recording_read(self, item):
+    _READS.append(item.key)
+    return _ORIGINAL_READ(self, item)
+
+
+def _recording_write_partition(number, order, pixel, rows, *args, **kwargs):
+    from mmu.engine import hats_writer
+
+    _WRITES.append(rows)
+    return hats_writer._write_partition_unpatched(number, order, pixel, rows, *args, **kwargs)
+
+
+def test_big_inputs_and_big_partitions_run_first(test_overlay, tmp_path, monkeypatch):
+    """Stage 1 reads the inputs largest first and stage 2 writes the partitions with the most rows
+    first, so that a stage ends on small tasks on every worker instead of one worker reading the
+    biggest input while the others wait. One worker thread runs tasks in Dask's priority order;
+    the build's rows and revision do not depend on it (the same as the input-order build)."""
+    global _ORIGINAL_READ
+    from dask.distributed import Client, LocalCluster
+
+    from mmu.engine import hats_writer
+    from mmu_testbuilder import TestSpectra
+
+    monkeypatch.setenv("MMU_CATALOG", str(test_overlay))
+    rows = [3, 30, 8, 20, 1]  # spectra-0 .. spectra-4: files of growing size in this order: 4, 0, 2, 3, 1
+    for f, n in enumerate(rows):  # each file in its own part of the sky: one partition per file
+        ra = 20.0 + 60.0 * f + np.linspace(0, 0.05, n)
+        write_spectra_file(tmp_path / "raw" / f"spectra-{f}.fits", np.arange(100 * f, 100 * f + n), ra,
+                           np.full(n, 5.0), seed=f)
+    _ORIGINAL_READ = TestSpectra.read
+    monkeypatch.setattr(TestSpectra, "read", _recording_read)
+    monkeypatch.setattr(hats_writer, "_write_partition_unpatched", hats_writer.write_partition, raising=False)
+    monkeypatch.setattr(hats_writer, "write_partition", _recording_write_partition)
+    _READS.clear()
+    _WRITES.clear()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        result = build(NAME, tmp_path / "raw", tmp_path / "hub", client=client)
+    sizes = {f"spectra-{f}.fits": (tmp_path / "raw" / f"spectra-{f}.fits").stat().st_size for f in range(5)}
+    assert _READS == sorted(sizes, key=lambda k: -sizes[k]) == [f"spectra-{f}.fits" for f in (1, 3, 2, 0, 4)]
+    assert _WRITES == sorted(rows, reverse=True)
+    assert result.manifest.rows.total == sum(rows)
+    assert sorted(_ids(result)) == sorted(f"{100 * f + i}" for f, n in enumerate(rows) for i in range(n))
+
+
 def test_an_up_to_date_build_starts_no_cluster(dense, dask_client, tmp_path, monkeypatch):
     """With every raw file's checksum cached, the no-op check needs no Dask cluster at all (and
     so prints nothing of one); leftovers of a killed build are still removed."""

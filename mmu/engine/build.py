@@ -50,6 +50,7 @@ from mmu.engine.builder import Builder, RawInput, Rejection, get_builder
 from mmu.engine.cluster import Progress, dask_client, local_workers, make_client  # noqa: F401  (make_client re-exported)
 from mmu.engine.errors import BuildError, BuildLocked, HubNotWritable  # noqa: F401  (re-exported)
 from mmu.engine.partition import partition as _partition
+from mmu.engine.partition import preload as _preload_stage2
 from mmu.hub.layout import MANIFEST, STAGING, atomic_path, atomic_write_json, dataset_dir, read_manifest, replace_dir
 from mmu.hub.manifest import MANIFEST_FORMAT_VERSION, BuildManifest, write_manifest
 from mmu.model.hashing import ChecksumCache, content_revision, file_sha256, row_digests, sha256_json
@@ -604,6 +605,7 @@ def _build_locked(entry: DatasetEntry, builder: Builder, inputs: list[RawInput],
     staging = hub / STAGING / f"{name}-{build_key[:16]}"
     std_dir = staging / "standardized"
     std_dir.mkdir(parents=True, exist_ok=True)
+    _preload_stage2()  # the driver's stage-2 imports, while the workers standardize
     markers = _stage("standardize", name, _standardize_all, client, entry, builder, inputs,
                      std_dir, split_def)
     t_std = time.perf_counter() - t_start
@@ -779,9 +781,13 @@ def _standardize_all(client, entry: DatasetEntry, builder: Builder, inputs: list
     bar = Progress(len(inputs), f"{entry.name}: standardize")
     ref = builder.name if ":" not in entry.builder else entry.builder
     n = len(inputs)
-    futures = client.map(standardize_input, [ref] * n, [builder.options()] * n, inputs,
+    # largest inputs first (Dask runs a map's tasks in its order): the stage ends on small tasks,
+    # not on one big input read by one worker while the others wait (an input's markers are keyed,
+    # and the first-input-keeps-an-id rule uses the input order, not this one)
+    todo = sorted(inputs, key=_input_bytes, reverse=True)
+    futures = client.map(standardize_input, [ref] * n, [builder.options()] * n, todo,
                          [str(std_dir)] * n, [split_def.as_dict()] * n, pure=False)
-    which = {f.key: item for f, item in zip(futures, inputs, strict=True)}
+    which = {f.key: item for f, item in zip(futures, todo, strict=True)}
     markers = {}
     failed = []
     for fut in as_completed(futures):  # on a failure, let the others finish: their work is kept
@@ -801,6 +807,17 @@ def _standardize_all(client, entry: DatasetEntry, builder: Builder, inputs: list
             raise e  # the task's own one-line error, or a bug (its traceback with -v)
         raise BuildError(_task_failure(entry.name, which[failed[0].key], e)) from e
     return markers
+
+
+def _input_bytes(item: RawInput) -> int:
+    """The size of an input's files (0 for one that cannot be read: its task reports why)."""
+    total = 0
+    for p in item.paths:
+        try:
+            total += os.path.getsize(p)
+        except OSError:
+            pass
+    return total
 
 
 def _task_failure(name: str, item: RawInput, e: BaseException) -> str:

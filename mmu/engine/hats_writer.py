@@ -24,8 +24,12 @@ written). Our inputs are already standardized Parquet, so most of that is avoida
    margin rule (`hats.pixel_math.get_margin`: the pixels of the margin order bordering a pixel).
 4. **margin** (one task per margin pixel with rows): its shards, sorted by ``_healpix_29``, into one
    margin file.
-5. **finish** (driver): hats' own writers for ``_metadata``/``_common_metadata``, partition_info.csv,
-   the skymap and the properties, and the collection.properties tying catalog and margin together.
+5. **finish** (one worker task): hats' own writers for ``_metadata``/``_common_metadata`` (which
+   gathers every partition's footer), partition_info.csv, the skymap and the properties, and the
+   collection.properties tying catalog and margin together.
+
+Each step's tasks go to Dask as one map, biggest first (partitions and margin files by rows), so a
+step ends on small tasks on every worker.
 
 Every row is read from its standardized file once (plus ra/dec twice), and written once; margin
 rows (a fraction) once more to a shard. The partitions, their rows and their order
@@ -410,9 +414,13 @@ def write_collection(name: str, std_files: list[str], out_root: Path, client, *,
 
     comb_f = client.scatter(combined, broadcast=True)
     bar = Progress(len(parts), f"{name}: partitions", unit="partition")
-    futures = [client.submit(write_partition, i, o, p, n, sources[i], str(cat_dir), str(shard_dir),
-                             comb_f, margin_order, write_kwargs, rows_per_group, pure=False)
-               for i, (o, p, n) in enumerate(parts)]
+    # the biggest partitions first (Dask runs one map's tasks in its order), so that the stage ends
+    # on small tasks on every worker rather than on one big partition while the others wait
+    todo = sorted(range(len(parts)), key=lambda i: -parts[i][2])
+    futures = client.map(write_partition, todo, *zip(*(parts[i] for i in todo)), [sources[i] for i in todo],
+                         cat_dir=str(cat_dir), shard_dir=str(shard_dir), combined=comb_f,
+                         margin_order=margin_order, write_kwargs=write_kwargs, rows_per_group=rows_per_group,
+                         pure=False)
     margin_rows: dict[int, int] = {}
     for fut in as_completed(futures):
         for t, n in fut.result().items():
@@ -420,14 +428,18 @@ def write_collection(name: str, std_files: list[str], out_root: Path, client, *,
         fut.release()
         bar.update()
     bar.close()
-    mfut = [client.submit(write_margin, t, *combined_list[t], n, str(shard_dir), str(margin_dir),
-                          write_kwargs, rows_per_group, pure=False) for t, n in sorted(margin_rows.items())]
+    by_size = sorted(margin_rows.items(), key=lambda tn: (-tn[1], tn[0]))
+    mfut = client.map(write_margin, [t for t, _ in by_size], *zip(*(combined_list[t] for t, _ in by_size)),
+                      [n for _, n in by_size], shard_dir=str(shard_dir), margin_dir=str(margin_dir),
+                      write_kwargs=write_kwargs, rows_per_group=rows_per_group, pure=False)
     written = sum(f.result() for f in mfut)
     shutil.rmtree(out_root / "_tmp", ignore_errors=True)
 
     margin_pixels = [combined_list[t] for t in sorted(margin_rows)]
-    _finish(collection, name, margin_name, parts, margin_pixels, written, margin_arcsec, sky_order, sky,
-            threshold, row_bytes)
+    # on a worker: `_metadata` gathers every partition file's footer (row groups x columns: it grows
+    # with the catalog), which the driver never needs to hold
+    client.submit(_finish, collection, name, margin_name, parts, margin_pixels, written, margin_arcsec,
+                  sky_order, sky, threshold, row_bytes, pure=False).result()
     return {"partitions": parts, "threshold": threshold, "margin_rows": written}
 
 
