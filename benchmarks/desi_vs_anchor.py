@@ -88,6 +88,20 @@ def build_cmd(raw: Path, hub: Path, mode: str) -> list[str]:
             "--no-progress", *MODES[mode]]
 
 
+def marginal(raws: list[Path], spectra: dict, coadds: dict, median: dict) -> None:
+    """Print each run's CPU per spectrum beyond what it pays once, the slope between the first
+    and the last folder: (CPU(last) - CPU(first)) / (spectra(last) - spectra(first)). It includes
+    the added coadd files' own costs (opening them, their wavelength grids), at the folders' density."""
+    lo, hi = raws[0], raws[-1]
+    dn = spectra[hi] - spectra[lo]
+    print(f"\nmarginal CPU per spectrum, {spectra[lo]} spectra in {coadds[lo]} coadds -> {spectra[hi]} in "
+          f"{coadds[hi]} (medians)")
+    print(f"{'run':<22} {'ms/spectrum':>12} {'/ anchor':>9} {'fixed CPU s':>12}")
+    slope = {w: (median[hi, w] - median[lo, w]) / dn for (raw, w) in median if raw == lo and (hi, w) in median}
+    for w, m in slope.items():
+        print(f"{w:<22} {1e3 * m:>12.2f} {m / slope['anchor']:>9.3f} {median[lo, w] - m * spectra[lo]:>12.2f}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("raw", type=Path, nargs="+", help="raw folder(s); several: smallest first (marginal cost)")
@@ -165,15 +179,7 @@ def main(argv=None) -> None:
             print(f"{what:<22} {cpu:>14.2f} {wall:>8.1f} {1e3 * cpu / n:>12.2f} {cpu / anchor:>9.3f}  "
                   f"{min(loads):.1f}-{max(loads):.1f}")
     if len(raws) > 1:
-        lo, hi = raws[0], raws[-1]
-        dn = spectra[hi] - spectra[lo]
-        print(f"\nmarginal CPU per spectrum, {spectra[lo]} -> {spectra[hi]} spectra (medians)")
-        print(f"{'run':<22} {'ms/spectrum':>12} {'/ anchor':>9} {'fixed CPU s':>12}")
-        slope = {what: (median[hi, what] - median[lo, what]) / dn
-                 for (raw, what) in median if raw == lo and (hi, what) in median}
-        for what, m in slope.items():
-            fixed = median[lo, what] - m * spectra[lo]
-            print(f"{what:<22} {1e3 * m:>12.2f} {m / slope['anchor']:>9.3f} {fixed:>12.2f}")
+        marginal(raws, spectra, {raw: len(c) for raw, c in per_coadd.items()}, median)
     if args.json:
         args.json.write_text(json.dumps([{k: v for k, v in r.items() if k != "stdout"} for r in runs], indent=1))
 

@@ -578,3 +578,21 @@ def test_a_catalog_entry_s_partition_settings_are_its_build_defaults(dense, dask
     monkeypatch.setenv("MMU_CATALOG", str(bad))
     with pytest.raises(BuildError, match=r"catalog entry testsurvey_v1: partition .*unknown setting\(s\) margin_arc"):
         build(NAME, raw, tmp_path / "h3", client=dask_client, catalog=load_catalog())
+
+
+def test_private_worker_processes_get_a_fixed_mmap_threshold(monkeypatch):
+    """Dask's nanny fixes glibc's trim threshold, which also stops glibc from raising its mmap
+    threshold: every array of 128 KiB or more became a fresh, page-faulted mmap (a third of a
+    DESI build's worker CPU was system time). mmu's private worker processes start with a fixed
+    mmap threshold as well, and keep Dask's trim threshold; a threshold the user set wins."""
+    from mmu.engine.cluster import WORKER_MMAP_THRESHOLD, close_client, make_client, worker_environ
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    client, cluster = make_client(workers=1)
+    try:
+        env = client.run(lambda: (os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("MALLOC_TRIM_THRESHOLD_")))
+    finally:
+        close_client(client, cluster)
+    assert list(env.values()) == [(str(WORKER_MMAP_THRESHOLD), "65536")]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")  # inherited by the workers as it is
+    assert "MALLOC_MMAP_THRESHOLD_" not in worker_environ()

@@ -184,6 +184,7 @@ def test_slurm_configuration_example_in_docs_builds_a_job_script():
         assert "#SBATCH -p regular" in script and "#SBATCH -A m4000" in script
         assert "#SBATCH --cpus-per-task=4" in script and "#SBATCH --constraint=cpu" in script
         assert "--nworkers 4" in script and "--nthreads 1" in script and "--memory-limit 8.00GiB" in script
+        assert "export MALLOC_MMAP_THRESHOLD_=16777216" in script
         assert cluster.scheduler_address.startswith("tcp://")
     finally:
         cluster.close()

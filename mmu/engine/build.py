@@ -332,12 +332,12 @@ def _in_sky_order(table: pa.Table) -> pa.Table:
     an input that spans several partitions."""
     if "ra" not in table.column_names or "dec" not in table.column_names or table.num_rows < 2:
         return table
-    from mmu.engine.hats_writer import spatial_index
+    from mmu.engine.hats_writer import spatial_index, take_rows
 
     order = np.argsort(spatial_index(table), kind="stable")
     if (order[1:] > order[:-1]).all():
         return table
-    return table.take(pa.array(order))
+    return take_rows(table, order)
 
 
 def std_write_kwargs(schema: pa.Schema) -> dict:

@@ -225,6 +225,18 @@ def spatial_index(table) -> np.ndarray:
                       dtype=np.int64)
 
 
+def take_rows(table, indices):
+    """`table.take(indices)` on one chunk per column. Arrow's take on a chunked column of lists
+    is several times slower than combining the chunks first (a DESI partition of 805 spectra in
+    64-row chunks: 0.13 ms per row against 0.006 + 0.027; the chunks are what a table read one
+    row group at a time, or concatenated from shards, is made of)."""
+    import pyarrow as pa
+
+    if any(c.num_chunks > 1 for c in table.columns):
+        table = table.combine_chunks()
+    return table.take(pa.array(indices))
+
+
 def route(path: str, parts: PixelRanges) -> list[tuple[int, int, list[tuple[int, int]]]]:
     """(partition index, rows, runs of row groups holding them as [first, stop) pairs) for each
     partition the file's rows go to. Runs, not row group numbers: a chunk's rows are in sky order,
@@ -273,16 +285,19 @@ def write_partition(number: int, order: int, pixel: int, rows: int,
                 t = pf.read_row_group(g)
                 h = spatial_index(t)
                 keep = (h >> 2 * (SPATIAL_ORDER - order)) == pixel
-                pieces.append(t.filter(pa.array(keep)))
-                h29.append(h[keep])
+                whole = keep.all()  # the usual case: stage 1 wrote the rows in sky order
+                pieces.append(t if whole else t.filter(pa.array(keep)))
+                h29.append(h if whole else h[keep])
     table = pa.concat_tables(pieces) if pieces else None
+    del pieces
     if table is None or table.num_rows != rows:
         raise BuildError(f"partition Norder={order} Npix={pixel}: {0 if table is None else table.num_rows} "
                          f"rows read, {rows} planned (a standardized file changed during the build?)")
     h = np.concatenate(h29)
     order_rows = np.argsort(h, kind="stable")
-    table = table.take(pa.array(order_rows)).add_column(0, "_healpix_29", pa.array(h[order_rows]))
-    h = h[order_rows]
+    if (order_rows[1:] < order_rows[:-1]).any():
+        table, h = take_rows(table, order_rows), h[order_rows]
+    table = table.add_column(0, "_healpix_29", pa.array(h))
     target = paths.pixel_catalog_file(cat_dir, HealpixPixel(order, pixel))
     Path(target.path).parent.mkdir(parents=True, exist_ok=True)
     _write(table, target.path, write_kwargs, rows_per_group)
@@ -305,7 +320,7 @@ def write_partition(number: int, order: int, pixel: int, rows: int,
             sel = pairs[pairs[:, 0] == t_idx, 1]
             d = Path(shard_dir) / str(int(t_idx))
             d.mkdir(parents=True, exist_ok=True)
-            shard = table.take(pa.array(sel))
+            shard = take_rows(table, sel)
             tmp = d / f".{number}.parquet.tmp"
             pq.write_table(shard, tmp, **std_write_kwargs(shard.schema))
             os.replace(tmp, d / f"{number}.parquet")
@@ -331,8 +346,9 @@ def write_margin(target: int, order: int, pixel: int, rows: int, shard_dir: str,
     if table.num_rows != rows:
         raise BuildError(f"margin Norder={order} Npix={pixel}: {table.num_rows} rows in its shards, "
                          f"{rows} written")
-    h = table.column("_healpix_29").to_numpy()
-    table = table.take(pa.array(np.argsort(h, kind="stable")))
+    order_rows = np.argsort(table.column("_healpix_29").to_numpy(), kind="stable")
+    if (order_rows[1:] < order_rows[:-1]).any():
+        table = take_rows(table, order_rows)
     out = paths.pixel_catalog_file(margin_dir, HealpixPixel(order, pixel))
     Path(out.path).parent.mkdir(parents=True, exist_ok=True)
     _write(table, out.path, write_kwargs, rows_per_group)
