@@ -225,7 +225,8 @@ def _dist_of(module: str) -> set[str]:
 def _third_party_imports(folders: tuple[str, ...], optional: bool = False) -> dict[str, set[str]]:
     """top-level module -> files importing it, over the .py files of `folders`; an import inside a
     `try` that catches ImportError is optional, left out unless `optional`."""
-    local = {"mmu", "builders", "pretrain", "eval", "tests"} | {p.stem for p in (REPO / "tests").glob("*.py")}
+    local = {"mmu", "builders", "pretrain", "eval", "tests"} | {  # a test or benchmark imports its siblings
+        p.stem for folder in ("tests", "benchmarks") for p in (REPO / folder).glob("*.py")}
     found: dict[str, set[str]] = {}
     for folder in folders:
         for path in sorted((REPO / folder).rglob("*.py")):
