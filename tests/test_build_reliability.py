@@ -258,13 +258,13 @@ def test_a_rejection_marker_of_an_environment_fault_is_redone(with_overlay, refe
     real = engine._standardize_all
     planted = {}
 
-    def plant_then_run(client, entry, builder, inputs, std_dir, split_def):
+    def plant_then_run(client, entry, builder, inputs, std_dir, split_def, *rest):
         stem = engine._safe_key("field1/spectra-1.fits")
         (std_dir / f"{stem}.json").write_text(json.dumps({
             "key": "field1/spectra-1.fits", "rejected": "OSError: [Errno 28] No space left on device",
             "rows": 0, "row_rejections": []}))
         planted["yes"] = True
-        return real(client, entry, builder, inputs, std_dir, split_def)
+        return real(client, entry, builder, inputs, std_dir, split_def, *rest)
 
     engine._standardize_all = plant_then_run
     try:

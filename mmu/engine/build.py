@@ -332,12 +332,9 @@ def _in_sky_order(table: pa.Table) -> pa.Table:
     an input that spans several partitions."""
     if "ra" not in table.column_names or "dec" not in table.column_names or table.num_rows < 2:
         return table
-    from mmu.engine.hats_writer import spatial_index, take_rows
+    from mmu.engine.hats_writer import sort_rows, spatial_index
 
-    order = np.argsort(spatial_index(table), kind="stable")
-    if (order[1:] > order[:-1]).all():
-        return table
-    return take_rows(table, order)
+    return sort_rows(table, spatial_index(table))[0]
 
 
 def std_write_kwargs(schema: pa.Schema) -> dict:
@@ -606,8 +603,9 @@ def _build_locked(entry: DatasetEntry, builder: Builder, inputs: list[RawInput],
     std_dir = staging / "standardized"
     std_dir.mkdir(parents=True, exist_ok=True)
     _preload_stage2()  # the driver's stage-2 imports, while the workers standardize
+    sizes = {r["key"]: sum(f["bytes"] for f in r["files"]) for r in input_records}
     markers = _stage("standardize", name, _standardize_all, client, entry, builder, inputs,
-                     std_dir, split_def)
+                     std_dir, split_def, sizes)
     t_std = time.perf_counter() - t_start
     std = _stage("collect", name, _collect_standardized, name, inputs, markers, std_dir, strict, client)
 
@@ -774,8 +772,9 @@ def _build_key(builder: Builder, split_def: SplitDefinition, settings: Partition
 
 
 def _standardize_all(client, entry: DatasetEntry, builder: Builder, inputs: list[RawInput],
-                     std_dir: Path, split_def: SplitDefinition) -> dict[str, dict]:
-    """Stage 1: one `standardize_input` task per input; returns input key -> marker."""
+                     std_dir: Path, split_def: SplitDefinition, sizes: dict[str, int]) -> dict[str, dict]:
+    """Stage 1: one `standardize_input` task per input (`sizes`: input key -> bytes of its
+    files, as the checksum step recorded them); returns input key -> marker."""
     from dask.distributed import as_completed
 
     bar = Progress(len(inputs), f"{entry.name}: standardize")
@@ -784,7 +783,7 @@ def _standardize_all(client, entry: DatasetEntry, builder: Builder, inputs: list
     # largest inputs first (Dask runs a map's tasks in its order): the stage ends on small tasks,
     # not on one big input read by one worker while the others wait (an input's markers are keyed,
     # and the first-input-keeps-an-id rule uses the input order, not this one)
-    todo = sorted(inputs, key=_input_bytes, reverse=True)
+    todo = sorted(inputs, key=lambda i: sizes[i.key], reverse=True)
     futures = client.map(standardize_input, [ref] * n, [builder.options()] * n, todo,
                          [str(std_dir)] * n, [split_def.as_dict()] * n, pure=False)
     which = {f.key: item for f, item in zip(futures, todo, strict=True)}
@@ -807,17 +806,6 @@ def _standardize_all(client, entry: DatasetEntry, builder: Builder, inputs: list
             raise e  # the task's own one-line error, or a bug (its traceback with -v)
         raise BuildError(_task_failure(entry.name, which[failed[0].key], e)) from e
     return markers
-
-
-def _input_bytes(item: RawInput) -> int:
-    """The size of an input's files (0 for one that cannot be read: its task reports why)."""
-    total = 0
-    for p in item.paths:
-        try:
-            total += os.path.getsize(p)
-        except OSError:
-            pass
-    return total
 
 
 def _task_failure(name: str, item: RawInput, e: BaseException) -> str:

@@ -237,6 +237,15 @@ def take_rows(table, indices):
     return table.take(pa.array(indices))
 
 
+def sort_rows(table, key: np.ndarray):
+    """`table` and `key` in stable ascending order of `key`, both returned as they are when
+    already in order (stage 1 writes its chunks in sky order, so a partition or margin often is)."""
+    order = np.argsort(key, kind="stable")
+    if (order[1:] > order[:-1]).all():
+        return table, key
+    return take_rows(table, order), key[order]
+
+
 def route(path: str, parts: PixelRanges) -> list[tuple[int, int, list[tuple[int, int]]]]:
     """(partition index, rows, runs of row groups holding them as [first, stop) pairs) for each
     partition the file's rows go to. Runs, not row group numbers: a chunk's rows are in sky order,
@@ -293,10 +302,7 @@ def write_partition(number: int, order: int, pixel: int, rows: int,
     if table is None or table.num_rows != rows:
         raise BuildError(f"partition Norder={order} Npix={pixel}: {0 if table is None else table.num_rows} "
                          f"rows read, {rows} planned (a standardized file changed during the build?)")
-    h = np.concatenate(h29)
-    order_rows = np.argsort(h, kind="stable")
-    if (order_rows[1:] < order_rows[:-1]).any():
-        table, h = take_rows(table, order_rows), h[order_rows]
+    table, h = sort_rows(table, np.concatenate(h29))
     table = table.add_column(0, "_healpix_29", pa.array(h))
     target = paths.pixel_catalog_file(cat_dir, HealpixPixel(order, pixel))
     Path(target.path).parent.mkdir(parents=True, exist_ok=True)
@@ -346,9 +352,7 @@ def write_margin(target: int, order: int, pixel: int, rows: int, shard_dir: str,
     if table.num_rows != rows:
         raise BuildError(f"margin Norder={order} Npix={pixel}: {table.num_rows} rows in its shards, "
                          f"{rows} written")
-    order_rows = np.argsort(table.column("_healpix_29").to_numpy(), kind="stable")
-    if (order_rows[1:] < order_rows[:-1]).any():
-        table = take_rows(table, order_rows)
+    table, _ = sort_rows(table, table.column("_healpix_29").to_numpy())
     out = paths.pixel_catalog_file(margin_dir, HealpixPixel(order, pixel))
     Path(out.path).parent.mkdir(parents=True, exist_ok=True)
     _write(table, out.path, write_kwargs, rows_per_group)
