@@ -22,7 +22,6 @@ import numpy as np
 from mmu.eval.embed import CheckpointEmbedder, _source_sha256
 from mmu.eval.protocols import gallery_order
 from mmu.eval.results import sha256_ids
-from mmu.eval.tasks import iter_samples
 
 
 def random_weights_checkpoint(cfg, out_dir: Path, seed: int = 0) -> Path:
@@ -49,10 +48,21 @@ def random_weights_checkpoint(cfg, out_dir: Path, seed: int = 0) -> Path:
 
 
 class _ConfigInputs:
-    """Collate + preprocess of the config's modality columns (the encoders' exact inputs)."""
+    """Collate + preprocess of the config's modality columns (the encoders' exact inputs), and
+    the train rows a baseline is fitted on, read in parallel (`mmu.eval.loader`).
 
-    def __init__(self, cfg):
+    Args:
+        cfg: the pretraining config (input columns and shapes).
+        device: where the baseline computes ("cuda", "cpu", ...; default: a GPU when there is
+            one). With a GPU, DataLoader workers read and collate the rows
+            (`mmu.eval.loader.default_workers`).
+    """
+
+    def __init__(self, cfg, device: str | None = None):
+        import torch
+
         self.cfg = cfg
+        self.device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def collate(self, samples, column):
         """`samples`' values of `column` collated to the config's shapes (the trainer's collator)."""
@@ -82,33 +92,46 @@ class _ConfigInputs:
         """The config's input columns and their modality kinds."""
         return {c: m.kind for c, m in self.cfg.model.modalities.items()}
 
+    def train_inputs(self, group, model_column, batch_rows: int = 256):
+        """The train rows of every task in `group` (each object once), as `(batches, ids)`:
+        `batches()` yields (object ids, collated inputs of `model_column`) dataset by dataset, in
+        the files' row order whatever the number of loader workers; `ids` are the sorted ids."""
+        from mmu.eval.loader import default_workers, iter_inputs
+
+        per_dataset: dict = {}
+        for d, column in group:
+            key = (d.task.hub_name, column)
+            entry = per_dataset.setdefault(key, (d.files["train"], set()))
+            entry[1].update(d.ids["train"].tolist())
+        all_ids = sorted({i for _, ids in per_dataset.values() for i in ids})
+        workers = default_workers(self.device)
+
+        def batches():
+            seen: set = set()
+            for (_name, column), (files, wanted) in per_dataset.items():
+                for oids, inputs in iter_inputs(self, files, "train", column, model_column, batch_rows, workers):
+                    keep = [i for i, o in enumerate(oids) if o in wanted and o not in seen]
+                    if not keep:
+                        continue
+                    if len(keep) < len(oids):
+                        oids, inputs = [oids[i] for i in keep], take_rows(inputs, keep)
+                    seen.update(oids)
+                    yield oids, inputs
+        return batches, all_ids
+
+
+def take_rows(inputs: dict, rows) -> dict:
+    """Collated inputs of `rows` (positions) only."""
+    import torch
+
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    return {k: v[idx] if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
 
 def _flat(x: dict):
     """Raw flux as collated (cropped / padded to the config's shapes), bad values zeroed."""
     v = x["flux"].masked_fill(x["mask"], 0.0)
-    return np.nan_to_num(v.reshape(len(v), -1).numpy().astype(np.float32))
-
-
-def _train_batches(group, model_column, batch_rows=256):
-    """(object ids, samples renamed to `model_column`) of the train rows of every task in `group`,
-    dataset by dataset, each object once; and the sorted ids."""
-    per_dataset: dict = {}
-    for d, column in group:
-        key = (d.task.hub_name, column)
-        entry = per_dataset.setdefault(key, (d.files["train"], set()))
-        entry[1].update(d.ids["train"].tolist())
-    all_ids = sorted({i for _, ids in per_dataset.values() for i in ids})
-
-    def batches():
-        seen = set()
-        for (_name, column), (files, wanted) in per_dataset.items():
-            for oids, samples in iter_samples(files, "train", column, batch_rows):
-                rows = [(o, _as(s, column, model_column)) for o, s in zip(oids, samples, strict=False)
-                        if o in wanted and o not in seen]
-                seen.update(o for o, _ in rows)
-                if rows:
-                    yield [o for o, _ in rows], [s for _, s in rows]
-    return batches, all_ids
+    return np.nan_to_num(v.reshape(len(v), -1).cpu().numpy().astype(np.float32))
 
 
 class RawPCAEmbedder(_ConfigInputs):
@@ -119,13 +142,15 @@ class RawPCAEmbedder(_ConfigInputs):
         cfg: the pretraining config (input columns and shapes).
         n_components: PCA components (fewer when the fit set is smaller).
         max_fit_rows: the most train rows a PCA is fitted on.
+        device: as for `_ConfigInputs` (the PCA itself runs on the CPU; a GPU machine gets
+            loader workers).
     """
 
     kind = "baseline"
     aligned = False  # one PCA per column: no shared space, so no retrieval
 
-    def __init__(self, cfg, n_components: int = 64, max_fit_rows: int = 5000):
-        super().__init__(cfg)
+    def __init__(self, cfg, n_components: int = 64, max_fit_rows: int = 5000, device: str | None = None):
+        super().__init__(cfg, device)
         self.n_components, self.max_fit_rows = n_components, max_fit_rows
         self.pca: dict = {}
         self.fits: dict = {}
@@ -134,13 +159,13 @@ class RawPCAEmbedder(_ConfigInputs):
         """Fit the PCA of `model_column` on the train rows of every (task data, column) in `group`."""
         from sklearn.decomposition import PCA
 
-        batches, ids = _train_batches(group, model_column)
+        batches, ids = self.train_inputs(group, model_column)
         keep = set(np.asarray(ids)[gallery_order(ids)[:self.max_fit_rows]].tolist())
         feats = []
-        for oids, samples in batches():
-            rows = [s for o, s in zip(oids, samples, strict=False) if o in keep]
+        for oids, inputs in batches():
+            rows = [i for i, o in enumerate(oids) if o in keep]
             if rows:
-                feats.append(_flat(self.collate(rows, model_column)))
+                feats.append(_flat(inputs if len(rows) == len(oids) else take_rows(inputs, rows)))
         x = np.concatenate(feats)
         k = min(self.n_components, x.shape[0], x.shape[1])
         self.pca[model_column] = PCA(n_components=k, svd_solver="full").fit(x)
@@ -160,13 +185,13 @@ class RawPCAEmbedder(_ConfigInputs):
         return {"name": "baseline-raw-pca", "fits": self.fits, "config": self.cfg.to_dict(),
                 "training_manifest": None}
 
+    def embed_batch(self, inputs, column, which):
+        """float32 [n, D] embeddings of collated `inputs` of `column` (`which` is ignored)."""
+        return self.pca[column].transform(_flat(inputs)).astype(np.float32)
+
     def embed(self, samples, column, which):
         """float32 [n, D] embeddings of `samples`' `column` (`which` is ignored: one output)."""
-        return self.pca[column].transform(_flat(self.collate(samples, column))).astype(np.float32)
-
-
-def _as(sample, column, model_column):
-    return sample if column == model_column else {"object_id": sample["object_id"], model_column: sample[column]}
+        return self.embed_batch(self.collate(samples, column), column, which)
 
 
 class SupervisedEmbedder(_ConfigInputs):
@@ -174,22 +199,39 @@ class SupervisedEmbedder(_ConfigInputs):
     labels of every task reading that column (standardised regression targets with MSE,
     classes with cross-entropy, one head per task); its backbone features are the embedding.
 
+    A training step takes the task rows among up to `batch_size` consecutive rows of one file
+    (so fewer where a partition holds other splits or rows no task keeps), in the files' row
+    order: the same on any device and with any number of loader workers. Steps run on `device`:
+    on a GPU under bf16 autocast by default, with DataLoader workers reading and collating rows.
+
     Args:
         cfg: the pretraining config (encoders, input columns and shapes).
         epochs: training epochs.
         batch_size: rows per step.
         lr: AdamW learning rate.
         seed: torch seed of the initialisation.
+        device: "cuda", "cpu", ... (default: a GPU when there is one).
+        precision: "fp32", "bf16" (autocast) or "auto" (bf16 on a GPU, fp32 on a CPU).
     """
 
     kind = "baseline"
     aligned = False  # one encoder per column: no shared space, so no retrieval
 
-    def __init__(self, cfg, epochs: int = 5, batch_size: int = 64, lr: float = 1e-3, seed: int = 0):
-        super().__init__(cfg)
+    def __init__(self, cfg, epochs: int = 5, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                 device: str | None = None, precision: str = "auto"):
+        from mmu.eval.embed import resolve_precision
+
+        super().__init__(cfg, device)
         self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, lr, seed
+        self.precision = resolve_precision(precision, self.device)
         self.encoders: dict = {}
         self.fits: dict = {}
+
+    def _on_device(self, inputs: dict) -> dict:
+        import torch
+
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in inputs.items()}
 
     def prepare(self, group, model_column):
         """Train the encoder of `model_column` on the train labels of every task in `group`.
@@ -200,6 +242,8 @@ class SupervisedEmbedder(_ConfigInputs):
         import torch
         from torch import nn
 
+        from mmu.eval.embed import autocast
+        from mmu.pretrain.preprocess import preprocess
         from mmu.pretrain.registry import build_encoder
 
         torch.manual_seed(self.seed)
@@ -219,24 +263,27 @@ class SupervisedEmbedder(_ConfigInputs):
                 heads.append(nn.Linear(enc.width, len(classes)))
         if not heads:
             raise ValueError(f"no regression or classification task reads {model_column}; nothing to supervise")
+        enc.to(self.device)
+        heads.to(self.device)
         opt = torch.optim.AdamW(list(enc.parameters()) + list(heads.parameters()), lr=self.lr)
-        batches, ids = _train_batches(group, model_column, self.batch_size)
+        batches, ids = self.train_inputs(group, model_column, self.batch_size)
         enc.train()
         for _ in range(self.epochs):
-            for oids, samples in batches():
-                rows = list(zip(oids, samples, strict=False))
-                feats = enc(self.inputs([s for _, s in rows], model_column))
+            for oids, inputs in batches():
+                with autocast(self.device, self.precision):
+                    feats = enc(preprocess(m.kind, self._on_device(inputs)))
                 loss = 0.0
                 for (kind, lab, _), head in zip(targets, heads, strict=False):
-                    have = [i for i, (o, _) in enumerate(rows) if o in lab]
+                    have = [i for i, o in enumerate(oids) if o in lab]
                     if not have:
                         continue
-                    out = head(feats[have])
+                    with autocast(self.device, self.precision):
+                        out = head(feats[torch.as_tensor(have, device=feats.device)]).float()
                     if kind == "regression":
-                        y = torch.tensor([lab[rows[i][0]] for i in have], dtype=torch.float32)
+                        y = torch.tensor([lab[oids[i]] for i in have], dtype=torch.float32, device=out.device)
                         loss = loss + nn.functional.mse_loss(out[:, 0], y)
                     else:
-                        y = torch.tensor([lab[rows[i][0]] for i in have], dtype=torch.long)
+                        y = torch.tensor([lab[oids[i]] for i in have], dtype=torch.long, device=out.device)
                         loss = loss + nn.functional.cross_entropy(out, y)
                 opt.zero_grad()
                 loss.backward()
@@ -244,10 +291,12 @@ class SupervisedEmbedder(_ConfigInputs):
         enc.eval()
         self.encoders[model_column] = enc
         buf = io.BytesIO()
-        torch.save(enc.state_dict(), buf)
+        torch.save({k: v.cpu() for k, v in enc.state_dict().items()}, buf)
         self.fits[model_column] = {"tasks": [d.task.name for d, _ in group],
                                    "ids_sha256": sha256_ids(ids),
                                    "weights_sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
+        if self.precision != "fp32":  # fp32 fits keep their earlier identity
+            self.fits[model_column]["precision"] = self.precision
 
     @property
     def sha256(self) -> str:
@@ -261,17 +310,27 @@ class SupervisedEmbedder(_ConfigInputs):
         return {"name": "baseline-supervised", "fits": self.fits, "config": self.cfg.to_dict(),
                 "training_manifest": None}
 
-    def embed(self, samples, column, which):
-        """float32 [n, D] embeddings of `samples`' `column` (`which` is ignored: one output)."""
+    def embed_batch(self, inputs, column, which):
+        """float32 [n, D] backbone features of collated `inputs` of `column` (`which` is ignored),
+        on the device, in inference mode (bf16 autocast when `precision` is bf16)."""
         import torch
 
-        with torch.no_grad():
-            return self.encoders[column](self.inputs(samples, column)).float().numpy()
+        from mmu.eval.embed import autocast
+        from mmu.pretrain.preprocess import preprocess
+
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            out = self.encoders[column](preprocess(self.cfg.model.modalities[column].kind, self._on_device(inputs)))
+        return out.float().cpu().numpy()
+
+    def embed(self, samples, column, which):
+        """float32 [n, D] embeddings of `samples`' `column` (`which` is ignored: one output)."""
+        return self.embed_batch(self.collate(samples, column), column, which)
 
 
 def run_baselines(cfg, hub, out: Path, *, kinds=("random-weights", "raw-pca", "supervised"),
                   task_names=None, cache_dir=None, column_map=None, supervised_epochs: int = 5,
-                  protocol_names=None) -> dict[str, list[dict]]:
+                  protocol_names=None, device: str | None = None,
+                  supervised_batch_size: int = 64) -> dict[str, list[dict]]:
     """Evaluate each baseline on the tasks, like any model (`mmu.eval.run.run_tasks`).
 
     Args:
@@ -285,7 +344,9 @@ def run_baselines(cfg, hub, out: Path, *, kinds=("random-weights", "raw-pca", "s
             fitted afresh each time).
         column_map: dataset column -> model column, where the names differ.
         supervised_epochs: training epochs of the supervised encoders.
+        supervised_batch_size: rows per training step of the supervised encoders.
         protocol_names: protocols to run (default: each task's own).
+        device: where the baselines compute (default: a GPU when there is one).
 
     Returns:
         {kind: its results}.
@@ -303,12 +364,12 @@ def run_baselines(cfg, hub, out: Path, *, kinds=("random-weights", "raw-pca", "s
     for kind in kinds:
         if kind == "random-weights":
             path = random_weights_checkpoint(cfg, out / "baseline-random-weights" / "checkpoint")
-            emb = CheckpointEmbedder(path)
+            emb = CheckpointEmbedder(path, device=device)
             emb.kind = "baseline"
         elif kind == "raw-pca":
-            emb = RawPCAEmbedder(cfg)
+            emb = RawPCAEmbedder(cfg, device=device)
         elif kind == "supervised":
-            emb = SupervisedEmbedder(cfg, epochs=supervised_epochs)
+            emb = SupervisedEmbedder(cfg, epochs=supervised_epochs, batch_size=supervised_batch_size, device=device)
         else:
             raise ValueError(f"unknown baseline {kind!r}; one of random-weights, raw-pca, supervised")
         name = f"baseline-{kind}"

@@ -254,6 +254,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     b.add_argument("--kinds", nargs="+", default=["random-weights", "raw-pca", "supervised"],
                    choices=["random-weights", "raw-pca", "supervised"])
     b.add_argument("--epochs", type=int, default=5, help="supervised training epochs (default 5)")
+    b.add_argument("--device", default=None, help=DEVICE_HELP.replace("embed on", "train and embed on"))
+    b.add_argument("--batch-size", type=int, default=64,
+                   help="supervised: the rows of a file read per training step (default 64)")
     b.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides of the config, dotted keys with YAML values (as `mmu pretrain --set`), "
                         "e.g. --set data.batch_size=16")
@@ -512,7 +515,8 @@ def run_baselines(args) -> int:
     with task_overlays(args.tasks) as task_names:
         try:
             go(cfg, args.hub, Path(args.out), kinds=tuple(args.kinds), task_names=task_names,
-               cache_dir=_cache(args), column_map=column_map, supervised_epochs=args.epochs)
+               cache_dir=_cache(args), column_map=column_map, supervised_epochs=args.epochs,
+               device=args.device, supervised_batch_size=args.batch_size)
         except (TaskError, ProtocolError, FileNotFoundError, KeyError) as e:
             return _fail(e)
     return 0

@@ -241,6 +241,34 @@ def _rename(sample: dict, column: str, model_column: str) -> dict:
 # ------------------------------------------------------------------------- trainer checkpoints
 
 
+def resolve_precision(precision: str, device: str) -> str:
+    """"fp32" or "bf16" of a precision setting: "auto" is bf16 on a GPU, fp32 elsewhere.
+
+    Raises:
+        ValueError: an unknown precision.
+
+    Example:
+        >>> resolve_precision("auto", "cuda:0"), resolve_precision("auto", "cpu")
+        ('bf16', 'fp32')
+    """
+    if precision == "auto":
+        precision = "bf16" if str(device).startswith("cuda") else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32, bf16 or auto, got {precision!r}")
+    return precision
+
+
+def autocast(device: str, precision: str):
+    """bf16 autocast on `device` when `precision` is "bf16", else a no-op context."""
+    import contextlib
+
+    import torch
+
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=str(device).split(":")[0], dtype=torch.bfloat16)
+
+
 def _source_sha256(*modules) -> str:
     h = hashlib.sha256()
     for m in modules:
@@ -277,11 +305,7 @@ class CheckpointEmbedder:
         self.path = Path(self.p.path) if path else None  # a run folder resolves to its checkpoint file
         self.sha256 = self.p.sha256
         self.device = str(self.p.device)
-        if precision == "auto":
-            precision = "bf16" if self.device.startswith("cuda") else "fp32"
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32, bf16 or auto, got {precision!r}")
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)
         self._compiled: dict = {} if compile else None
 
     @property
@@ -315,8 +339,6 @@ class CheckpointEmbedder:
     def embed_batch(self, inputs: dict, column: str, which: str) -> np.ndarray:
         """float32 [rows, D] embeddings of collated `inputs`, on the model's device, in inference
         mode, under bf16 autocast when `precision` is bf16."""
-        import contextlib
-
         import torch
 
         model = self.p.model
@@ -325,9 +347,7 @@ class CheckpointEmbedder:
         encode = model.encode
         if self._compiled is not None:
             encode = self._compiled.setdefault(column, torch.compile(model.encode))
-        amp = (torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
-               if self.precision == "bf16" else contextlib.nullcontext())
-        with torch.inference_mode(), amp:
+        with torch.inference_mode(), autocast(self.device, self.precision):
             out = encode(column, x, project=(which == "projection"))
         return out.float().cpu().numpy()
 

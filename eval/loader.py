@@ -262,57 +262,107 @@ class HubRows(IterableDataset):
         spec: the model's `ModalityConfig` of `model_column` when `collate` is the trainer's
             collator (`model_spec`): images and fixed-length spectra are then read and collated
             as whole arrays (`collate_arrays`); None: every batch row by row through `collate`.
+        mark_units: after each unit also yield `(unit, None, [], None)`, its end, so that the
+            batches can be streamed in unit order whatever the number of workers (`in_unit_order`).
     """
 
     def __init__(self, units, split: str, column: str, model_column: str, batch_rows: int,
-                 collate: Callable, spec=None):
+                 collate: Callable, spec=None, mark_units: bool = False):
         self.units, self.split, self.column = units, split, column
         self.model_column, self.batch_rows, self.collate = model_column, batch_rows, collate
         self.spec = spec
+        self.mark_units = mark_units
 
     def __iter__(self) -> Iterator:
-        from mmu.eval.tasks import table_samples
-
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         # in a worker, one thread: the parallelism is the workers (16 workers x 16 Arrow threads
         # on 16 cores only thrash)
         threads = info is None
         layouts: dict[str, tuple | None] = {}
-        for u, (path, groups) in enumerate(self.units):
-            if u % nw != wid:
+        for u in range(wid, len(self.units), nw):
+            yield from self._unit(u, threads, layouts)
+            if self.mark_units:
+                yield u, None, [], None
+
+    def _unit(self, u: int, threads: bool, layouts: dict) -> Iterator:
+        from mmu.eval.tasks import table_samples
+
+        path, groups = self.units[u]
+        if path not in layouts:
+            layouts[path] = block_layout(self.spec, path, self.column) if self.spec is not None else None
+        layout = layouts[path]
+        # only the fields the collator reads (a spectrum's lsf_sigma is a fifth of its bytes)
+        wanted = [f"{self.column}.{f}" for f in layout[0]] if layout else [self.column]
+        t = pq.ParquetFile(path).read_row_groups(groups, columns=["object_id", SPLIT_COLUMN, *wanted],
+                                                 use_threads=threads)
+        for s in range(0, t.num_rows, self.batch_rows):
+            part = t.slice(s, self.batch_rows)
+            if layout:
+                oids, arrays = batch_arrays(part, self.split, self.column, *layout, path)
+                if oids:
+                    yield u, s, oids, collate_arrays(self.spec, self.model_column, arrays, oids)
                 continue
-            if path not in layouts:
-                layouts[path] = block_layout(self.spec, path, self.column) if self.spec is not None else None
-            layout = layouts[path]
-            # only the fields the collator reads (a spectrum's lsf_sigma is a fifth of its bytes)
-            wanted = [f"{self.column}.{f}" for f in layout[0]] if layout else [self.column]
-            t = pq.ParquetFile(path).read_row_groups(groups, columns=["object_id", SPLIT_COLUMN, *wanted],
-                                                     use_threads=threads)
-            for s in range(0, t.num_rows, self.batch_rows):
-                part = t.slice(s, self.batch_rows)
-                if layout:
-                    oids, arrays = batch_arrays(part, self.split, self.column, *layout, path)
-                    if oids:
-                        yield u, s, oids, collate_arrays(self.spec, self.model_column, arrays, oids)
-                    continue
-                oids, samples = table_samples(part, self.split, self.column, path)
-                if not oids:
-                    continue
-                if self.model_column != self.column:
-                    samples = [{"object_id": x["object_id"], self.model_column: x[self.column]} for x in samples]
-                yield u, s, oids, self.collate(samples, self.model_column)
+            oids, samples = table_samples(part, self.split, self.column, path)
+            if not oids:
+                continue
+            if self.model_column != self.column:
+                samples = [{"object_id": x["object_id"], self.model_column: x[self.column]} for x in samples]
+            yield u, s, oids, self.collate(samples, self.model_column)
 
 
 def model_spec(embedder, model_column: str):
     """The `ModalityConfig` of `model_column` when `embedder` collates with the trainer's collator
-    unchanged (a `CheckpointEmbedder`, not a subclass with its own `collate`), else None."""
+    unchanged (a `CheckpointEmbedder` or a config baseline of `mmu.eval.baselines`, not a subclass
+    with its own `collate`), else None."""
+    from mmu.eval.baselines import _ConfigInputs
     from mmu.eval.embed import CheckpointEmbedder
 
-    if getattr(type(embedder), "collate", None) is not CheckpointEmbedder.collate:
-        return None
-    mods = embedder.p.config.model.modalities
-    return mods.get(model_column)
+    collate = getattr(type(embedder), "collate", None)
+    if collate is CheckpointEmbedder.collate:
+        return embedder.p.config.model.modalities.get(model_column)
+    if collate is _ConfigInputs.collate:
+        return embedder.cfg.model.modalities.get(model_column)
+    return None
+
+
+def in_unit_order(items: Iterator) -> Iterator:
+    """`HubRows(..., mark_units=True)` items, from any number of workers, back in unit order:
+    each unit's batches (which one worker yields in order) are held until every earlier unit has
+    ended. The end markers are dropped."""
+    pending: dict[int, list] = {}
+    ended: set[int] = set()
+    nxt = 0
+    for item in items:
+        u = int(item[0])
+        if item[1] is None:
+            ended.add(u)
+        else:
+            pending.setdefault(u, []).append(item)
+        while True:
+            yield from pending.pop(nxt, ())
+            if nxt not in ended:
+                break
+            ended.discard(nxt)
+            nxt += 1
+
+
+def iter_inputs(embedder, files: list[Path], split: str, column: str, model_column: str, batch_rows: int,
+                num_workers: int) -> Iterator[tuple[list[str], dict]]:
+    """(object ids, collated inputs) of the rows of `split` having `column`, at most `batch_rows` a
+    batch, read and collated by `num_workers` DataLoader workers (0: in this process) and yielded
+    in the files' row order whatever the number of workers. The tensors are pinned when
+    `embedder.device` is a GPU.
+
+    `embedder` provides `collate(samples, column)` (runs in the workers)."""
+    units = plan_units(files, batch_rows)
+    ds = HubRows(units, split, column, model_column, batch_rows, embedder.collate,
+                 spec=model_spec(embedder, model_column), mark_units=True)
+    pin = str(getattr(embedder, "device", "cpu")).startswith("cuda")
+    loader = DataLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin,
+                        prefetch_factor=4 if num_workers else None)
+    for _u, _s, oids, inputs in in_unit_order(iter(loader)):
+        yield oids, inputs
 
 
 def default_workers(device: str) -> int:
@@ -333,20 +383,14 @@ def embed_rows(embedder, files: list[Path], split: str, column: str, model_colum
 
     `embedder` provides `collate(samples, column)` (runs in the workers) and `embed_batch(inputs,
     column, which)` (runs here, on its device)."""
-    units = plan_units(files, batch_rows)
-    ds = HubRows(units, split, column, model_column, batch_rows, embedder.collate,
-                 spec=model_spec(embedder, model_column))
-    pin = str(getattr(embedder, "device", "cpu")).startswith("cuda")
-    loader = DataLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin,
-                        prefetch_factor=4 if num_workers else None)
+    ids: list[str] = []
     parts = []
-    for u, s, oids, inputs in loader:
+    for oids, inputs in iter_inputs(embedder, files, split, column, model_column, batch_rows, num_workers):
         emb = np.asarray(embedder.embed_batch(inputs, model_column, which), np.float32)
         if emb.ndim != 2 or len(emb) < len(oids):
             raise ValueError(f"embedder returned shape {emb.shape} for {len(oids)} samples")
-        parts.append(((u, s), oids, emb[:len(oids)]))
-    parts.sort(key=lambda p: p[0])
+        ids += oids
+        parts.append(emb[:len(oids)])
     if not parts:
         return np.array([], object), np.zeros((0, 0), np.float32)
-    ids = np.asarray([o for _, oids, _ in parts for o in oids], dtype=object).astype(str)
-    return ids, np.concatenate([e for _, _, e in parts])
+    return np.asarray(ids, dtype=object).astype(str), np.concatenate(parts)

@@ -139,12 +139,15 @@ def test_eval_baselines_takes_the_same_overrides(monkeypatch, tmp_path, capsys):
     from mmu.pretrain.config import config_dir
 
     seen = {}
-    monkeypatch.setattr(B, "run_baselines", lambda cfg, *a, **k: seen.update(cfg=cfg) or [])
+    monkeypatch.setattr(B, "run_baselines", lambda cfg, *a, **k: seen.update(cfg=cfg, **k) or [])
     base = ["eval", "baselines", "--config", str(config_dir() / "tiny_cpu.yaml"), "--hub", str(tmp_path),
             "--out", str(tmp_path / "out")]
     assert main([*base, "--set", "data.train=[a,b]", "train.steps=100", "--set", "optim.lr=3e-4"]) == 0
     cfg = seen["cfg"]
     assert cfg.data.train == ["a", "b"] and cfg.train.steps == 100 and cfg.optim.lr == 3e-4
+    assert seen["device"] is None  # a GPU when there is one
+    assert main([*base, "--device", "cpu", "--epochs", "2", "--batch-size", "16"]) == 0
+    assert seen["device"] == "cpu" and seen["supervised_epochs"] == 2 and seen["supervised_batch_size"] == 16
     assert main([*base, "--set", "=1"]) == 2
     assert "the key before '=' is empty" in capsys.readouterr().err
 

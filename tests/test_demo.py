@@ -164,6 +164,13 @@ def test_every_size_trains_on_what_the_demo_builds(size, tmp_path):
     assert cfg.model.modalities["desi_spectrum"].length == NPIX
     assert cfg.train.steps == SIZES[size].pretrain_steps
     assert cfg.data.train == [str(tmp_path / "demo" / "shards" / "train")]
+    # the learning rate reaches its peak by the last step, a checkpoint is written, and the
+    # simulator takes the size's footprint (medium asked for 400 fields, 100 more than it places)
+    assert cfg.optim.warmup_steps <= cfg.train.steps and cfg.train.ckpt_every <= cfg.train.steps
+    from mmu.sim.footprint import parse_footprint
+
+    s = SIZES[size]
+    assert parse_footprint(f"fields:{s.fields}", s.galaxies).n_fields == s.fields
 
 
 def test_report_page_from_a_summary(tmp_path, monkeypatch):
@@ -260,3 +267,32 @@ def test_report_figures_ignore_a_global_usetex(tmp_path, monkeypatch):
     page = report.write_report(tmp_path, summary)
     assert page.read_text().count("data:image/png;base64,") == 1  # the training curve, drawn
     assert matplotlib.rcParams["text.usetex"] is True  # the caller's settings are left as they were
+
+
+def test_until_stops_after_a_stage_and_the_next_run_goes_on(tmp_path, monkeypatch):
+    """`mmu demo --until export` makes the data (e.g. on a CPU machine) and writes no report; the
+    same command without it reuses those stages and runs the rest."""
+    from mmu.cli import main
+    from mmu.cli.demo import STAGE_NAMES
+    from mmu.demo import report
+    from mmu.demo.run import STAGES, Demo
+
+    assert STAGE_NAMES == STAGES
+    ran = []
+    for name, method in (("sim", "sim"), ("build", "build_all"), ("crossmatch", "crossmatch_all"),
+                         ("export", "export_all"), ("pretrain", "pretrain")):
+        monkeypatch.setattr(Demo, method, lambda self, n=name: ran.append(n) or {"checkpoint": "ck"})
+    monkeypatch.setattr(Demo, "evaluate", lambda self, ckpt: ran.append(f"eval {ckpt}") or {})
+    monkeypatch.setattr(report, "write_report", lambda out, summary: out / "report.html")
+    monkeypatch.setattr("mmu.cli.demo.require_extra", lambda *a: None)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--size", "tiny", "--until", "export", "--workers", "1"]) == 0
+    assert ran == ["sim", "build", "crossmatch", "export"]
+    assert sorted(p.stem for p in (out / "stages").glob("*.json")) == ["build", "crossmatch", "export", "sim"]
+    assert json.loads((out / "demo.json").read_text())["report"] is None
+    ran.clear()
+    summary = Demo(out, "tiny", workers=1).run()
+    assert ran == ["pretrain", "eval ck"] and summary["reused"] == ["sim", "build", "crossmatch", "export"]
+    assert summary["report"] == str(out / "report.html")
+    with pytest.raises(ValueError, match="until must be one of"):
+        Demo(out, "tiny").run(until="report")

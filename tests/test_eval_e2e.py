@@ -270,6 +270,86 @@ def test_baselines(world, tmp_path):
     assert pca["model"]["fits"]["testsurvey_spectrum"]["fit_rows"] == pca["splits"]["train"]["count"]
 
 
+def _toy_task(world):
+    from mmu.eval.tasks import open_task
+    from mmu.registry.catalog import load_catalog
+
+    return open_task(load_catalog().task("ToyMag.v1"), world["hub"])
+
+
+def test_raw_pca_through_the_loader_equals_a_fit_on_the_collated_rows(world):
+    """The raw-PCA baseline reads its train rows through the parallel loader; the PCA equals one
+    fitted on the same rows collated one by one (the trainer's collator, the first 5,000 by
+    sha256 of the id), and the loader's embeddings equal the per-row ones."""
+    from sklearn.decomposition import PCA
+
+    from mmu.eval.baselines import RawPCAEmbedder, _flat
+    from mmu.eval.embed import embed_split
+    from mmu.eval.protocols import gallery_order
+    from mmu.eval.tasks import iter_samples
+    from mmu.pretrain.data import Collator
+
+    col = "testsurvey_spectrum"
+    d = _toy_task(world)
+    emb = RawPCAEmbedder(world["cfg"], n_components=8, max_fit_rows=300, device="cpu")
+    emb.prepare([(d, col)], col)
+    wanted = set(d.ids["train"].tolist())
+    ids = sorted(wanted)
+    keep = set(np.asarray(ids)[gallery_order(ids)[:300]].tolist())
+    spec = {col: world["cfg"].model.modalities[col]}
+    rows = [s for _, samples in iter_samples(d.files["train"], "train", col, 100) for s in samples
+            if s["object_id"] in keep]
+    x = _flat(Collator(spec, len(rows))(rows)[col])
+    ref = PCA(n_components=8, svd_solver="full").fit(x)
+    assert len(rows) == 300 == emb.fits[col]["fit_rows"]
+    np.testing.assert_allclose(emb.pca[col].components_, ref.components_, rtol=1e-5, atol=1e-6)
+    got_ids, got, _ = embed_split(emb, d.files["test"], "toy_pair", "rev", "test", col, "backbone", None)
+    test_rows = [s for _, samples in iter_samples(d.files["test"], "test", col, 64) for s in samples]
+    np.testing.assert_array_equal(got_ids, [s["object_id"] for s in test_rows])
+    # float32 sums over a batch of 64 against one of all rows
+    np.testing.assert_allclose(got, emb.embed(test_rows, col, "backbone"), rtol=1e-5, atol=1e-4)
+
+
+def test_supervised_training_does_not_depend_on_loader_workers(world, monkeypatch):
+    """The supervised baseline reads its train rows through the loader in the batches the
+    single-process path made (the task's rows among each 48 rows of a file, in the files' order):
+    0 or 2 workers train the same weights; its loader embeddings equal the per-row ones."""
+    from mmu.eval.baselines import SupervisedEmbedder
+    from mmu.eval.embed import embed_split
+    from mmu.eval.tasks import iter_samples
+
+    col = "testsurvey_spectrum"
+    d = _toy_task(world)
+    wanted = set(d.ids["train"].tolist())
+    before = [[o for o in oids if o in wanted] for oids, _ in iter_samples(d.files["train"], "train", col, 48)]
+    before = [b for b in before if b]
+    fits = {}
+    for workers in ("0", "2"):
+        monkeypatch.setenv("MMU_EMBED_WORKERS", workers)
+        emb = SupervisedEmbedder(world["cfg"], epochs=1, batch_size=48, device="cpu")
+        batches, ids = emb.train_inputs([(d, col)], col, 48)
+        assert [list(o) for o, _ in batches()] == before and len(ids) == sum(map(len, before))
+        emb.prepare([(d, col)], col)
+        fits[workers] = emb.fits[col]
+    assert fits["0"] == fits["2"] and "precision" not in fits["0"]
+    got_ids, got, _ = embed_split(emb, d.files["val"], "toy_pair", "rev", "val", col, "backbone", None)
+    rows = [s for _, samples in iter_samples(d.files["val"], "val", col, 64) for s in samples]
+    np.testing.assert_array_equal(got_ids, [s["object_id"] for s in rows])
+    np.testing.assert_allclose(got, emb.embed(rows, col, "backbone"), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a GPU")
+def test_supervised_baseline_trains_on_the_gpu_in_bf16(world):
+    from mmu.eval.baselines import SupervisedEmbedder
+
+    col = "testsurvey_spectrum"
+    d = _toy_task(world)
+    emb = SupervisedEmbedder(world["cfg"], epochs=1)
+    emb.prepare([(d, col)], col)
+    assert emb.device.startswith("cuda") and emb.fits[col]["precision"] == "bf16"
+    assert next(emb.encoders[col].parameters()).is_cuda
+
+
 def test_the_board_reads_labels_from_the_hub_or_a_published_lock(world, tmp_path, capsys):
     """Issue 16 item 4 / issue 19: a task that no catalog lock pins (ToyMag.v1) is refused on an
     empty board; `submit --hub` reads the labels from the dataset itself, and a build's published

@@ -350,6 +350,40 @@ def test_only_the_trainers_collator_gets_whole_arrays(setup):
 
     own = OwnCollate(None, pretrained=emb.p)
     assert model_spec(own, "toy_spectrum") is None
+    # the config baselines collate with the trainer's collator too
+    from mmu.eval.baselines import RawPCAEmbedder, SupervisedEmbedder
+
+    for base in (RawPCAEmbedder(emb.p.config, device="cpu"), SupervisedEmbedder(emb.p.config, device="cpu")):
+        assert model_spec(base, "toy_spectrum") is emb.p.config.model.modalities["toy_spectrum"]
+
+
+def test_in_unit_order_puts_worker_streams_back_in_file_order():
+    from mmu.eval.loader import in_unit_order
+
+    # two workers: units 0, 2, 4 and 1, 3; unit 1 has two batches, unit 2 none, unit 3 one
+    arrivals = [(0, 0, "a"), (1, 0, "b"), (0, None, None), (1, 8, "c"), (2, None, None), (1, None, None),
+                (4, 0, "e"), (3, 0, "d"), (4, None, None), (3, None, None)]
+    assert [x[2] for x in in_unit_order(iter(arrivals))] == ["a", "b", "c", "d", "e"]
+    # a unit that never ends holds back every later one (nothing is skipped silently)
+    assert [x[2] for x in in_unit_order(iter([(1, 0, "b"), (1, None, None)]))] == []
+
+
+@pytest.mark.parametrize("batch_rows", [17, 64])
+def test_streamed_batches_are_in_file_order_with_any_number_of_workers(setup, batch_rows):
+    """`iter_inputs` streams (no sort at the end, as a training loop needs): with 0 or 2 workers
+    the same rows come in the same order with the same tensors."""
+    from mmu.eval.loader import iter_inputs
+
+    files, emb = setup
+    runs = {}
+    for workers in (0, 2):
+        got = list(iter_inputs(emb, files, "train", "spectrum", "toy_spectrum", batch_rows, workers))
+        ids = [o for oids, _ in got for o in oids]
+        flux = torch.cat([x["flux"] for _, x in got]).numpy()
+        runs[workers] = ids, flux
+    want_ids, _ = reference(emb, files, "train", "backbone")
+    assert runs[0][0] == runs[2][0] == list(want_ids)
+    np.testing.assert_array_equal(runs[0][1], runs[2][1])
 
 
 @pytest.mark.slow

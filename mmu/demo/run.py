@@ -78,22 +78,30 @@ def demo_name(task: str) -> str:
 @dataclass(frozen=True)
 class DemoSize:
     """One demo size: how many objects and fields to simulate, how long to pretrain (which
-    config, how many steps), the supervised baseline's epochs and a time budget in seconds."""
+    config, how many steps, other settings of the config it changes), the supervised baseline's
+    epochs and a time budget in seconds (on the machine the size is meant for)."""
 
     name: str
     galaxies: int
     transients: int
-    fields: int
+    fields: int  # at most `mmu.sim.footprint.MAX_FIELDS`
     pretrain_config: str
     pretrain_steps: int
     supervised_epochs: int
     budget_s: int
+    pretrain_set: tuple[str, ...] = ()  # config overrides, as `mmu pretrain --set` takes them
 
+
+STAGES = ("sim", "build", "crossmatch", "export", "pretrain", "eval")  # in order; the report follows eval
 
 SIZES = {
-    "tiny": DemoSize("tiny", 240, 40, 12, "demo", 20, 1, 180),
+    "tiny": DemoSize("tiny", 240, 40, 12, "demo", 20, 1, 180,
+                     ("data.batch_size=8", "train.val_every=10", "train.ckpt_every=10", "data.segment_steps=10")),
     "small": DemoSize("small", 2000, 200, 120, "demo", 400, 4, 900),
-    "medium": DemoSize("medium", 20000, 2000, 400, "astroclip", 5000, 10, 3 * 3600),
+    # one H100 machine (16 cores): the astroclip config for 1,500 of its 50,000 steps (~28 passes
+    # over ~14,000 training pairs), its warm-up scaled down with them; 10 minutes end to end
+    "medium": DemoSize("medium", 20000, 2000, 300, "astroclip", 1500, 10, 600,
+                       ("optim.warmup_steps=150", "train.val_every=500", "train.ckpt_every=500")),
 }
 
 
@@ -144,8 +152,7 @@ class Demo:
                 self.times[name] = done["seconds"]
                 self.reused.append(name)
                 return done["result"]
-        order = ("sim", "build", "crossmatch", "export", "pretrain", "eval")  # how far along, in the log
-        where = f"stage {order.index(name) + 1} of {len(order)}" if name in order else "extra stage"
+        where = f"stage {STAGES.index(name) + 1} of {len(STAGES)}" if name in STAGES else "extra stage"
         so_far = sum(self.times.values())
         log.info("[demo] %s ... (%s%s)", name, where, f"; {so_far:.0f} s in the stages before" if so_far else "")
         t0 = time.perf_counter()
@@ -229,9 +236,7 @@ class Demo:
                      f"run.dir={self.out / 'runs' / self.size.pretrain_config}",
                      f"train.steps={self.size.pretrain_steps}",
                      f"train.progress={str(mmu.logs.progress_bars_enabled()).lower()}"]
-        if self.size.name == "tiny":
-            overrides += ["data.batch_size=8", "train.val_every=10", "train.ckpt_every=10", "data.segment_steps=10"]
-        return load_config(str(config), overrides)
+        return load_config(str(config), overrides + list(self.size.pretrain_set))
 
     def pretrain(self) -> dict:
         """Stage: CLIP-style pretraining on the shards (resumed when OUT/runs has a run)."""
@@ -398,33 +403,54 @@ class Demo:
         return {"repo": str(repo), "site": str(site / "index.html"), "models": [r.model for r in rows]}
 
     # ---------------------------------------------------------------------------------------
-    def run(self) -> dict:
-        """Run (or resume) every stage, then write OUT/demo.json and OUT/report.html.
+    def run(self, until: str = "eval") -> dict:
+        """Run (or resume) every stage up to `until`, then write OUT/demo.json, and OUT/report.html
+        once the last stage is done.
+
+        Args:
+            until: the last stage to run (`STAGES`): e.g. "export" makes the data on a CPU
+                machine, and a later run in the same folder (on a GPU machine, say) goes on from
+                there.
 
         Returns:
             The summary (also OUT/demo.json): size, seed, seconds per stage, the stages reused
-            from an earlier run, the total, each stage's result, and the report's path.
+            from an earlier run, the total, each stage's result, and the report's path (None
+            when stopped before the last stage).
+
+        Raises:
+            ValueError: an unknown stage.
         """
         from mmu.engine.cluster import dask_client
 
+        if until not in STAGES:
+            raise ValueError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.size.name == "medium":
+            import torch
+
+            if not torch.cuda.is_available():
+                log.warning("[demo] --size medium is sized for a GPU machine (16 cores, one H100); here, without a "
+                            "GPU, its pretraining (the %s config, %d steps) and its supervised baseline run on the "
+                            "CPU and take many hours (docs/demo.md)", self.size.pretrain_config,
+                            self.size.pretrain_steps)
         t0 = time.perf_counter()
+        steps = {"sim": self.sim, "build": self.build_all, "crossmatch": self.crossmatch_all,
+                 "export": self.export_all, "pretrain": self.pretrain,
+                 "eval": lambda: self.evaluate(results["pretrain"]["checkpoint"])}
+        results: dict = {}
         with dask_client(self.workers) as self.client:
-            results = {
-                "sim": self.stage("sim", self.sim),
-                "build": self.stage("build", self.build_all),
-                "crossmatch": self.stage("crossmatch", self.crossmatch_all),
-                "export": self.stage("export", self.export_all),
-            }
-            results["pretrain"] = self.stage("pretrain", self.pretrain)
-            ckpt = results["pretrain"]["checkpoint"]
-            results["eval"] = self.stage("eval", lambda: self.evaluate(ckpt))
+            for name in STAGES[:STAGES.index(until) + 1]:
+                results[name] = self.stage(name, steps[name])
         total = time.perf_counter() - t0
         summary = {"size": asdict(self.size), "seed": self.seed, "stages_s": self.times, "reused": self.reused,
-                   "total_s": total, "results": results}
+                   "total_s": total, "results": results, "report": None}
         atomic_write_json(self.out / "demo.json", summary)
-        from mmu.demo.report import write_report
-        summary["report"] = str(write_report(self.out, summary))
+        if until == STAGES[-1]:
+            from mmu.demo.report import write_report
+            summary["report"] = str(write_report(self.out, summary))
+        else:
+            log.info("[demo] stopped after %s, as asked; `mmu demo --out %s --size %s` goes on from there", until,
+                     self.out, self.size.name)
         return summary
 
 
@@ -445,5 +471,7 @@ def stage_table(summary: dict) -> str:
     lines = ["", "stage         seconds"]
     for k, v in summary["stages_s"].items():
         lines.append(f"{k:<13} {v:7.1f}" + ("  (earlier run, reused)" if k in summary.get("reused", []) else ""))
-    lines += [f"{'total':<13} {summary['total_s']:7.1f}", "", f"report: {summary['report']}"]
+    lines += [f"{'total':<13} {summary['total_s']:7.1f}"]
+    if summary.get("report"):
+        lines += ["", f"report: {summary['report']}"]
     return "\n".join(lines)
