@@ -120,7 +120,10 @@ def _z_scatter(results_dir: Path) -> bytes | None:
             continue
         res = json.loads(files[0].read_text())
         p = res["predictions"]
-        ax.scatter(p["y"], p["fits"]["main"]["pred"], s=10, label=f"{label} (R² {res['main_score']['value']:.2f})")
+        n = len(p["y"])  # a few hundred test galaxies at `small`, thousands at `medium`: smaller, see-through dots
+        ax.scatter(p["y"], p["fits"]["main"]["pred"], s=10 if n <= 300 else 4,
+                   alpha=1.0 if n <= 300 else 0.5, zorder=3 if sub == "pretrained" else 2, lw=0,
+                   label=f"{label} (R² {res['main_score']['value']:.2f})")
         found = True
     if not found:
         plt.close(fig)
@@ -129,7 +132,8 @@ def _z_scatter(results_dir: Path) -> bytes | None:
     ax.plot(lim, lim, "k:", lw=0.8)
     ax.set_xlabel("true z")
     ax.set_ylabel("predicted z (linear probe on image embeddings)")
-    ax.legend(fontsize=7)
+    for h in ax.legend(fontsize=7, markerscale=1.5).legend_handles:
+        h.set_alpha(1.0)
     fig.tight_layout()
     return _png(fig)
 
