@@ -329,7 +329,12 @@ def model_spec(embedder, model_column: str):
 def in_unit_order(items: Iterator) -> Iterator:
     """`HubRows(..., mark_units=True)` items, from any number of workers, back in unit order:
     each unit's batches (which one worker yields in order) are held until every earlier unit has
-    ended. The end markers are dropped."""
+    ended. The end markers are dropped.
+
+    Raises:
+        RuntimeError: the stream ended while a unit had not (its later units' batches would be
+            lost).
+    """
     pending: dict[int, list] = {}
     ended: set[int] = set()
     nxt = 0
@@ -345,6 +350,9 @@ def in_unit_order(items: Iterator) -> Iterator:
                 break
             ended.discard(nxt)
             nxt += 1
+    if pending:
+        raise RuntimeError(f"the loader's stream ended before unit {nxt} did: "
+                           f"{sum(map(len, pending.values()))} batch(es) of later units were not yielded")
 
 
 def iter_inputs(embedder, files: list[Path], split: str, column: str, model_column: str, batch_rows: int,

@@ -364,8 +364,9 @@ def test_in_unit_order_puts_worker_streams_back_in_file_order():
     arrivals = [(0, 0, "a"), (1, 0, "b"), (0, None, None), (1, 8, "c"), (2, None, None), (1, None, None),
                 (4, 0, "e"), (3, 0, "d"), (4, None, None), (3, None, None)]
     assert [x[2] for x in in_unit_order(iter(arrivals))] == ["a", "b", "c", "d", "e"]
-    # a unit that never ends holds back every later one (nothing is skipped silently)
-    assert [x[2] for x in in_unit_order(iter([(1, 0, "b"), (1, None, None)]))] == []
+    # a stream that ends while a unit has not is an error, never a silent loss of later batches
+    with pytest.raises(RuntimeError, match="ended before unit 0 did: 1 batch"):
+        list(in_unit_order(iter([(1, 0, "b"), (1, None, None)])))
 
 
 @pytest.mark.parametrize("batch_rows", [17, 64])
