@@ -270,21 +270,20 @@ class SupervisedEmbedder(_ConfigInputs):
         enc.train()
         for _ in range(self.epochs):
             for oids, inputs in batches():
-                with autocast(self.device, self.precision):
-                    feats = enc(preprocess(m.kind, self._on_device(inputs)))
                 loss = 0.0
-                for (kind, lab, _), head in zip(targets, heads, strict=False):
-                    have = [i for i, o in enumerate(oids) if o in lab]
-                    if not have:
-                        continue
-                    with autocast(self.device, self.precision):
+                with autocast(self.device, self.precision):  # the losses themselves run in fp32
+                    feats = enc(preprocess(m.kind, self._on_device(inputs)))
+                    for (kind, lab, _), head in zip(targets, heads, strict=False):
+                        have = [i for i, o in enumerate(oids) if o in lab]
+                        if not have:
+                            continue
                         out = head(feats[torch.as_tensor(have, device=feats.device)]).float()
-                    if kind == "regression":
-                        y = torch.tensor([lab[oids[i]] for i in have], dtype=torch.float32, device=out.device)
-                        loss = loss + nn.functional.mse_loss(out[:, 0], y)
-                    else:
-                        y = torch.tensor([lab[oids[i]] for i in have], dtype=torch.long, device=out.device)
-                        loss = loss + nn.functional.cross_entropy(out, y)
+                        if kind == "regression":
+                            y = torch.tensor([lab[oids[i]] for i in have], dtype=torch.float32, device=out.device)
+                            loss = loss + nn.functional.mse_loss(out[:, 0], y)
+                        else:
+                            y = torch.tensor([lab[oids[i]] for i in have], dtype=torch.long, device=out.device)
+                            loss = loss + nn.functional.cross_entropy(out, y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

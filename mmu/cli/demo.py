@@ -6,8 +6,6 @@ import textwrap
 
 from mmu.cli.common import require_extra
 
-STAGE_NAMES = ("sim", "build", "crossmatch", "export", "pretrain", "eval")  # mmu.demo.run.STAGES, without its imports
-
 
 def _demo(args) -> int:
     require_extra("demo", "mmu demo")  # every stage's extra, plus the report's figures
@@ -19,6 +17,8 @@ def _demo(args) -> int:
 
 
 def register(sub) -> None:
+    from mmu.demo.run import STAGES  # light: the stages' own imports happen when they run
+
     dm = sub.add_parser(
         "demo",
         help="the whole chain on a mock universe: sim, build, crossmatch, export, pretrain, eval, board, report",
@@ -49,7 +49,7 @@ def register(sub) -> None:
     dm.add_argument("--size", default="tiny", choices=["tiny", "small", "medium"], help="default tiny")
     dm.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
     dm.add_argument("--workers", type=int, default=None, help="local Dask worker processes")
-    dm.add_argument("--until", default="eval", choices=list(STAGE_NAMES),
+    dm.add_argument("--until", default="eval", choices=list(STAGES),
                     help="the last stage to run (default eval: all, then the report); e.g. --until export makes "
                          "the data, and the same command without it goes on from there")
     dm.set_defaults(func=_demo)
